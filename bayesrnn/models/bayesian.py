@@ -1,0 +1,93 @@
+"""Turning a module's parameters into Pyro sample sites with priors.
+
+Leaf modules (RNN layers, embeddings, linear maps) create ordinary ``nn.Parameter`` weights with
+PyTorch's default initialisation. :func:`bayesianize` then replaces each of them by a
+``PyroSample`` whose site name is the parameter's path in the module tree (``rnn.weight_ih_l0``),
+so ``poutine.condition(model, data=dict(torch_module.named_parameters()))`` runs the model with
+torch's weights. The initial values are kept as non-persistent buffers: guides start their means
+there, and they follow ``.to(device)`` without entering the state dict.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from pyro.nn import PyroModule, PyroSample
+
+from bayesrnn.models.priors import GaussianPrior, Prior
+
+INIT_PREFIX = "_init_"
+
+PriorSpec = Prior | Mapping[str, Prior] | Callable[[str], Prior]
+
+
+def resolve_prior(spec: PriorSpec, site: str) -> Prior:
+    """The prior for one site: a single prior, a ``{glob: prior}`` map (first match), or a callable."""
+    if isinstance(spec, Mapping):
+        for pattern, prior in spec.items():
+            if fnmatch.fnmatchcase(site, pattern):
+                return prior
+        raise ValueError(f"prior: no pattern in {list(spec)} matches the site {site!r}")
+    if callable(spec) and not hasattr(spec, "distribution"):
+        return spec(site)
+    return spec  # type: ignore[return-value]
+
+
+def _prior_sampler(prior: Prior, local_name: str) -> Callable[[PyroModule], object]:
+    def build(module: PyroModule):
+        anchor = getattr(module, INIT_PREFIX + local_name)
+        return prior.distribution(anchor.shape, anchor.device, anchor.dtype)
+
+    return build
+
+
+def bayesianize(
+    model: PyroModule,
+    prior: PriorSpec = GaussianPrior(1.0),
+    deterministic: Iterable[str] = (),
+) -> PyroModule:
+    """Replace every parameter of ``model`` by a sample site, except those named in ``deterministic``.
+
+    ``deterministic`` holds site names or glob patterns (``"decoder.bias"``); those stay point
+    estimates (``pyro.param`` sites), as Fortunato keeps the softmax bias. Returns ``model``.
+    """
+    keep = tuple(deterministic)
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in keep if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unknown:
+        raise ValueError(f"deterministic: {unknown} match no parameter of the model; have {names}")
+    for full_name in names:
+        if any(fnmatch.fnmatchcase(full_name, p) for p in keep):
+            continue
+        owner_path, _, local = full_name.rpartition(".")
+        owner = model.get_submodule(owner_path) if owner_path else model
+        initial = getattr(owner, local).detach().clone()
+        delattr(owner, local)
+        owner.register_buffer(INIT_PREFIX + local, initial, persistent=False)
+        resolved = resolve_prior(prior, full_name)
+        setattr(owner, local, PyroSample(_prior_sampler(resolved, local)))
+        owner._bayesrnn_priors = {**getattr(owner, "_bayesrnn_priors", {}), local: resolved}
+    return model
+
+
+def weight_sites(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Site name → initial value for every Bayesian weight of ``model`` (in module order)."""
+    sites: dict[str, torch.Tensor] = {}
+    for path, module in model.named_modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if name.startswith(INIT_PREFIX):
+                local = name[len(INIT_PREFIX) :]
+                sites[f"{path}.{local}" if path else local] = buffer
+    return sites
+
+
+def site_prior(model: torch.nn.Module, site: str) -> Prior:
+    """The prior description (not the distribution) of one weight site."""
+    owner_path, _, local = site.rpartition(".")
+    owner = model.get_submodule(owner_path) if owner_path else model
+    priors = getattr(owner, "_bayesrnn_priors", {})
+    if local not in priors:
+        raise ValueError(f"site: {site!r} is not a Bayesian weight of this model")
+    return priors[local]

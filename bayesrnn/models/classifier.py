@@ -1,0 +1,97 @@
+"""Sequence classifier: embedding → Bayesian RNN → final state or masked mean → class logits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import Tensor
+
+from bayesrnn.models.bayesian import PriorSpec, bayesianize
+from bayesrnn.models.layers import Embedding, Linear
+from bayesrnn.models.priors import GaussianPrior
+from bayesrnn.models.regularisers import Regularisers
+from bayesrnn.models.sequence_models import embed_tokens, make_rnn, reinitialise
+from bayesrnn.models.validation import check_lengths, check_positive_int
+
+POOLINGS = ("last", "mean")
+
+
+class SequenceClassifier(PyroModule):
+    """A Pyro model of one label per (variable-length) sequence.
+
+    ``forward(tokens, labels=None, lengths=None)`` returns class logits (B, C); with ``labels``
+    it observes them at the categorical site ``obs`` in the plate ``sequences``. ``pooling``
+    ``"last"`` reads the last layer's state at each sequence's final real step, ``"mean"`` the
+    mean of the outputs over the real steps.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        batch_first: bool = False,
+        *,
+        pooling: str = "last",
+        prior: PriorSpec | None = GaussianPrior(1.0),
+        deterministic: Iterable[str] = (),
+        regularisers: Regularisers | Mapping[str, float] | None = None,
+        init_range: float | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("vocab_size", vocab_size)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        self.batch_first = bool(batch_first)
+        self.mc_dropout = False
+        self.embedding = Embedding(vocab_size, embedding_size)
+        self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
+        self.decoder = Linear(hidden_size, num_classes)
+        reinitialise(self, init_range)
+        if prior is not None:
+            bayesianize(self, prior, deterministic)
+
+    @property
+    def regularisers(self) -> Regularisers:
+        return self.rnn.regularisers
+
+    @regularisers.setter
+    def regularisers(self, value: Regularisers | Mapping[str, float] | None) -> None:
+        self.rnn.regularisers = value
+
+    def forward(
+        self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        batch_dim = 0 if self.batch_first else 1
+        embedded = embed_tokens(self.embedding, self.rnn, tokens, "tokens", batch_dim)
+        if self.batch_first:
+            embedded = embedded.transpose(0, 1)
+        steps, batch = embedded.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch, steps)
+        output, state = self.rnn(embedded, lengths=lengths)
+        if self.pooling == "last":
+            h = state[0] if isinstance(state, tuple) else state
+            features = h[-1]
+        else:
+            count = torch.full((batch,), steps) if lengths is None else lengths
+            features = output.sum(0) / count.to(output).unsqueeze(-1)
+        logits = self.decoder(features)
+        if labels is not None:
+            if not isinstance(labels, Tensor) or labels.shape != (batch,):
+                got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels)
+                raise ValueError(f"labels must have shape ({batch},), got {got}")
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}")
+            with pyro.plate("sequences", batch, dim=-1):
+                pyro.sample("obs", dist.Categorical(logits=logits), obs=labels)
+        return logits

@@ -1,0 +1,104 @@
+"""Word- or character-level language model: embedding → stacked Bayesian RNN → decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+from torch import Tensor
+
+from bayesrnn.models.bayesian import PriorSpec, bayesianize
+from bayesrnn.models.layers import Embedding, Linear
+from bayesrnn.models.priors import GaussianPrior
+from bayesrnn.models.regularisers import Regularisers
+from bayesrnn.models.rnn import State
+from bayesrnn.models.sequence_models import embed_tokens, make_rnn, reinitialise
+from bayesrnn.models.validation import check_positive_int, check_token_ids
+
+
+class LanguageModel(PyroModule):
+    """A Pyro model of next-token prediction.
+
+    ``forward(tokens, targets=None, state=None)`` returns ``(logits, state)``; with ``targets``
+    it observes them at the categorical site ``obs`` inside the plates ``sequences`` and
+    ``steps``. Embedding, RNN and decoder weights are sample sites (``embedding.weight``,
+    ``rnn.weight_ih_l0``, ``decoder.weight``, ``decoder.bias``) unless named in
+    ``deterministic``; ``prior=None`` gives a plain (non-Bayesian) network for baselines.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int = 2,
+        cell: str = "lstm",
+        tie_weights: bool = False,
+        batch_first: bool = False,
+        *,
+        prior: PriorSpec | None = GaussianPrior(1.0),
+        deterministic: Iterable[str] = (),
+        regularisers: Regularisers | Mapping[str, float] | None = None,
+        init_range: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        check_positive_int("embedding_size", embedding_size)
+        check_positive_int("hidden_size", hidden_size)
+        if tie_weights and hidden_size != embedding_size:
+            raise ValueError(
+                f"tie_weights needs hidden_size == embedding_size, got {hidden_size} "
+                f"and {embedding_size}"
+            )
+        self.cell = cell
+        self.tie_weights = bool(tie_weights)
+        self.batch_first = bool(batch_first)
+        self.mc_dropout = False
+        self.embedding = Embedding(vocab_size, embedding_size)
+        self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
+        self.decoder = Linear(hidden_size, vocab_size)
+        reinitialise(self, init_range)
+        if self.tie_weights:
+            del self.decoder.weight
+        if prior is not None:
+            bayesianize(self, prior, deterministic)
+
+    @property
+    def regularisers(self) -> Regularisers:
+        return self.rnn.regularisers
+
+    @regularisers.setter
+    def regularisers(self, value: Regularisers | Mapping[str, float] | None) -> None:
+        self.rnn.regularisers = value
+
+    def forward(
+        self, tokens: Tensor, targets: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        batch_dim = 0 if self.batch_first else 1
+        embedded = embed_tokens(self.embedding, self.rnn, tokens, "tokens", batch_dim)
+        if self.batch_first:
+            embedded = embedded.transpose(0, 1)
+        output, state = self.rnn(embedded, state)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        weight = self.embedding.weight if self.tie_weights else None
+        logits = self.decoder(output, weight)
+        if targets is not None:
+            if not isinstance(targets, Tensor) or targets.shape != tokens.shape:
+                got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets)
+                raise ValueError(f"targets must have the shape of tokens {tuple(tokens.shape)}, got {got}")
+            check_token_ids("targets", targets, self.vocab_size)
+            observe_tokens(logits, targets, batch_dim)
+        return logits, state
+
+
+def observe_tokens(logits: Tensor, targets: Tensor, batch_dim: int) -> None:
+    """The likelihood: one categorical per token, the batch in plate ``sequences``."""
+    steps_dim = 1 - batch_dim
+    with (
+        pyro.plate("sequences", targets.shape[batch_dim], dim=batch_dim - 2),
+        pyro.plate("steps", targets.shape[steps_dim], dim=steps_dim - 2),
+    ):
+        pyro.sample("obs", dist.Categorical(logits=logits), obs=targets)

@@ -1,0 +1,48 @@
+"""Embedding and linear maps with the same parameter names as ``nn.Embedding``/``nn.Linear``.
+
+They hold plain parameters; the model that owns them turns them into sample sites with
+:func:`bayesrnn.models.bayesian.bayesianize`, so site names carry the full module path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+
+class Embedding(PyroModule):
+    """Token embedding ``weight`` (V, E), initialised N(0, 1) like ``nn.Embedding``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, init_range: float | None = None):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        weight = torch.empty(num_embeddings, embedding_dim)
+        if init_range is None:
+            weight.normal_()
+        else:
+            weight.uniform_(-init_range, init_range)
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return nn.functional.embedding(tokens, self.weight)
+
+
+class Linear(PyroModule):
+    """``y = x Wᵀ + b`` with ``nn.Linear``'s default initialisation."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 init_range: float | None = None):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features) if init_range is None else init_range
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.has_bias = bias
+
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        return nn.functional.linear(x, self.weight if weight is None else weight,
+                                    self.bias if self.has_bias else None)
