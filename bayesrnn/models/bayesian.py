@@ -24,7 +24,7 @@ PriorSpec = Prior | Mapping[str, Prior] | Callable[[str], Prior]
 
 
 def resolve_prior(spec: PriorSpec, site: str) -> Prior:
-    """The prior for one site: a single prior, a ``{glob: prior}`` map (first match), or a callable."""
+    """The prior of one site: a prior, a ``{glob: prior}`` map (first match wins), or a callable."""
     if isinstance(spec, Mapping):
         for pattern, prior in spec.items():
             if fnmatch.fnmatchcase(site, pattern):
@@ -48,7 +48,7 @@ def bayesianize(
     prior: PriorSpec = GaussianPrior(1.0),
     deterministic: Iterable[str] = (),
 ) -> PyroModule:
-    """Replace every parameter of ``model`` by a sample site, except those named in ``deterministic``.
+    """Replace each parameter of ``model`` by a sample site, except those in ``deterministic``.
 
     ``deterministic`` holds site names or glob patterns (``"decoder.bias"``); those stay point
     estimates (``pyro.param`` sites), as Fortunato keeps the softmax bias. Returns ``model``.

@@ -91,7 +91,9 @@ class SequenceClassifier(PyroModule):
                 got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels)
                 raise ValueError(f"labels must have shape ({batch},), got {got}")
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}")
+                raise ValueError(
+                    f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}"
+                )
             with pyro.plate("sequences", batch, dim=-1):
                 pyro.sample("obs", dist.Categorical(logits=logits), obs=labels)
         return logits

@@ -88,7 +88,9 @@ class LanguageModel(PyroModule):
         if targets is not None:
             if not isinstance(targets, Tensor) or targets.shape != tokens.shape:
                 got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets)
-                raise ValueError(f"targets must have the shape of tokens {tuple(tokens.shape)}, got {got}")
+                raise ValueError(
+                    f"targets must have the shape of tokens {tuple(tokens.shape)}, got {got}"
+                )
             check_token_ids("targets", targets, self.vocab_size)
             observe_tokens(logits, targets, batch_dim)
         return logits, state

@@ -34,8 +34,13 @@ class Embedding(PyroModule):
 class Linear(PyroModule):
     """``y = x Wᵀ + b`` with ``nn.Linear``'s default initialisation."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 init_range: float | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init_range: float | None = None,
+    ):
         super().__init__()
         bound = 1.0 / math.sqrt(in_features) if init_range is None else init_range
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
@@ -44,5 +49,6 @@ class Linear(PyroModule):
         self.has_bias = bias
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        return nn.functional.linear(x, self.weight if weight is None else weight,
-                                    self.bias if self.has_bias else None)
+        return nn.functional.linear(
+            x, self.weight if weight is None else weight, self.bias if self.has_bias else None
+        )

@@ -63,7 +63,7 @@ class Regularisers:
 
     @classmethod
     def from_mapping(cls, rates: Mapping[str, float] | None) -> Regularisers:
-        """Build from ``{name: rate}``; an unknown name is a ``ValueError`` listing the known ones."""
+        """Build from ``{name: rate}``; an unknown name is a ValueError listing the known ones."""
         rates = dict(rates or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(rates) - known)
@@ -105,10 +105,7 @@ def word_type_mask(
     rows = batch if scope == "sequence" else 1
     per_type = bernoulli_mask((rows, vocab_size), rate, like)
     index = tokens.movedim(batch_dim, 0).reshape(batch, -1)
-    if rows == 1:
-        picked = per_type[0][index]
-    else:
-        picked = per_type.gather(1, index)
+    picked = per_type[0][index] if rows == 1 else per_type.gather(1, index)
     return picked.reshape(tokens.movedim(batch_dim, 0).shape).movedim(0, batch_dim).unsqueeze(-1)
 
 
@@ -157,8 +154,6 @@ def masks_active(module: torch.nn.Module) -> bool:
     return module.training or getattr(module, "mc_dropout", False)
 
 
-
-
 __all__ = [
     "MASK_SCOPES",
     "Regularisers",
@@ -171,4 +166,3 @@ __all__ = [
     "word_type_mask",
     "zoneout",
 ]
-

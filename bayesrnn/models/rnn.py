@@ -68,7 +68,10 @@ class BayesianRNNBase(PyroModule):
         self._site_names: list[list[str]] = []
         for layer in range(num_layers):
             inputs = input_size if layer == 0 else hidden_size
-            shapes = {f"weight_ih_l{layer}": (gates, inputs), f"weight_hh_l{layer}": (gates, hidden_size)}
+            shapes = {
+                f"weight_ih_l{layer}": (gates, inputs),
+                f"weight_hh_l{layer}": (gates, hidden_size),
+            }
             if bias:
                 shapes |= {f"bias_ih_l{layer}": (gates,), f"bias_hh_l{layer}": (gates,)}
             bound = 1.0 / math.sqrt(hidden_size)  # torch.nn.RNNBase's default initialisation
@@ -115,7 +118,9 @@ class BayesianRNNBase(PyroModule):
                     batch, self.hidden_size, regs.locked_hidden, regs.mask_scope, like
                 )
         if regs.locked_output > 0:
-            masks["output"] = locked_mask(batch, self.hidden_size, regs.locked_output, regs.mask_scope, like)
+            masks["output"] = locked_mask(
+                batch, self.hidden_size, regs.locked_output, regs.mask_scope, like
+            )
         return masks
 
     def forward(
@@ -151,8 +156,10 @@ class BayesianRNNBase(PyroModule):
         active = masks_active(self)
         masks = dict(self.draw_masks(batch, x) if masks is None else masks)
         weights = self.layer_weights()
-        looped = regs.zoneout_c > 0 or regs.zoneout_h > 0 or any(
-            k.startswith("hidden") and v.shape[0] > 1 for k, v in masks.items()
+        looped = (
+            regs.zoneout_c > 0
+            or regs.zoneout_h > 0
+            or any(k.startswith("hidden") and v.shape[0] > 1 for k, v in masks.items())
         )
         valid = None
         if lengths is not None and looped:
@@ -169,13 +176,23 @@ class BayesianRNNBase(PyroModule):
             c_layer = None if c0 is None else c0[layer]
             if looped:
                 layer_input, h_l, c_l = run_layer(
-                    self.mode, layer_input, h0[layer], c_layer, tuple(w), valid, hidden_mask,
-                    regs.zoneout_c, regs.zoneout_h, active,
+                    self.mode,
+                    layer_input,
+                    h0[layer],
+                    c_layer,
+                    tuple(w),
+                    valid,
+                    hidden_mask,
+                    regs.zoneout_c,
+                    regs.zoneout_h,
+                    active,
                 )
             else:
                 if hidden_mask is not None:  # one mask for the batch: fold into W_hh's columns
                     w[1] = w[1] * hidden_mask
-                layer_input, h_l, c_l = self._fused_layer(layer_input, h0[layer], c_layer, w, lengths)
+                layer_input, h_l, c_l = self._fused_layer(
+                    layer_input, h0[layer], c_layer, w, lengths
+                )
             h_out.append(h_l)
             c_out.append(c_l)
         output = self._output_dropout(layer_input, masks.get("output"), active)
@@ -200,7 +217,9 @@ class BayesianRNNBase(PyroModule):
             hx = (hx[0].index_select(1, order), hx[1].index_select(1, order))
         else:
             hx = hx.index_select(1, order)
-        result = fused(packed.data, packed.batch_sizes, hx, weights, self.bias, 1, 0.0, False, False)
+        result = fused(
+            packed.data, packed.batch_sizes, hx, weights, self.bias, 1, 0.0, False, False
+        )
         out_packed = PackedSequence(result[0], packed.batch_sizes, order, unorder)
         out, _ = pad_packed_sequence(out_packed, batch_first=False, total_length=x.shape[0])
         h_n = result[1][0].index_select(0, unorder)

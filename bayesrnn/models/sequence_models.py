@@ -20,8 +20,13 @@ CELLS: dict[str, type[BayesianRNNBase]] = {
 }
 
 
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int,
-             regularisers: Regularisers | Mapping[str, float] | None) -> BayesianRNNBase:
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    regularisers: Regularisers | Mapping[str, float] | None,
+) -> BayesianRNNBase:
     """A plain-parameter RNN stack (always time-major inside the models)."""
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -29,7 +34,7 @@ def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int,
 
 
 def reinitialise(module: torch.nn.Module, init_range: float | None) -> None:
-    """Zaremba/Gal-style U(−r, r) initialisation of every parameter (None keeps torch's defaults)."""
+    """Zaremba/Gal-style U(−r, r) initialisation of all parameters (None keeps torch's)."""
     if init_range is None:
         return
     if not init_range > 0:
@@ -39,8 +44,9 @@ def reinitialise(module: torch.nn.Module, init_range: float | None) -> None:
             parameter.uniform_(-init_range, init_range)
 
 
-def embed_tokens(embedding: Embedding, rnn: BayesianRNNBase, tokens: Tensor, name: str,
-                 batch_dim: int) -> Tensor:
+def embed_tokens(
+    embedding: Embedding, rnn: BayesianRNNBase, tokens: Tensor, name: str, batch_dim: int
+) -> Tensor:
     """Validate ``tokens`` and embed them, dropping word types when embedding dropout is on."""
     if not isinstance(tokens, Tensor) or tokens.dim() != 2:
         shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
@@ -50,7 +56,11 @@ def embed_tokens(embedding: Embedding, rnn: BayesianRNNBase, tokens: Tensor, nam
     regs = rnn.regularisers
     if regs.embedding_dropout > 0 and masks_active(rnn):
         embedded = embedded * word_type_mask(
-            tokens, embedding.num_embeddings, regs.embedding_dropout, regs.mask_scope,
-            batch_dim, embedded,
+            tokens,
+            embedding.num_embeddings,
+            regs.embedding_dropout,
+            regs.mask_scope,
+            batch_dim,
+            embedded,
         )
     return embedded
