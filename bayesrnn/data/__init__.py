@@ -1,1 +1,42 @@
-"""data."""
+"""Corpora, vocabularies, token streams and downloads (no inference or model code)."""
+
+from bayesrnn.data.checksums import ChecksumError, DataNotFoundError, sha256_file, verify_sha256
+from bayesrnn.data.corpora import LanguageCorpus, load_ptb, load_text
+from bayesrnn.data.download import DownloadError, download_file, download_polarity, download_ptb
+from bayesrnn.data.embedded import load_embedded_corpus
+from bayesrnn.data.polarity import (
+    ClassificationCorpus,
+    ClassificationSplit,
+    classification_batches,
+    load_polarity,
+    pad_batch,
+)
+from bayesrnn.data.streams import batchify, check_token_ids, reverse_stream
+from bayesrnn.data.vocab import EOS, PAD, UNK, Vocabulary
+
+__all__ = [
+    "EOS",
+    "PAD",
+    "UNK",
+    "ChecksumError",
+    "ClassificationCorpus",
+    "ClassificationSplit",
+    "DataNotFoundError",
+    "DownloadError",
+    "LanguageCorpus",
+    "Vocabulary",
+    "batchify",
+    "check_token_ids",
+    "classification_batches",
+    "download_file",
+    "download_polarity",
+    "download_ptb",
+    "load_embedded_corpus",
+    "load_polarity",
+    "load_ptb",
+    "load_text",
+    "pad_batch",
+    "reverse_stream",
+    "sha256_file",
+    "verify_sha256",
+]
