@@ -1,0 +1,97 @@
+"""Guide-site distributions whose KL against the model's prior is registered with torch.
+
+:class:`bayesrnn.inference.WindowELBO` asks ``kl_divergence(guide_fn, prior_fn)`` for each
+weight site and falls back to the single-sample log q − log p only where none is registered, so
+these registrations are how the Gal and sharpening KLs enter the ELBO.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import Independent, Normal, TorchDistribution
+from torch.distributions import constraints, kl_divergence, register_kl
+
+
+def _zero_mean_gaussian_scale(prior: Independent) -> torch.Tensor | None:
+    base = prior.base_dist
+    if isinstance(base, Normal) and bool((base.loc == 0).all()):
+        return base.scale
+    return None
+
+
+class GalWeight(TorchDistribution):
+    """Gal's Bernoulli-mixture posterior over one weight in the limit σ → 0.
+
+    q(W) puts the columns (or rows) of the mean weight ``mean`` to zero with probability
+    ``rate`` and scales the kept ones by 1/(1−rate) (inverted dropout, so ``mean`` is also the
+    posterior mean used by the "standard dropout approximation"). ``mask`` is the drawn mask
+    (broadcastable to ``mean``) or None when the masks act inside the model (sequence scope).
+    The density is degenerate as σ → 0, so ``log_prob`` is 0 and the KL is Gal's L2 term.
+    """
+
+    arg_constraints = {}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, mean: torch.Tensor, rate: float, mask: torch.Tensor | None = None):
+        self.mean_weight = mean
+        self.rate = float(rate)
+        self.mask = mask
+        super().__init__(torch.Size(), mean.shape, validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        value = self.mean_weight if self.mask is None else self.mean_weight * self.mask
+        return value.expand(sample_shape + value.shape) if sample_shape else value
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return value.new_zeros(value.shape[: value.dim() - len(self.event_shape)])
+
+
+@register_kl(GalWeight, Independent)
+def _kl_gal_gaussian(q: GalWeight, p: Independent) -> torch.Tensor:
+    """KL ≈ ‖M‖² / (2 s² (1−p)) + const for the prior N(0, s²) (derivation in guides/gal.py)."""
+    scale = _zero_mean_gaussian_scale(p)
+    if scale is None:
+        raise NotImplementedError
+    return (q.mean_weight.square() / (2 * scale.square())).sum() / (1.0 - q.rate)
+
+
+class SharpenedNormal(TorchDistribution):
+    """θ ~ N(φ − η⊙g, σ0²) with φ ~ q(φ) = N(loc, scale²): Fortunato's sharpened posterior.
+
+    The KL against the prior registered here is the KL of q(φ) (analytic for a Gaussian prior,
+    the single-sample log q(φ) − log p(φ) otherwise); the sharpening term ‖η⊙g‖²/(2σ0²) enters
+    the ELBO separately, at full weight, as a guide factor.
+    """
+
+    arg_constraints = {}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, scale, phi, sharpened_mean, sigma0: float, noise: bool = True):
+        self.loc, self.scale, self.phi = loc, scale, phi
+        self.sharpened_mean, self.sigma0, self.noise = sharpened_mean, float(sigma0), noise
+        super().__init__(torch.Size(), loc.shape, validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = sample_shape + self.sharpened_mean.shape
+        if not self.noise:
+            return self.sharpened_mean.expand(shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.sharpened_mean + self.sigma0 * eps
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        event = len(self.event_shape)
+        return Normal(self.sharpened_mean, self.sigma0).log_prob(value).flatten(-event).sum(-1)
+
+    def phi_distribution(self) -> Independent:
+        return Independent(Normal(self.loc, self.scale), len(self.event_shape))
+
+
+@register_kl(SharpenedNormal, Independent)
+def _kl_sharpened_prior(q: SharpenedNormal, p: Independent) -> torch.Tensor:
+    q_phi = q.phi_distribution()
+    try:
+        return kl_divergence(q_phi, p)
+    except NotImplementedError:
+        return q_phi.log_prob(q.phi) - p.log_prob(q.phi)

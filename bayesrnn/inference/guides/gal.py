@@ -1,0 +1,154 @@
+r"""Gal & Ghahramani's variational dropout as a Pyro guide.
+
+The posterior over each weight matrix is the Bernoulli mixture, column by column (Gal's "rows"
+of W in x·W are torch's columns of W in W·x):
+
+    q(w_k) = p·N(0, σ²I) + (1 − p)·N(m_k, σ²I),   σ → 0,
+
+which is dropout of the unit feeding w_k. Rates per group follow Gal's code: ``embedding``
+(word types: rows of the embedding), ``input`` (each layer's input: columns of ``weight_ih``),
+``hidden`` (h_{t−1}: columns of ``weight_hh``) and ``output`` (the decoder's input: columns of
+``decoder.weight``). Biases are not dropped.
+
+KL, derived. Masks scale kept units by 1/(1−p) (inverted dropout), so a draw is w = z·M/(1−p)
+with z ~ Bernoulli(1−p) and E[w] = M: the learned M is the mean weight, used as-is by the
+"standard dropout approximation". With the prior N(0, l⁻²I) (``GaussianPrior(scale=1/l)``),
+
+    KL(q‖p) = −H(q) − E_q[log p(w)] = l²/2 · E_q‖w‖² + const = l²‖M‖² / (2(1−p)) + const,
+
+because E[z²]/(1−p)² = 1/(1−p); the entropy of the mixture is a constant as σ → 0 (Gal &
+Ghahramani 2016, appendix) and is dropped. In Gal's original parametrisation w = z·M̃ (no
+rescaling, M̃ = M/(1−p)) the same term reads (1−p)·l²‖M̃‖²/2, the paper's form. Biases get
+l²‖b‖²/2. Over a dataset of N tokens the ELBO is Σ log-lik − KL; divided by N it is the mean
+token loss plus λ‖M‖² with λ = l²/(2N(1−p)): Gal's weight decay 1e-7 on PTB (N = 929,589,
+p = 0.5) is l² ≈ 0.093, a prior scale 1/l ≈ 3.3. The trainer adds KL/C to each of the C windows
+of an epoch.
+
+Mask scopes. ``"sequence"`` (default, the paper's method): one mask per sequence shared by all
+steps of a window. The guide hands the rates to the model's locked masks, which multiply the
+units (x⊙z_b, h⊙z_b) rather than forming per-sequence weights diag(z_b)·M — the same function,
+proved against a materialised version in the tests. ``"batch"``: one mask per minibatch, applied
+to the weight values in the guide, so the model runs PyTorch's fused kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyro
+import torch
+from torch import nn
+
+from bayesrnn.inference.distributions import GalWeight
+from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
+from bayesrnn.models.layers import Embedding, Linear
+from bayesrnn.models.priors import GaussianPrior
+from bayesrnn.models.regularisers import MASK_SCOPES, bernoulli_mask, check_rate, masks_active
+from bayesrnn.models.rnn import BayesianRNNBase
+
+_OWNED = ("locked_input", "locked_hidden", "locked_output", "embedding_dropout")
+
+
+class GalDropoutGuide(WeightGuide):
+    """Bernoulli-mixture posterior with rates ``embedding``, ``input``, ``hidden``, ``output``.
+
+    Masks are drawn when the model is in training mode or under
+    :func:`bayesrnn.models.mc_dropout` (MC dropout); in evaluation mode the guide returns the
+    mean weights M (the standard dropout approximation).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        embedding: float = 0.0,
+        input: float = 0.0,
+        hidden: float = 0.0,
+        output: float = 0.0,
+        scope: str = "sequence",
+        **options,
+    ) -> None:
+        reject_unknown_options(
+            type(self).__name__, options, ["embedding", "input", "hidden", "output", "scope"]
+        )
+        super().__init__(model)
+        if scope not in MASK_SCOPES:
+            raise ValueError(f"scope must be one of {MASK_SCOPES}, got {scope!r}")
+        self.scope = scope
+        self.rates = {
+            "embedding": check_rate("embedding", embedding),
+            "input": check_rate("input", input),
+            "hidden": check_rate("hidden", hidden),
+            "output": check_rate("output", output),
+        }
+        for site in self.site_names:
+            if not isinstance(self.prior(site), GaussianPrior):
+                raise ValueError(
+                    f"GalDropoutGuide needs Gaussian priors N(0, 1/l²) for its KL; site {site!r} "
+                    f"has {self.prior(site)!r}"
+                )
+        self.groups = {site: self._group(site) for site in self.site_names}
+        self.mean = SiteParameters({s: self.initial_value(s) for s in self.site_names})
+        self._configure_model_masks()
+
+    def _group(self, site: str) -> str | None:
+        owner, local = self.owner(site), site.rpartition(".")[2]
+        if isinstance(owner, Embedding):
+            return "embedding"
+        if isinstance(owner, BayesianRNNBase) and local.startswith("weight_ih"):
+            return "input"
+        if isinstance(owner, BayesianRNNBase) and local.startswith("weight_hh"):
+            return "hidden"
+        if isinstance(owner, Linear) and local == "weight":
+            return "output"
+        return None
+
+    def rate(self, site: str) -> float:
+        group = self.groups[site]
+        return 0.0 if group is None else self.rates[group]
+
+    def _configure_model_masks(self) -> None:
+        current = self.model.regularisers
+        clash = [name for name in _OWNED if getattr(current, name) > 0]
+        if clash:
+            raise ValueError(
+                f"the model already has {clash} switched on; GalDropoutGuide owns these rates"
+            )
+        if self.scope != "sequence":
+            return
+        has = set(self.groups.values())
+        self.model.regularisers = dataclasses.replace(
+            current,
+            locked_input=self.rates["input"] if "input" in has else 0.0,
+            locked_hidden=self.rates["hidden"] if "hidden" in has else 0.0,
+            locked_output=self.rates["output"] if "output" in has else 0.0,
+            embedding_dropout=self.rates["embedding"] if "embedding" in has else 0.0,
+            mask_scope="sequence",
+        )
+
+    def _batch_mask(self, site: str, mean: torch.Tensor) -> torch.Tensor | None:
+        rate = self.rate(site)
+        if self.scope != "batch" or rate == 0.0 or not masks_active(self.model):
+            return None
+        shape = (mean.shape[0], 1) if self.groups[site] == "embedding" else (1, mean.shape[-1])
+        return bernoulli_mask(shape, rate, mean)
+
+    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        values = {}
+        for site in self.site_names:
+            mean = self.mean[site]
+            fn = GalWeight(mean, self.rate(site), self._batch_mask(site, mean))
+            values[site] = pyro.sample(site, fn)
+        return values
+
+    def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The mean weights M: the standard dropout approximation."""
+        return {site: self.mean[site] for site in self.site_names}
+
+    def kl_divergence(self) -> torch.Tensor:
+        """Gal's L2 KL summed over all sites (the same value the ELBO uses)."""
+        total = torch.zeros(())
+        for site in self.site_names:
+            scale = self.prior(site).scale
+            total = total + self.mean[site].square().sum() / (2 * scale**2 * (1 - self.rate(site)))
+        return total
