@@ -1,1 +1,47 @@
-"""inference."""
+"""Guides, ELBO, KL scaling over TBPTT windows, the trainer and stream prediction."""
+
+from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
+from bayesrnn.inference.guides import (
+    GUIDES,
+    GalDropoutGuide,
+    MeanFieldGuide,
+    SharpenedGuide,
+    make_guide,
+)
+from bayesrnn.inference.predictive import (
+    StreamEvaluation,
+    evaluate_stream,
+    posterior_mean,
+    sample_weights,
+)
+from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
+from bayesrnn.inference.tbptt import Window, plan_windows, window_batch
+from bayesrnn.inference.trainer import History, NonFiniteLossError, TBPTTTrainer, TrainerConfig
+
+__all__ = [
+    "GUIDES",
+    "ELBOTerms",
+    "GalDropoutGuide",
+    "History",
+    "LatentScaleMessenger",
+    "MeanFieldGuide",
+    "NonFiniteLossError",
+    "SharpenedGuide",
+    "StreamEvaluation",
+    "TBPTTTrainer",
+    "TrainerConfig",
+    "Window",
+    "WindowELBO",
+    "epoch_kl_scales",
+    "evaluate_stream",
+    "load_checkpoint",
+    "make_guide",
+    "plan_windows",
+    "posterior_mean",
+    "sample_weights",
+    "save_checkpoint",
+    "scale_kl",
+    "window_batch",
+    "window_terms",
+]

@@ -22,10 +22,11 @@ from torch.distributions import kl_divergence
 
 @dataclass(frozen=True)
 class ELBOTerms:
-    """One window's negative log-likelihood and (scaled) KL, both as tensors."""
+    """One window's negative log-likelihood and (scaled) KL, and what the model returned."""
 
     nll: torch.Tensor
     kl: torch.Tensor
+    result: object = None
 
     @property
     def loss(self) -> torch.Tensor:
@@ -71,7 +72,7 @@ def window_terms(model, guide, *args, **kwargs) -> ELBOTerms:
     for name, guide_site in guide_trace.nodes.items():
         if guide_site["type"] == "sample" and name not in model_trace.nodes:
             kl = kl + _site_log_prob(guide_site)
-    return ELBOTerms(nll=-log_lik, kl=kl)
+    return ELBOTerms(nll=-log_lik, kl=kl, result=model_trace.nodes["_RETURN"]["value"])
 
 
 class WindowELBO(ELBO):

@@ -43,7 +43,9 @@ class MeanFieldGuide(WeightGuide):
         like = self.initial_value(site)
         if init_scale == "fortunato":
             sigma_p = self.prior(site).stddev
-            low, high = (sigma_p / 4, sigma_p / 2) if self.is_recurrent(site) else (sigma_p / 2, sigma_p)
+            low, high = (
+                (sigma_p / 4, sigma_p / 2) if self.is_recurrent(site) else (sigma_p / 2, sigma_p)
+            )
             sigma = torch.empty_like(like).uniform_(low, high)
         else:
             sigma = torch.full_like(like, float(init_scale))

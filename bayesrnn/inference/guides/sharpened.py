@@ -47,9 +47,7 @@ class SharpenedGuide(MeanFieldGuide):
         init_scale: str | float = "fortunato",
         **options,
     ) -> None:
-        reject_unknown_options(
-            type(self).__name__, options, ["sigma0", "eta_init", "init_scale"]
-        )
+        reject_unknown_options(type(self).__name__, options, ["sigma0", "eta_init", "init_scale"])
         if not (isinstance(sigma0, int | float) and sigma0 > 0 and math.isfinite(sigma0)):
             raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
         super().__init__(model, init_scale=init_scale)
