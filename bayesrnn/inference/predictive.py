@@ -21,7 +21,7 @@ from bayesrnn.inference.guides.sharpened import SHARPENING_SITE
 from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
 from bayesrnn.models.regularisers import mc_dropout
 
-WindowCallback = Callable[[torch.Tensor, torch.Tensor], None]
+WindowCallback = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None]
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,9 @@ def evaluate_stream(
     ``num_samples=None`` uses the posterior mean; an integer S ≥ 1 averages the predictive
     probabilities of S draws. ``sharpened=True`` (a :class:`SharpenedGuide`) sharpens the mean
     on each window's targets and adds the extra KL: an upper bound on the perplexity.
-    ``on_window(targets, log_probs)`` receives each window's (T, B) targets and its (T, B, V)
-    predictive log-probabilities (mixture over draws).
+    ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
+    (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
+    log-probabilities of each draw (None otherwise), for entropy and mutual information.
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
@@ -97,6 +98,7 @@ def evaluate_stream(
         with torch.no_grad() if not sharpened else torch.enable_grad():
             for window in windows:
                 inputs, targets = window_batch(data, window)
+                draw_log_probs = None
                 if sharpened:
                     log_probs, states[0], kl = _sharpened_window(
                         model, guide, inputs, targets, states[0]
@@ -112,12 +114,13 @@ def evaluate_stream(
                             weights = sample_weights(guide, inputs, targets)
                             lp, states[s] = _token_log_probs(model, weights, inputs, states[s])
                             per_draw.append(lp)
-                    log_probs = torch.logsumexp(torch.stack(per_draw), 0) - math.log(draws)
+                    draw_log_probs = torch.stack(per_draw)
+                    log_probs = torch.logsumexp(draw_log_probs, 0) - math.log(draws)
                 log_probs = log_probs.detach()
                 nll -= float(log_probs.gather(-1, targets.unsqueeze(-1)).sum())
                 tokens += targets.numel()
                 if on_window is not None:
-                    on_window(targets, log_probs)
+                    on_window(targets, log_probs, draw_log_probs)
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
