@@ -1,0 +1,212 @@
+"""PNG figures for evaluation reports: reliability diagram, entropy histograms, pruning curve and
+ELBO trace.
+
+Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so
+no global backend is chosen or changed, nothing is registered with pyplot, and the functions work
+on headless machines. Seaborn styles apply only inside each call. Every writer creates the
+parent directory, writes to a temporary file beside the target and moves it into place with
+``os.replace``, so a reader never sees a half-written PNG; it returns the path written.
+"""
+
+import contextlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bayesrnn.evaluation.calibration import ReliabilityBins
+
+type Curve = torch.Tensor | np.ndarray | Sequence[float]
+
+_STYLE = "whitegrid"
+_DPI = 120
+
+
+def _to_array(values: object, name: str, flatten: bool = False) -> np.ndarray:
+    """Finite, non-empty 1-D float array from a tensor, array or sequence."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {type(values)!r}") from err
+    if flatten:
+        array = array.ravel()
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(target)!r}")
+    return target
+
+
+def _save(figure: Figure, target: Path) -> Path:
+    """Render ``figure`` to ``target`` atomically (temp file in the same dir, then os.replace)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        # os.open with mode 0o666 keeps the user's umask (mkstemp would force 0o600).
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
+            figure.savefig(fh, format="png", dpi=_DPI)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return target
+
+
+def plot_reliability_diagram(
+    bins: ReliabilityBins, path: str | os.PathLike[str], title: str | None = None
+) -> Path:
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration and the
+    number of items per bin below; the title reports ECE and MCE."""
+    if not isinstance(bins, ReliabilityBins):
+        raise ValueError(f"bins must be a ReliabilityBins, got {type(bins)!r}")
+    target = _check_path(path)
+    count = bins.count.detach().cpu().numpy()
+    if count.sum() == 0:
+        raise ValueError("bins holds no items")
+    lower = bins.lower.detach().cpu().numpy()
+    width = bins.upper.detach().cpu().numpy() - lower
+    filled = count > 0
+    accuracy = np.where(filled, bins.accuracy.detach().cpu().numpy(), 0.0)
+    confidence = np.where(filled, bins.confidence.detach().cpu().numpy(), 0.0)
+    colours = sns.color_palette()
+
+    with sns.axes_style(_STYLE):
+        figure = Figure(figsize=(5.0, 6.0), layout="constrained")
+        top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        top.bar(
+            lower,
+            accuracy,
+            width=width,
+            align="edge",
+            color=colours[0],
+            edgecolor="white",
+            label="accuracy",
+        )
+        top.bar(
+            lower[filled],
+            (confidence - accuracy)[filled],
+            bottom=accuracy[filled],
+            width=width[filled],
+            align="edge",
+            color=colours[3],
+            alpha=0.35,
+            edgecolor=colours[3],
+            hatch="//",
+            label="gap to confidence",
+        )
+        top.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="0.3", label="perfect calibration")
+        top.set(xlim=(0.0, 1.0), ylim=(0.0, 1.0), ylabel="accuracy")
+        top.legend(loc="best")
+        heading = f"ECE {bins.ece:.4f}   MCE {bins.mce:.4f}   ({bins.strategy} bins)"
+        top.set_title(heading if title is None else f"{title}\n{heading}")
+        bottom.bar(lower, count, width=width, align="edge", color=colours[0], edgecolor="white")
+        bottom.set(xlabel="confidence (top-1 probability)", ylabel="items")
+    return _save(figure, target)
+
+
+def plot_entropy_histograms(
+    in_entropy: Curve,
+    out_entropy: Curve,
+    path: str | os.PathLike[str],
+    labels: tuple[str, str] = ("in-distribution", "out-of-distribution"),
+) -> Path:
+    """Overlaid density histograms of per-item entropies (nats) of two data sets, on shared bins;
+    for OOD checks and Fortunato's forward vs reversed text."""
+    target = _check_path(path)
+    first = _to_array(in_entropy, "in_entropy", flatten=True)
+    second = _to_array(out_entropy, "out_entropy", flatten=True)
+    if len(labels) != 2 or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"labels must be two strings, got {labels!r}")
+    low = min(first.min(), second.min())
+    high = max(first.max(), second.max())
+    if high - low < 1e-12:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, 51)
+
+    with sns.axes_style(_STYLE):
+        figure = Figure(figsize=(6.0, 4.0), layout="constrained")
+        axes = figure.subplots()
+        palette = sns.color_palette()
+        for values, label, colour in zip((first, second), labels, palette[:2], strict=True):
+            sns.histplot(
+                x=values,
+                bins=edges,
+                stat="density",
+                element="step",
+                alpha=0.3,
+                color=colour,
+                label=f"{label} (mean {values.mean():.3f})",
+                ax=axes,
+            )
+        axes.set(xlabel="entropy (nats)", ylabel="density")
+        axes.legend()
+    return _save(figure, target)
+
+
+def plot_pruning_curve(fractions: Curve, perplexities: Curve, path: str | os.PathLike[str]) -> Path:
+    """Perplexity against the fraction of weights pruned by signal-to-noise ratio (Fortunato)."""
+    target = _check_path(path)
+    x = _to_array(fractions, "fractions")
+    y = _to_array(perplexities, "perplexities")
+    if x.shape != y.shape:
+        raise ValueError(f"fractions and perplexities differ in length: {x.size} vs {y.size}")
+    if ((x < 0) | (x > 1)).any():
+        raise ValueError("fractions must lie in [0, 1]")
+    if (y <= 0).any():
+        raise ValueError("perplexities must be positive")
+    order = np.argsort(x, kind="stable")
+
+    with sns.axes_style(_STYLE):
+        figure = Figure(figsize=(6.0, 4.0), layout="constrained")
+        axes = figure.subplots()
+        sns.lineplot(x=100.0 * x[order], y=y[order], marker="o", sort=False, ax=axes)
+        axes.set(xlabel="weights pruned (%)", ylabel="perplexity", xlim=(0.0, 100.0))
+    return _save(figure, target)
+
+
+def plot_elbo_trace(
+    elbo: Curve,
+    path: str | os.PathLike[str],
+    kl: Curve | None = None,
+    nll: Curve | None = None,
+) -> Path:
+    """ELBO per step; with ``kl`` and/or ``nll`` (same length) a second panel shows the terms,
+    to see whether the KL or the data term drives training."""
+    target = _check_path(path)
+    trace = _to_array(elbo, "elbo")
+    terms = {}
+    for name, values in (("nll", nll), ("kl", kl)):
+        if values is not None:
+            terms[name] = _to_array(values, name)
+            if terms[name].shape != trace.shape:
+                raise ValueError(f"{name} must have the length of elbo ({trace.size})")
+    steps = np.arange(trace.size)
+
+    with sns.axes_style(_STYLE):
+        figure = Figure(figsize=(7.0, 6.0 if terms else 4.0), layout="constrained")
+        panels = figure.subplots(2 if terms else 1, 1, sharex=True, squeeze=False)[:, 0]
+        sns.lineplot(x=steps, y=trace, ax=panels[0])
+        panels[0].set(ylabel="ELBO")
+        for (name, values), colour in zip(terms.items(), sns.color_palette()[1:], strict=False):
+            sns.lineplot(x=steps, y=values, color=colour, label=name.upper(), ax=panels[-1])
+        if terms:
+            panels[-1].set(ylabel="term")
+        panels[-1].set(xlabel="step")
+    return _save(figure, target)
