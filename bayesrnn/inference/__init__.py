@@ -4,6 +4,7 @@ from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
 from bayesrnn.inference.guides import (
     GUIDES,
+    DeterministicGuide,
     GalDropoutGuide,
     MeanFieldGuide,
     SharpenedGuide,
@@ -21,6 +22,7 @@ from bayesrnn.inference.trainer import History, NonFiniteLossError, TBPTTTrainer
 
 __all__ = [
     "GUIDES",
+    "DeterministicGuide",
     "ELBOTerms",
     "GalDropoutGuide",
     "History",

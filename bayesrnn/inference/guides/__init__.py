@@ -6,6 +6,7 @@ from torch import nn
 
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
+from bayesrnn.inference.guides.point import DeterministicGuide
 from bayesrnn.inference.guides.sharpened import SharpenedGuide
 
 
@@ -22,6 +23,7 @@ def _auto_low_rank(model: nn.Module, **options):
 
 
 GUIDES = {
+    "none": DeterministicGuide,
     "mean_field": MeanFieldGuide,
     "gal": GalDropoutGuide,
     "sharpened": SharpenedGuide,
@@ -40,4 +42,11 @@ def make_guide(name: str, model: nn.Module, **options):
         raise ValueError(f"bad option for guide {name!r}: {error}") from error
 
 
-__all__ = ["GUIDES", "GalDropoutGuide", "MeanFieldGuide", "SharpenedGuide", "make_guide"]
+__all__ = [
+    "GUIDES",
+    "DeterministicGuide",
+    "GalDropoutGuide",
+    "MeanFieldGuide",
+    "SharpenedGuide",
+    "make_guide",
+]
