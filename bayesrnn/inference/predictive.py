@@ -52,7 +52,7 @@ def sample_weights(guide, *args, **kwargs) -> dict[str, torch.Tensor]:
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
     return {
-        name: site["value"]
+        name: site["value"].detach()
         for name, site in trace.nodes.items()
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
     }

@@ -66,10 +66,10 @@ class SharpenedGuide(MeanFieldGuide):
             trace = poutine.trace(poutine.condition(self.model, data=leaves)).get_trace(
                 *args, **kwargs
             )
-            nll = sum(
+            nll = sum(  # conditioned weight sites count as observed: leave them out
                 -site["fn"].log_prob(site["value"]).sum()
-                for site in trace.nodes.values()
-                if site["type"] == "sample" and site["is_observed"]
+                for name, site in trace.nodes.items()
+                if site["type"] == "sample" and site["is_observed"] and name not in leaves
             )
             if not isinstance(nll, torch.Tensor):
                 raise ValueError("sharpening needs the targets: the model observed no data")

@@ -1,0 +1,87 @@
+"""Bayes by Backprop guide: initialisation, analytic and sampled KLs, one draw per window."""
+
+import math
+
+import pytest
+import torch
+from pyro import poutine
+
+from bayesrnn.inference import MeanFieldGuide, make_guide, window_terms
+from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior
+
+
+def test_fortunato_initial_scales():
+    prior = ScaleMixturePrior()  # π=0.25, σ1=e⁻¹, σ2=e⁻⁷
+    sigma_p = math.sqrt(0.25 * math.exp(-2) + 0.75 * math.exp(-14))
+    assert prior.stddev == pytest.approx(sigma_p) and sigma_p == pytest.approx(0.184, abs=1e-3)
+    model = LanguageModel(30, 8, 8, prior=prior, deterministic=("decoder.bias",))
+    guide = MeanFieldGuide(model)
+    recurrent = guide.scale("rnn.weight_hh_l0")
+    embedding = guide.scale("embedding.weight")
+    assert (
+        sigma_p / 4 - 1e-6 <= float(recurrent.detach().min())
+        and float(recurrent.detach().max()) <= sigma_p / 2 + 1e-6
+    )
+    assert (
+        sigma_p / 2 - 1e-6 <= float(embedding.detach().min())
+        and float(embedding.detach().max()) <= sigma_p + 1e-6
+    )
+    torch.testing.assert_close(
+        guide.loc["rnn.weight_hh_l0"], guide.initial_value("rnn.weight_hh_l0")
+    )
+
+
+def test_gaussian_prior_kl_is_analytic_closed_form():
+    model = LanguageModel(10, 4, 4, num_layers=1, prior=GaussianPrior(0.5))
+    guide = MeanFieldGuide(model, init_scale=0.1)
+    tokens = torch.randint(0, 10, (3, 2))
+    kl = float(window_terms(model, guide, tokens, tokens).kl.detach())
+    expected = 0.0
+    for site in guide.site_names:
+        mu = guide.loc[site].detach().double()
+        sigma = guide.scale(site).detach().double()
+        # KL(N(μ,σ²) ‖ N(0,s²)) = log(s/σ) + (σ² + μ²)/(2s²) − 1/2, summed over weights
+        expected += float(
+            (math.log(0.5) - sigma.log() + (sigma**2 + mu**2) / (2 * 0.25) - 0.5).sum()
+        )
+    assert kl == pytest.approx(expected, rel=1e-5)
+
+
+def test_scale_mixture_kl_is_the_single_sample_log_q_minus_log_p():
+    model = LanguageModel(10, 4, 4, num_layers=1, prior=ScaleMixturePrior())
+    guide = MeanFieldGuide(model)
+    tokens = torch.randint(0, 10, (3, 2))
+    trace = poutine.trace(guide).get_trace(tokens, tokens)
+    terms = window_terms(model, poutine.replay(guide, trace=trace), tokens, tokens)
+    expected = 0.0
+    for site in guide.site_names:
+        theta = trace.nodes[site]["value"].detach()
+        expected += float(guide.distribution(site).log_prob(theta))
+        expected -= float(
+            guide.prior(site).distribution(theta.shape, theta.device, theta.dtype).log_prob(theta)
+        )
+    assert float(terms.kl.detach()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_one_draw_per_window_shared_by_steps_and_sequences():
+    model = LanguageModel(10, 4, 4, num_layers=1)
+    guide = MeanFieldGuide(model)
+    tokens = torch.randint(0, 10, (1, 1)).expand(7, 3)  # identical sequences, repeated token
+    trace = poutine.trace(guide).get_trace(tokens)
+    assert trace.nodes["rnn.weight_hh_l0"]["value"].shape == (16, 4)  # one matrix, not per step
+    logits, _ = poutine.replay(model, trace=trace)(tokens)
+    torch.testing.assert_close(logits[:, 0], logits[:, 2])  # the same weights for every sequence
+
+
+def test_bad_options():
+    model = LanguageModel(10, 4, 4)
+    with pytest.raises(ValueError, match="unknown option"):
+        MeanFieldGuide(model, init_sigma=0.1)
+    with pytest.raises(ValueError, match="init_scale"):
+        MeanFieldGuide(model, init_scale=-1.0)
+    with pytest.raises(ValueError, match="unknown guide"):
+        make_guide("laplace", model)
+    with pytest.raises(ValueError, match="bad option"):
+        make_guide("auto_normal", model, init_sigma=0.1)
+    with pytest.raises(ValueError, match="prior=None"):
+        MeanFieldGuide(LanguageModel(10, 4, 4, prior=None))

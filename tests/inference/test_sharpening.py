@@ -1,0 +1,99 @@
+"""Posterior sharpening: the step against the data gradient, its KL, and the gradients."""
+
+import pytest
+import torch
+from pyro import poutine
+from torch.distributions import Normal, kl_divergence
+
+from bayesrnn.inference import SharpenedGuide, evaluate_stream, scale_kl, window_terms
+from bayesrnn.inference.guides.sharpened import SHARPENING_SITE
+from bayesrnn.models import LanguageModel
+
+
+def _setup(eta=0.05):
+    model = LanguageModel(9, 5, 5, num_layers=1, deterministic=("decoder.bias",))
+    guide = SharpenedGuide(model, sigma0=0.02, eta_init=eta)
+    tokens = torch.randint(0, 9, (6, 3))
+    targets = torch.randint(0, 9, (6, 3))
+    return model, guide, tokens, targets
+
+
+def _nll(model, weights, tokens, targets):
+    logits, _ = poutine.condition(model, data=weights)(tokens)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, 9), targets.reshape(-1), reduction="sum"
+    )
+
+
+def test_sharpened_draw_steps_against_the_data_gradient():
+    model, guide, tokens, targets = _setup()
+    guide.eval()  # φ = μ and no σ0 noise: θ = μ − η⊙g exactly
+    trace = poutine.trace(guide).get_trace(tokens, targets)
+    mu = {s: guide.loc[s].detach().clone().requires_grad_(True) for s in guide.site_names}
+    grads = torch.autograd.grad(_nll(model, mu, tokens, targets), list(mu.values()))
+    for (site, m), g in zip(mu.items(), grads, strict=True):
+        expected = m.detach() - guide.eta[site].detach() * g
+        torch.testing.assert_close(
+            trace.nodes[site]["value"].detach(), expected, atol=1e-6, rtol=1e-5
+        )
+    theta = {s: trace.nodes[s]["value"].detach() for s in guide.site_names}
+    assert float(_nll(model, theta, tokens, targets)) < float(_nll(model, mu, tokens, targets))
+
+
+def test_extra_kl_equals_closed_form_and_the_gaussian_kl():
+    model, guide, tokens, targets = _setup()
+    guide.eval()
+    trace = poutine.trace(guide).get_trace(tokens, targets)
+    extra = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())
+    mu = {s: guide.loc[s].detach().clone().requires_grad_(True) for s in guide.site_names}
+    grads = torch.autograd.grad(_nll(model, mu, tokens, targets), list(mu.values()))
+    closed, gaussian = 0.0, 0.0
+    for (site, m), g in zip(mu.items(), grads, strict=True):
+        step = guide.eta[site].detach() * g
+        closed += float(step.square().sum()) / (2 * 0.02**2)
+        phi = m.detach().double()
+        q, p = Normal(phi - step.double(), 0.02), Normal(phi, 0.02)
+        gaussian += float(kl_divergence(q, p).sum())
+    assert extra == pytest.approx(closed, rel=1e-5)
+    assert extra == pytest.approx(gaussian, rel=1e-5)
+
+
+def test_extra_kl_is_at_full_weight_while_the_phi_kl_is_scaled():
+    model, guide, tokens, targets = _setup()
+    torch.manual_seed(1)
+    full = window_terms(model, guide, tokens, targets)
+    torch.manual_seed(1)
+    scaled = window_terms(scale_kl(model, 0.1), scale_kl(guide, 0.1), tokens, targets)
+    torch.manual_seed(1)
+    trace = poutine.trace(guide).get_trace(tokens, targets)
+    extra = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())
+    phi_kl = float(full.kl.detach()) - extra
+    assert float(scaled.kl.detach()) == pytest.approx(0.1 * phi_kl + extra, rel=1e-4)
+
+
+def test_gradients_reach_eta_mu_and_rho():
+    model, guide, tokens, targets = _setup()
+    terms = window_terms(scale_kl(model, 0.01), scale_kl(guide, 0.01), tokens, targets)
+    (terms.nll + terms.kl).backward()
+    for holder in ("loc", "rho", "eta"):
+        grad = getattr(guide, holder)["rnn.weight_hh_l0"].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, holder
+
+
+def test_sharpened_evaluation_is_an_upper_bound_with_the_extra_kl():
+    model, guide, _, _ = _setup()
+    stream = torch.randint(0, 9, (300,))
+    result = evaluate_stream(model, guide, stream, batch_size=3, bptt=10, sharpened=True)
+    assert result.extra_kl > 0
+    assert result.nll_per_token == pytest.approx((result.nll + result.extra_kl) / result.tokens)
+
+
+@pytest.mark.parametrize("sigma0", [0.0, -0.02, float("nan")])
+def test_sigma0_must_be_positive(sigma0):
+    with pytest.raises(ValueError, match="sigma0"):
+        SharpenedGuide(LanguageModel(9, 4, 4), sigma0=sigma0)
+
+
+def test_unknown_option():
+    with pytest.raises(ValueError, match="unknown option"):
+        SharpenedGuide(LanguageModel(9, 4, 4), sigma=0.02)
