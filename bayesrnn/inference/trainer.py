@@ -254,32 +254,46 @@ class TBPTTTrainer:
 
     def _step(self, inputs, targets, scale, epoch, index) -> tuple[float, float]:
         cfg = self.config
+        where = f"epoch {epoch + 1}, window {index + 1}"
         self.optimizer.zero_grad(set_to_none=True)
         nll = kl = 0.0
         state = None
         for _ in range(cfg.num_particles):
-            terms = window_terms(
-                scale_kl(self.model, scale),
-                scale_kl(self.guide, scale),
-                inputs,
-                targets,
-                state=self._state,
-            )
+            try:
+                terms = window_terms(
+                    scale_kl(self.model, scale),
+                    scale_kl(self.guide, scale),
+                    inputs,
+                    targets,
+                    state=self._state,
+                )
+            except ValueError as error:  # distribution validation rejects non-finite weights
+                if self._parameters_finite():
+                    raise
+                raise self._diverged(where, "non-finite parameters") from error
             loss = (terms.nll + terms.kl) / (cfg.batch_size * cfg.num_particles)
             if not bool(torch.isfinite(loss)):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({float(loss)}) at epoch {epoch + 1}, window {index + 1}; "
-                    "training stopped, the last checkpoint is left as it was"
-                )
+                raise self._diverged(where, f"non-finite loss ({float(loss)})")
             loss.backward()
             nll += float(terms.nll.detach()) / cfg.num_particles
             kl += float(terms.kl.detach()) / cfg.num_particles
             state = terms.result[1] if isinstance(terms.result, tuple) else None
-        if cfg.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), cfg.clip_norm)
+        max_norm = cfg.clip_norm if cfg.clip_norm is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        if not bool(torch.isfinite(grad_norm)):
+            raise self._diverged(where, "non-finite gradient")
         self.optimizer.step()
         self._state = detach_state(state)
         return nll, kl
+
+    def _parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
+    @staticmethod
+    def _diverged(where: str, what: str) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"{what} at {where}; training stopped, the last checkpoint is left as it was"
+        )
 
     def _record(self, nll: float, kl: float, tokens: int) -> None:
         self.history.elbo.append(-(nll + kl))

@@ -1,0 +1,177 @@
+"""TBPTT trainer: windows, KL split over an epoch, state carry, resume, failures, autoguides."""
+
+from fractions import Fraction
+
+import pyro
+import pytest
+import torch
+from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
+
+from bayesrnn.inference import (
+    GalDropoutGuide,
+    MeanFieldGuide,
+    NonFiniteLossError,
+    TBPTTTrainer,
+    TrainerConfig,
+    epoch_kl_scales,
+    plan_windows,
+)
+from bayesrnn.models import LanguageModel
+
+STREAM = torch.arange(1200) % 7  # a learnable cycle over 7 token ids
+
+
+def _lm(vocab=7, hidden=8, **kwargs):
+    return LanguageModel(vocab, hidden, hidden, num_layers=1, **kwargs)
+
+
+def _config(**overrides):
+    base = dict(batch_size=4, bptt=10, epochs=1, lr=0.5, progress=False, seed=3)
+    return TrainerConfig(**(base | overrides))
+
+
+def test_epoch_scales_sum_to_exactly_one():
+    assert sum(epoch_kl_scales(29), Fraction(0)) == 1
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_windows_tile_the_stream_once(variable):
+    windows = plan_windows(300, 35, variable=variable, generator=torch.Generator().manual_seed(0))
+    covered = [step for w in windows for step in range(w.start, w.start + w.length)]
+    assert covered == list(range(299))  # every step with a target, exactly once, in order
+    if variable:
+        assert len({w.length for w in windows}) > 2
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_one_epoch_adds_up_to_exactly_one_kl(variable):
+    """With the weights frozen, Σ over the epoch's windows of the logged KL is the full KL."""
+    model = _lm()
+    guide = GalDropoutGuide(model, hidden=0.3, input=0.2)  # a deterministic KL given M
+    trainer = TBPTTTrainer(model, guide, STREAM, config=_config(lr=1e-30, variable_bptt=variable))
+    history = trainer.fit()
+    full_kl = float(guide.kl_divergence().detach())
+    windows = len(history.kl)
+    assert windows == len(
+        plan_windows(300, 10, variable=variable, generator=torch.Generator().manual_seed(3))
+    )
+    assert sum(history.kl) == pytest.approx(full_kl, rel=1e-5)
+    assert history.kl[0] == pytest.approx(full_kl / windows, rel=1e-5)
+
+
+def test_state_is_carried_detached_and_reset_each_epoch():
+    model = _lm()
+    guide = MeanFieldGuide(model)
+    seen = []
+    original = model.forward
+
+    def spy(tokens, targets=None, state=None):
+        seen.append(None if state is None else state[0].requires_grad)
+        return original(tokens, targets, state)
+
+    model.forward = spy
+    trainer = TBPTTTrainer(model, guide, STREAM[:250], config=_config(epochs=2, bptt=20))
+    trainer.fit()
+    per_epoch = len(plan_windows(62, 20))
+    # each window calls the model once (the guide does not run it); epochs start from None
+    assert len(seen) == 2 * per_epoch
+    assert seen[0] is None and seen[per_epoch] is None
+    assert seen[1] is False and seen[per_epoch + 1] is False  # carried, graph cut
+
+
+def test_training_lowers_the_validation_perplexity():
+    model = _lm(hidden=16)
+    guide = MeanFieldGuide(model, init_scale=0.01)
+    trainer = TBPTTTrainer(model, guide, STREAM, STREAM[:300], config=_config(epochs=2, lr=1.0))
+    before = trainer.evaluate(STREAM[:300]).perplexity
+    history = trainer.fit()
+    assert before > 5.0  # untrained: close to uniform over 7 tokens
+    assert history.valid_perplexity[-1] < 1.5  # a deterministic cycle is nearly predictable
+
+
+@pytest.mark.parametrize("guide_cls", [AutoNormal, AutoLowRankMultivariateNormal])
+def test_stock_autoguides_train_with_the_same_trainer(guide_cls):
+    model = _lm(vocab=7, hidden=6)
+    guide = guide_cls(model, init_scale=0.01)
+    config = _config(epochs=3, optimizer="adam", lr=0.03)
+    trainer = TBPTTTrainer(model, guide, STREAM[:600], STREAM[:200], config=config)
+    history = trainer.fit()
+    assert history.valid_perplexity[-1] < 0.6 * 7  # uniform guessing scores 7
+    assert all(k > 0 for k in history.kl)
+
+
+def _fresh(tmp_path, **overrides):
+    pyro.clear_param_store()
+    torch.manual_seed(11)
+    model = _lm()
+    guide = MeanFieldGuide(model)
+    config = _config(epochs=2, checkpoint_every=1, variable_bptt=True, **overrides)
+    return TBPTTTrainer(
+        model,
+        guide,
+        STREAM[:400],
+        STREAM[:100],
+        config=config,
+        checkpoint_path=tmp_path / "ckpt.pt",
+    )
+
+
+def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(tmp_path):
+    full = _fresh(tmp_path / "a")
+    expected = full.fit()
+    interrupted = _fresh(tmp_path / "b", max_windows=13)  # stops mid second epoch
+    interrupted.fit()
+    resumed = _fresh(tmp_path / "b")
+    history = resumed.fit(resume=True)
+    assert history.elbo == expected.elbo
+    assert history.valid_perplexity == expected.valid_perplexity
+    for (name, a), (_, b) in zip(
+        full.guide.named_parameters(), resumed.guide.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_non_finite_loss_names_epoch_and_window_and_keeps_the_checkpoint(tmp_path):
+    trainer = _fresh(tmp_path, max_windows=3)
+    trainer.fit()
+    checkpoint = (tmp_path / "ckpt.pt").read_bytes()
+    broken = _fresh(tmp_path)
+    original = broken._restore
+
+    def restore_then_poison(payload):
+        original(payload)
+        with torch.no_grad():
+            broken.guide.loc["rnn.weight_hh_l0"].fill_(float("nan"))
+
+    broken._restore = restore_then_poison
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, window 4"):
+        broken.fit(resume=True)
+    assert (tmp_path / "ckpt.pt").read_bytes() == checkpoint
+
+
+def test_bad_inputs():
+    model = _lm()
+    guide = MeanFieldGuide(model)
+    with pytest.raises(ValueError, match="longer than the data"):
+        TBPTTTrainer(model, guide, STREAM[:40], config=_config(bptt=20))
+    with pytest.raises(ValueError, match="outside"):
+        TBPTTTrainer(model, guide, torch.tensor([0, 1, 9] * 50), config=_config())
+    with pytest.raises(ValueError, match="unknown trainer option"):
+        TBPTTTrainer(model, guide, STREAM, config=_config(), learning_rate=1.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        _config(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr_decay"):
+        _config(lr_decay=0.5)
+
+
+def test_learning_rate_schedule_is_zaremba_style():
+    config = _config(lr=1.0, lr_decay=2.0, constant_epochs=4)
+    assert [config.learning_rate(e) for e in range(6)] == [1, 1, 1, 1, 0.5, 0.25]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_trains_on_cuda():
+    model = _lm()
+    guide = MeanFieldGuide(model)
+    history = TBPTTTrainer(model, guide, STREAM, STREAM[:200], config=_config(device="cuda")).fit()
+    assert history.valid_perplexity[-1] > 0
