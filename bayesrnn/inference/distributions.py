@@ -7,16 +7,56 @@ these registrations are how the Gal and sharpening KLs enter the ELBO.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
+from bayesrnn.models.priors import ScaleMixtureNormal, ZeroMeanNormal, mixture_log_density
 
-def _zero_mean_gaussian_scale(prior: Independent) -> torch.Tensor | None:
+
+class ReparamNormal(Normal):
+    """A Normal that remembers (ε, θ) of its last ``rsample``.
+
+    The single-sample KL against the scale mixture then needs log q(θ) = −ε²/2 − log σ − c
+    instead of a Gaussian density over 20M weights.
+    """
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        value = torch.addcmul(self.loc, self.scale, eps)
+        self._last = (eps, value)
+        return value
+
+
+@register_kl(ReparamNormal, ZeroMeanNormal)
+def _kl_normal_zero_mean(q: ReparamNormal, p: ZeroMeanNormal) -> torch.Tensor:
+    """Σ log(s/σ) + (σ² + μ²)/(2s²) − 1/2, summed here (the caller sums a scalar unchanged)."""
+    s = p.scalar_scale
+    n = q.loc.numel()
+    energy = (q.scale.square().sum() + q.loc.square().sum()) / (2 * s * s)
+    return energy - q.scale.log().sum() + n * (math.log(s) - 0.5)
+
+
+@register_kl(ReparamNormal, ScaleMixtureNormal)
+def _kl_normal_mixture(q: ReparamNormal, p: ScaleMixtureNormal) -> torch.Tensor:
+    """Single-sample log q(θ) − log p(θ) at the θ this distribution last drew."""
+    last = getattr(q, "_last", None)
+    if last is None:
+        raise NotImplementedError  # no draw to score: the ELBO falls back to log-densities
+    eps, value = last
+    log_q = -0.5 * eps.square().sum() - q.scale.log().sum() - value.numel() * _HALF_LOG_2PI
+    return log_q - mixture_log_density(value, *p._compact).sum()
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _zero_mean_gaussian_scale(prior: Independent) -> float | None:
     base = prior.base_dist
-    if isinstance(base, Normal) and bool((base.loc == 0).all()):
-        return base.scale
-    return None
+    return base.scalar_scale if isinstance(base, ZeroMeanNormal) else None
 
 
 class GalWeight(TorchDistribution):
@@ -53,7 +93,7 @@ def _kl_gal_gaussian(q: GalWeight, p: Independent) -> torch.Tensor:
     scale = _zero_mean_gaussian_scale(p)
     if scale is None:
         raise NotImplementedError
-    return (q.mean_weight.square() / (2 * scale.square())).sum() / (1.0 - q.rate)
+    return q.mean_weight.square().sum() / (2 * scale * scale * (1.0 - q.rate))
 
 
 class SharpenedNormal(TorchDistribution):
@@ -68,10 +108,11 @@ class SharpenedNormal(TorchDistribution):
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, loc, scale, phi, sharpened_mean, sigma0: float, noise: bool = True):
-        self.loc, self.scale, self.phi = loc, scale, phi
+    def __init__(self, phi_dist: Independent, phi, sharpened_mean, sigma0: float, noise=True):
+        self.phi_dist, self.phi = phi_dist, phi
+        self.loc = phi_dist.base_dist.loc
         self.sharpened_mean, self.sigma0, self.noise = sharpened_mean, float(sigma0), noise
-        super().__init__(torch.Size(), loc.shape, validate_args=False)
+        super().__init__(torch.Size(), self.loc.shape, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = sample_shape + self.sharpened_mean.shape
@@ -85,7 +126,7 @@ class SharpenedNormal(TorchDistribution):
         return Normal(self.sharpened_mean, self.sigma0).log_prob(value).flatten(-event).sum(-1)
 
     def phi_distribution(self) -> Independent:
-        return Independent(Normal(self.loc, self.scale), len(self.event_shape))
+        return self.phi_dist
 
 
 @register_kl(SharpenedNormal, Independent)

@@ -35,6 +35,7 @@ class ScaleMixtureNormal(TorchDistribution):
 
     def __init__(self, pi, sigma1, sigma2, validate_args=None):
         self.pi, self.sigma1, self.sigma2 = broadcast_all(pi, sigma1, sigma2)
+        self._compact = (self.pi, self.sigma1, self.sigma2)  # unexpanded, for cheap constants
         super().__init__(self.pi.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -43,6 +44,7 @@ class ScaleMixtureNormal(TorchDistribution):
         new.pi = self.pi.expand(batch_shape)
         new.sigma1 = self.sigma1.expand(batch_shape)
         new.sigma2 = self.sigma2.expand(batch_shape)
+        new._compact = self._compact
         super(ScaleMixtureNormal, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -58,9 +60,7 @@ class ScaleMixtureNormal(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        log_n1 = _log_normal_zero_mean(value, self.sigma1)
-        log_n2 = _log_normal_zero_mean(value, self.sigma2)
-        return torch.logaddexp(torch.log(self.pi) + log_n1, torch.log1p(-self.pi) + log_n2)
+        return mixture_log_density(value, *self._compact)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
@@ -70,8 +70,38 @@ class ScaleMixtureNormal(TorchDistribution):
             return torch.randn(shape, dtype=self.pi.dtype, device=self.pi.device) * scale
 
 
-def _log_normal_zero_mean(value: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (value / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
+def mixture_log_density(value, pi, sigma1, sigma2) -> torch.Tensor:
+    """log(π N(x;0,σ1²) + (1−π) N(x;0,σ2²)), stable, in a few elementwise passes.
+
+    The constants are computed on the (small, unexpanded) parameters, so a 20M-weight network
+    pays for x², two scaled copies and one ``logaddexp``, not for two Gaussian densities over
+    expanded parameter tensors.
+    """
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    a1 = torch.log(pi) - torch.log(sigma1) - half_log_2pi
+    a2 = torch.log1p(-pi) - torch.log(sigma2) - half_log_2pi
+    square = value.square()
+    first = square.mul(-0.5 / sigma1**2).add_(a1)
+    second = square.mul(-0.5 / sigma2**2).add_(a2)
+    return torch.logaddexp(first, second)
+
+
+class ZeroMeanNormal(Normal):
+    """N(0, s²) with a scalar s, so KL registrations can use closed forms without scanning 0s."""
+
+    def __init__(self, scale: float, shape: torch.Size, device, dtype) -> None:
+        zero = torch.zeros((), device=device, dtype=dtype)
+        super().__init__(
+            zero.expand(shape),
+            torch.full((), scale, device=device, dtype=dtype).expand(shape),
+            validate_args=False,
+        )
+        self.scalar_scale = float(scale)
+
+    def expand(self, batch_shape, _instance=None):
+        return ZeroMeanNormal(
+            self.scalar_scale, torch.Size(batch_shape), self.loc.device, self.loc.dtype
+        )
 
 
 class Prior(Protocol):
@@ -106,9 +136,7 @@ class GaussianPrior:
     def distribution(
         self, shape: torch.Size, device: torch.device, dtype: torch.dtype
     ) -> TorchDistribution:
-        loc = torch.zeros((), device=device, dtype=dtype)
-        base = Normal(loc, torch.full((), self.scale, device=device, dtype=dtype))
-        return Independent(base.expand(shape), len(shape))
+        return Independent(ZeroMeanNormal(self.scale, shape, device, dtype), len(shape))
 
 
 @dataclass(frozen=True)
@@ -138,5 +166,7 @@ class ScaleMixturePrior:
         def full(v: float) -> torch.Tensor:
             return torch.full((), v, device=device, dtype=dtype)
 
-        base = ScaleMixtureNormal(full(self.pi), full(self.sigma1), full(self.sigma2))
+        base = ScaleMixtureNormal(
+            full(self.pi), full(self.sigma1), full(self.sigma2), validate_args=False
+        )
         return Independent(base.expand(shape), len(shape))

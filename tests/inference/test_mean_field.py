@@ -85,3 +85,26 @@ def test_bad_options():
         make_guide("auto_normal", model, init_sigma=0.1)
     with pytest.raises(ValueError, match="prior=None"):
         MeanFieldGuide(LanguageModel(10, 4, 4, prior=None))
+
+
+def test_fused_mixture_kl_equals_independent_log_densities():
+    """The cached-ε single-sample KL equals log N(θ; μ, σ) − log(mixture density) by hand."""
+    model = LanguageModel(10, 4, 4, num_layers=1, prior=ScaleMixturePrior(0.3, 0.5, 0.01))
+    guide = MeanFieldGuide(model)
+    site = "rnn.weight_hh_l0"
+    q = guide.distribution(site)
+    theta = q.rsample()
+    prior = guide.prior(site).distribution(theta.shape, theta.device, theta.dtype)
+    got = float(torch.distributions.kl_divergence(q, prior).detach())
+    t = theta.detach().double()
+    log_q = (
+        torch.distributions.Normal(
+            guide.loc[site].detach().double(), guide.scale(site).detach().double()
+        )
+        .log_prob(t)
+        .sum()
+    )
+    density = 0.3 * torch.exp(-0.5 * (t / 0.5) ** 2) / (
+        0.5 * math.sqrt(2 * math.pi)
+    ) + 0.7 * torch.exp(-0.5 * (t / 0.01) ** 2) / (0.01 * math.sqrt(2 * math.pi))
+    assert got == pytest.approx(float(log_q - density.log().sum()), rel=1e-4)

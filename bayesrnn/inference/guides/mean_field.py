@@ -6,9 +6,10 @@ import math
 
 import pyro
 import torch
-from pyro.distributions import Independent, Normal
+from pyro.distributions import Independent
 from torch import nn
 
+from bayesrnn.inference.distributions import ReparamNormal
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
 
 MIN_SCALE = 1e-5  # σ = softplus(ρ) + 1e-5, as in DeepMind's brnn_ptb example
@@ -52,11 +53,11 @@ class MeanFieldGuide(WeightGuide):
         return inverse_softplus(sigma - MIN_SCALE)
 
     def scale(self, site: str) -> torch.Tensor:
-        return nn.functional.softplus(self.rho[site]) + MIN_SCALE
+        return nn.functional.softplus(self.rho[site]).add_(MIN_SCALE)  # softplus' grad needs ρ only
 
     def distribution(self, site: str) -> Independent:
         loc = self.loc[site]
-        return Independent(Normal(loc, self.scale(site)), loc.dim())
+        return Independent(ReparamNormal(loc, self.scale(site), validate_args=False), loc.dim())
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         return {site: pyro.sample(site, self.distribution(site)) for site in self.site_names}

@@ -81,18 +81,14 @@ class SharpenedGuide(MeanFieldGuide):
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         sample = self.training
-        phi = {}
-        for site in self.site_names:
-            loc = self.loc[site]
-            phi[site] = loc + self.scale(site) * torch.randn_like(loc) if sample else loc
+        phi_dists = {site: self.distribution(site) for site in self.site_names}
+        phi = {s: d.rsample() if sample else self.loc[s] for s, d in phi_dists.items()}
         grads = self.data_gradient(phi, *args, **kwargs)
         values, extra_kl = {}, torch.zeros(())
         for site in self.site_names:
             step = self.eta[site] * grads[site]
             extra_kl = extra_kl + step.square().sum() / (2 * self.sigma0**2)
-            fn = SharpenedNormal(
-                self.loc[site], self.scale(site), phi[site], phi[site] - step, self.sigma0, sample
-            )
+            fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0, sample)
             values[site] = pyro.sample(site, fn)
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
         return values
