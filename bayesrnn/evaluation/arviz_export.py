@@ -281,14 +281,23 @@ def _run_conditioned(model, weights: dict[str, Tensor], *args, **kwargs):
 
 
 def _history_traces(history) -> tuple[dict[str, np.ndarray], dict[str, tuple[str]]]:
+    """Numeric 1-D traces of a ``History`` (or its dict) with their dims.
+
+    Per-window traces (``elbo``, ``nll``, ``kl``, ``tokens``) share ``window``; per-epoch ones
+    (``valid_*``, ``epoch_*``, ``tokens_per_second``) share ``epoch``; a trace whose length
+    disagrees with its dim's gets a dim of its own instead of a size clash.
+    """
     record = history.to_dict() if hasattr(history, "to_dict") else dict(history)
-    traces, dims = {}, {}
+    traces, dims, sizes = {}, {}, {}
     for name, values in record.items():
         array = np.asarray(values)
         if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iuf":
             continue
-        traces[name] = array
-        dims[name] = ("epoch",) if name in _EPOCH_TRACES else ("window",)
+        epochal = name in _EPOCH_TRACES or name.startswith(("valid_", "epoch_"))
+        dim = "epoch" if epochal else "window"
+        if sizes.setdefault(dim, array.size) != array.size:
+            dim = f"{name}_dim_0"
+        traces[name], dims[name] = array, (dim,)
     return traces, dims
 
 
@@ -340,6 +349,8 @@ def export_language_model(
     if not isinstance(stream, Tensor) or stream.numel() == 0:
         raise ValueError("stream must be a non-empty 1-D tensor of token ids")
     check_token_ids(stream, model.vocab_size, "stream")
+    if getattr(model, "batch_first", False):
+        raise ValueError("the stream is read in time-major windows: use batch_first=False")
     device = next(iter(weight_sites(model).values())).device
     data = batchify(stream, batch_size).to(device)
     steps = data.shape[0]
@@ -351,7 +362,7 @@ def export_language_model(
     windows = plan_windows(steps, min(bptt, steps - 1))
     first_inputs, first_targets = window_batch(data, windows[0])
 
-    draws: dict[str, list] = {"ll": [], "pp": []}
+    all_ll, all_pp = [], []
     posterior: dict[str, list[np.ndarray]] = {site: [] for site in chosen}
     log_q, log_prior, log_lik = [], [], []
     was_training = model.training
@@ -372,8 +383,8 @@ def export_language_model(
                     lls.append(ll)
                     pps.append(sampled)
                 ll = torch.cat(lls).t().reshape(-1)  # (steps−1, B) → sequence-major
-                draws["ll"].append(ll.double().cpu().numpy())
-                draws["pp"].append(torch.cat(pps).t().reshape(-1).cpu().numpy())
+                all_ll.append(ll.double().cpu().numpy())
+                all_pp.append(torch.cat(pps).t().reshape(-1).cpu().numpy())
                 for site in chosen:
                     posterior[site].append(weights[site].cpu().numpy())
                 log_q.append(lq)
@@ -383,14 +394,13 @@ def export_language_model(
         model.train(was_training)
 
     targets = data[1:].t().reshape(-1).cpu().numpy()
-    positions = (np.arange(data.shape[1])[:, None] * steps + np.arange(1, steps)[None, :]).reshape(
-        -1
-    )
+    starts = np.arange(data.shape[1])[:, None] * steps  # sequence j begins at stream[j·steps]
+    positions = (starts + np.arange(1, steps)[None, :]).reshape(-1)
     optimization, trace_dims = (None, {}) if history is None else _history_traces(history)
     return to_datatree(
         posterior={site: _stack_draws(v) for site, v in posterior.items()},
-        posterior_predictive={"obs": _stack_draws(draws["pp"])},
-        log_likelihood={"obs": _stack_draws(draws["ll"])},
+        posterior_predictive={"obs": _stack_draws(all_pp)},
+        log_likelihood={"obs": _stack_draws(all_ll)},
         observed_data={"obs": targets},
         sample_stats=_sample_stats(log_q, log_prior, log_lik),
         coords={"token": positions},

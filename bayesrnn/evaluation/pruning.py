@@ -161,6 +161,8 @@ def pruning_curve(
     vocab = getattr(model, "vocab_size", None)
     if vocab is not None:
         check_token_ids(stream, vocab, "stream")
+    if getattr(model, "batch_first", False):
+        raise ValueError("the stream is read in time-major windows: use batch_first=False")
     posterior = gaussian_posterior(guide)
     device = next(iter(posterior.values()))[0].device
     data = batchify(stream, batch_size).to(device)
