@@ -58,9 +58,30 @@ def sample_weights(guide, *args, **kwargs) -> dict[str, torch.Tensor]:
     }
 
 
-def _token_log_probs(model, weights, inputs, state):
-    logits, state = poutine.condition(model, data=weights)(inputs, state=state)
-    return torch.log_softmax(logits, dim=-1), detach_state(state)
+def stacked_draws(guide, count: int, *args, **kwargs) -> dict[str, torch.Tensor]:
+    """``count`` posterior draws stacked on a leading dim, for one batched model call."""
+    draws = [sample_weights(guide, *args, **kwargs) for _ in range(count)]
+    return {site: torch.stack([d[site] for d in draws]) for site in draws[0]}
+
+
+def draws_per_call(guide, num_samples: int, budget: int = 2**26) -> int:
+    """How many draws to batch into one call: as many as fit ``budget`` weight values."""
+    size = sum(p.numel() for p in guide.parameters()) or 1
+    return max(1, min(num_samples, budget // size))
+
+
+def _run(model, weights, inputs, state):
+    """Logits with time-major (…, T, B, V) layout whatever the model's ``batch_first``."""
+    batch_first = getattr(model, "batch_first", False)
+    tokens = inputs.t() if batch_first else inputs
+    logits, state = poutine.condition(model, data=weights)(tokens, state=state)
+    return (logits.transpose(-2, -3) if batch_first else logits), detach_state(state)
+
+
+def _target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) without materialising the (…, V) log-softmax."""
+    picked = logits.gather(-1, targets.expand(*logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def evaluate_stream(
@@ -73,12 +94,14 @@ def evaluate_stream(
     num_samples: int | None = None,
     sharpened: bool = False,
     on_window: WindowCallback | None = None,
+    draws_per_batch: int | None = None,
 ) -> StreamEvaluation:
     """Perplexity of a 1-D token stream split into ``batch_size`` parallel sequences.
 
     ``num_samples=None`` uses the posterior mean; an integer S ≥ 1 averages the predictive
-    probabilities of S draws. ``sharpened=True`` (a :class:`SharpenedGuide`) sharpens the mean
-    on each window's targets and adds the extra KL: an upper bound on the perplexity.
+    probabilities of S draws, run ``draws_per_batch`` at a time as one batched call (default:
+    as many as fit 2²⁶ weight values). ``sharpened=True`` (a :class:`SharpenedGuide`) sharpens
+    the mean on each window's targets and adds the extra KL: an upper bound on the perplexity.
     ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
     (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
     log-probabilities of each draw (None otherwise), for entropy and mutual information.
@@ -88,39 +111,63 @@ def evaluate_stream(
     device = next((p.device for p in guide.parameters()), torch.device("cpu"))
     data = batchify(stream, batch_size).to(device)
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
+    draws = 1 if num_samples is None else num_samples
+    chunk = draws_per_batch or (1 if num_samples is None else draws_per_call(guide, draws))
+    chunks = [min(chunk, draws - start) for start in range(0, draws, chunk)]
+    states: list = [None] * len(chunks)
+    full = on_window is not None
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()
     nll, extra, tokens = 0.0, 0.0, 0
-    draws = 1 if num_samples is None else num_samples
-    states = [None] * draws
     try:
         with torch.no_grad() if not sharpened else torch.enable_grad():
             for window in windows:
                 inputs, targets = window_batch(data, window)
                 draw_log_probs = None
                 if sharpened:
-                    log_probs, states[0], kl = _sharpened_window(
+                    logits, states[0], kl = _sharpened_window(
                         model, guide, inputs, targets, states[0]
                     )
                     extra += kl
+                    scores = (
+                        torch.log_softmax(logits, -1)
+                        if full
+                        else _target_log_probs(logits, targets)
+                    )
                 elif num_samples is None:
-                    weights = posterior_mean(guide, inputs, targets)
-                    log_probs, states[0] = _token_log_probs(model, weights, inputs, states[0])
+                    logits, states[0] = _run(model, posterior_mean(guide), inputs, states[0])
+                    scores = (
+                        torch.log_softmax(logits, -1)
+                        if full
+                        else _target_log_probs(logits, targets)
+                    )
                 else:
-                    per_draw = []
+                    per_chunk = []
                     with mc_dropout(model):
-                        for s in range(draws):
-                            weights = sample_weights(guide, inputs, targets)
-                            lp, states[s] = _token_log_probs(model, weights, inputs, states[s])
-                            per_draw.append(lp)
-                    draw_log_probs = torch.stack(per_draw)
-                    log_probs = torch.logsumexp(draw_log_probs, 0) - math.log(draws)
-                log_probs = log_probs.detach()
-                nll -= float(log_probs.gather(-1, targets.unsqueeze(-1)).sum())
+                        for c, count in enumerate(chunks):
+                            weights = stacked_draws(guide, count, inputs, targets)
+                            if weights:
+                                logits, states[c] = _run(model, weights, inputs, states[c])
+                            else:  # shared weights, random masks: S copies of the batch
+                                wide = inputs.repeat(1, count)
+                                logits, states[c] = _run(model, weights, wide, states[c])
+                                logits = logits.reshape(
+                                    *inputs.shape[:1], count, -1, logits.shape[-1]
+                                ).movedim(1, 0)
+                            per_chunk.append(
+                                torch.log_softmax(logits, -1)
+                                if full
+                                else _target_log_probs(logits, targets)
+                            )
+                    draw_log_probs = torch.cat(per_chunk)
+                    scores = torch.logsumexp(draw_log_probs, 0) - math.log(draws)
+                scores = scores.detach()
+                picked = scores.gather(-1, targets.unsqueeze(-1)) if full else scores
+                nll -= float(picked.sum())
                 tokens += targets.numel()
-                if on_window is not None:
-                    on_window(targets, log_probs, draw_log_probs)
+                if full:
+                    on_window(targets, scores, draw_log_probs)
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
@@ -128,7 +175,9 @@ def evaluate_stream(
 
 
 def _sharpened_window(model, guide, inputs, targets, state):
-    trace = poutine.trace(guide).get_trace(inputs, targets, state=state)
+    batch_first = getattr(model, "batch_first", False)
+    args = (inputs.t(), targets.t()) if batch_first else (inputs, targets)
+    trace = poutine.trace(guide).get_trace(*args, state=state)
     weights = {
         name: site["value"].detach()
         for name, site in trace.nodes.items()
@@ -136,5 +185,5 @@ def _sharpened_window(model, guide, inputs, targets, state):
     }
     kl = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())
     with torch.no_grad():
-        log_probs, state = _token_log_probs(model, weights, inputs, state)
-    return log_probs, state, kl
+        logits, state = _run(model, weights, inputs, state)
+    return logits, state, kl

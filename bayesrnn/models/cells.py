@@ -37,16 +37,18 @@ def run_layer(
     b_ih = weights[2] if len(weights) > 2 else None
     b_hh = weights[3] if len(weights) > 3 else None
     steps = x.shape[0]
+    recurrent = _recurrent_product(w_hh)
     if mode == "gru":
         x_proj = _project(x, w_ih, b_ih)
-        return _gru_loop(x_proj, h, w_hh, b_hh, valid, hidden_mask, zoneout_h, stochastic, steps)
+        return _gru_loop(
+            x_proj, h, recurrent, b_hh, valid, hidden_mask, zoneout_h, stochastic, steps
+        )
     bias = None if b_ih is None else b_ih + b_hh
     x_proj = _project(x, w_ih, bias)
-    w_hh_t = w_hh.t()
     outputs = []
     for t in range(steps):
         h_in = h if hidden_mask is None else h * hidden_mask
-        gates = torch.addmm(x_proj[t], h_in, w_hh_t)
+        gates = recurrent(h_in, x_proj[t])
         if mode == "lstm":
             i, f, g, o = gates.chunk(4, dim=1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -68,18 +70,43 @@ def run_layer(
 
 
 def _project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Input projection of all steps at once; a 3-D ``weight`` (S, G, F) holds S weight draws
+    and then the batch holds S groups of sequences, draw-major."""
     steps, batch, features = x.shape
+    if weight.dim() == 3:
+        draws = weight.shape[0]
+        grouped = x.reshape(steps, draws, batch // draws, features)
+        out = torch.einsum("tsbf,sgf->tsbg", grouped, weight)
+        if bias is not None:
+            out = out + bias.unsqueeze(1)
+        return out.reshape(steps, batch, -1)
     flat = x.reshape(steps * batch, features)
     out = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
     return out.reshape(steps, batch, -1)
 
 
-def _gru_loop(x_proj, h, w_hh, b_hh, valid, hidden_mask, zoneout_h, stochastic, steps):
-    w_hh_t = w_hh.t()
+def _recurrent_product(w_hh: Tensor):
+    """``(h, add) ↦ add + h W_hhᵀ``: one addmm, or one baddbmm over S weight draws."""
+    if w_hh.dim() == 2:
+        w_t = w_hh.t()
+        return lambda h, add: torch.addmm(add, h, w_t)
+    w_t = w_hh.transpose(1, 2)
+    draws = w_hh.shape[0]
+
+    def product(h: Tensor, add: Tensor) -> Tensor:
+        batch = h.shape[0]
+        grouped = h.reshape(draws, batch // draws, -1)
+        add = add.reshape(draws, batch // draws, -1) if add.dim() == 2 else add
+        return torch.baddbmm(add, grouped, w_t).reshape(batch, -1)
+
+    return product
+
+
+def _gru_loop(x_proj, h, recurrent, b_hh, valid, hidden_mask, zoneout_h, stochastic, steps):
     outputs = []
     for t in range(steps):
         h_in = h if hidden_mask is None else h * hidden_mask
-        h_proj = torch.addmm(b_hh, h_in, w_hh_t) if b_hh is not None else h_in @ w_hh_t
+        h_proj = recurrent(h_in, _bias_rows(b_hh, h_in))
         x_r, x_z, x_n = x_proj[t].chunk(3, dim=1)
         h_r, h_z, h_n = h_proj.chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
@@ -95,3 +122,10 @@ def _gru_loop(x_proj, h, w_hh, b_hh, valid, hidden_mask, zoneout_h, stochastic, 
             outputs.append(h_new)
         h = h_new
     return torch.stack(outputs), h, None
+
+
+def _bias_rows(bias: Tensor | None, h: Tensor) -> Tensor:
+    """The recurrent bias as an addend for ``h``'s rows (S draws of (G,) become (S, 1, G))."""
+    if bias is None:
+        return h.new_zeros(())
+    return bias.unsqueeze(1) if bias.dim() == 2 else bias

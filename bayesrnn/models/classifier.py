@@ -73,6 +73,8 @@ class SequenceClassifier(PyroModule):
     ) -> Tensor:
         batch_dim = 0 if self.batch_first else 1
         embedded = embed_tokens(self.embedding, self.rnn, tokens, "tokens", batch_dim)
+        if embedded.dim() != 3:
+            raise ValueError("SequenceClassifier takes one weight draw per call (2-D weight sites)")
         if self.batch_first:
             embedded = embedded.transpose(0, 1)
         steps, batch = embedded.shape[:2]

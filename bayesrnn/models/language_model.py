@@ -78,6 +78,9 @@ class LanguageModel(PyroModule):
     ) -> tuple[Tensor, State]:
         batch_dim = 0 if self.batch_first else 1
         embedded = embed_tokens(self.embedding, self.rnn, tokens, "tokens", batch_dim)
+        draws = embedded.shape[0] if embedded.dim() == 4 else None
+        if draws is not None:
+            return self._forward_draws(embedded, targets, state, draws)
         if self.batch_first:
             embedded = embedded.transpose(0, 1)
         output, state = self.rnn(embedded, state)
@@ -86,14 +89,37 @@ class LanguageModel(PyroModule):
         weight = self.embedding.weight if self.tie_weights else None
         logits = self.decoder(output, weight)
         if targets is not None:
-            if not isinstance(targets, Tensor) or targets.shape != tokens.shape:
-                got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets)
-                raise ValueError(
-                    f"targets must have the shape of tokens {tuple(tokens.shape)}, got {got}"
-                )
-            check_token_ids("targets", targets, self.vocab_size)
+            self._check_targets(tokens, targets)
             observe_tokens(logits, targets, batch_dim)
         return logits, state
+
+    def _forward_draws(self, embedded: Tensor, targets, state, draws: int):
+        """S stacked weight draws at once (conditioned sites with a leading dim S).
+
+        The RNN sees S·B sequences, draw-major, so ``state`` is (layers, S·B, hidden); logits
+        come back as (S, T, B, V) (batch-first models: (S, B, T, V)). Prediction only.
+        """
+        if targets is not None:
+            raise ValueError("targets must be None when the weights hold several draws")
+        if self.batch_first:
+            embedded = embedded.transpose(1, 2)
+        _, steps, batch, features = embedded.shape
+        merged = embedded.transpose(0, 1).reshape(steps, draws * batch, features)
+        output, state = self.rnn(merged, state)
+        output = output.reshape(steps, draws, batch, -1).transpose(0, 1)
+        weight = self.embedding.weight if self.tie_weights else None
+        logits = self.decoder(output, weight)
+        if self.batch_first:
+            logits = logits.transpose(1, 2)
+        return logits, state
+
+    def _check_targets(self, tokens: Tensor, targets: Tensor) -> None:
+        if not isinstance(targets, Tensor) or targets.shape != tokens.shape:
+            got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets)
+            raise ValueError(
+                f"targets must have the shape of tokens {tuple(tokens.shape)}, got {got}"
+            )
+        check_token_ids("targets", targets, self.vocab_size)
 
 
 def observe_tokens(logits: Tensor, targets: Tensor, batch_dim: int) -> None:

@@ -28,7 +28,11 @@ class Embedding(PyroModule):
         self.weight = nn.Parameter(weight)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return nn.functional.embedding(tokens, self.weight)
+        """(…) ids → (…, E); with S stacked weight draws (S, V, E) → (S, …, E)."""
+        weight = self.weight
+        if weight.dim() == 3:
+            return weight[:, tokens]
+        return nn.functional.embedding(tokens, weight)
 
 
 class Linear(PyroModule):
@@ -49,6 +53,13 @@ class Linear(PyroModule):
         self.has_bias = bias
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        return nn.functional.linear(
-            x, self.weight if weight is None else weight, self.bias if self.has_bias else None
-        )
+        """``x Wᵀ + b``; with S stacked draws W (S, out, in), ``x`` is (S, …, in)."""
+        weight = self.weight if weight is None else weight
+        bias = self.bias if self.has_bias else None
+        if weight.dim() == 2:
+            return nn.functional.linear(x, weight, bias)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        out = torch.bmm(flat, weight.transpose(1, 2))
+        if bias is not None:
+            out = out + (bias.unsqueeze(1) if bias.dim() == 2 else bias)
+        return out.reshape(*x.shape[:-1], -1)

@@ -160,6 +160,7 @@ class BayesianRNNBase(PyroModule):
             regs.zoneout_c > 0
             or regs.zoneout_h > 0
             or any(k.startswith("hidden") and v.shape[0] > 1 for k, v in masks.items())
+            or weights[0][0].dim() == 3  # S weight draws at once: the batch is S groups
         )
         valid = None
         if lengths is not None and looped:

@@ -55,12 +55,28 @@ def embed_tokens(
     embedded = embedding(tokens)
     regs = rnn.regularisers
     if regs.embedding_dropout > 0 and masks_active(rnn):
-        embedded = embedded * word_type_mask(
-            tokens,
-            embedding.num_embeddings,
-            regs.embedding_dropout,
-            regs.mask_scope,
-            batch_dim,
-            embedded,
-        )
+        if embedded.dim() == tokens.dim() + 2:  # S weight draws: each its own word-type mask
+            draws = embedded.shape[0]
+            repeated = torch.cat([tokens] * draws, dim=batch_dim)
+            mask = word_type_mask(
+                repeated,
+                embedding.num_embeddings,
+                regs.embedding_dropout,
+                regs.mask_scope,
+                batch_dim,
+                embedded,
+            )
+            shape = list(tokens.shape)
+            shape[batch_dim : batch_dim + 1] = [draws, tokens.shape[batch_dim]]
+            mask = mask.reshape(*shape, 1).movedim(batch_dim, 0)
+        else:
+            mask = word_type_mask(
+                tokens,
+                embedding.num_embeddings,
+                regs.embedding_dropout,
+                regs.mask_scope,
+                batch_dim,
+                embedded,
+            )
+        embedded = embedded * mask
     return embedded
