@@ -11,10 +11,13 @@ from bayesrnn.inference.guides import (
     make_guide,
 )
 from bayesrnn.inference.predictive import (
+    SequencePrediction,
     StreamEvaluation,
     evaluate_stream,
     posterior_mean,
+    predict_sequences,
     sample_weights,
+    stacked_draws,
 )
 from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
 from bayesrnn.inference.tbptt import Window, plan_windows, window_batch
@@ -29,6 +32,7 @@ __all__ = [
     "LatentScaleMessenger",
     "MeanFieldGuide",
     "NonFiniteLossError",
+    "SequencePrediction",
     "SharpenedGuide",
     "StreamEvaluation",
     "TBPTTTrainer",
@@ -41,9 +45,11 @@ __all__ = [
     "make_guide",
     "plan_windows",
     "posterior_mean",
+    "predict_sequences",
     "sample_weights",
     "save_checkpoint",
     "scale_kl",
+    "stacked_draws",
     "window_batch",
     "window_terms",
 ]

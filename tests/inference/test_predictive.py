@@ -86,3 +86,22 @@ def test_num_samples_must_be_positive():
     model, guide = _pair()
     with pytest.raises(ValueError, match="num_samples"):
         evaluate_stream(model, guide, torch.randint(0, 13, (50,)), num_samples=0)
+
+
+def test_sequence_prediction_mixture_and_mean():
+    from bayesrnn.inference import GalDropoutGuide, predict_sequences
+    from bayesrnn.models import SequenceClassifier
+
+    model = SequenceClassifier(20, 3, 5, 6)
+    guide = GalDropoutGuide(model, input=0.5, hidden=0.3)
+    tokens = torch.randint(0, 20, (7, 4))
+    lengths = torch.tensor([7, 3, 5, 1])
+    mean = predict_sequences(model, guide, tokens, lengths)
+    means = {s: guide.mean[s].detach() for s in guide.site_names}
+    model.eval()
+    expected = torch.log_softmax(poutine.condition(model, data=means)(tokens, lengths=lengths), -1)
+    torch.testing.assert_close(mean.log_probs, expected)
+    mc = predict_sequences(model, guide, tokens, lengths, num_samples=6)
+    assert mc.draw_log_probs.shape == (6, 4, 3)
+    torch.testing.assert_close(mc.log_probs.exp(), mc.draw_log_probs.exp().mean(0))
+    assert not torch.allclose(mc.draw_log_probs[0], mc.draw_log_probs[1])  # masks differ
