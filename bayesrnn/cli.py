@@ -67,7 +67,7 @@ def _preset_lines(width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def _add_common(parser: argparse.ArgumentParser, *, evaluation: bool) -> None:
+def _add_common(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to run")
     what.add_argument(
         "--preset",
@@ -116,13 +116,12 @@ def _add_common(parser: argparse.ArgumentParser, *, evaluation: bool) -> None:
     how.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
     how.add_argument("--seed", type=int, help="random seed (default 0)")
     how.add_argument("--epochs", type=int, help="number of epochs (trainer.epochs)")
-    if evaluation:
-        how.add_argument(
-            "--samples",
-            type=int,
-            metavar="S",
-            help="Monte Carlo samples for evaluation (evaluation.mc_samples)",
-        )
+    how.add_argument(
+        "--samples",
+        type=int,
+        metavar="S",
+        help="Monte Carlo samples for evaluation (evaluation.mc_samples, default 10)",
+    )
     how.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     how.add_argument(
         "--print-config",
@@ -157,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG + "\n" + presets_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_common(run, evaluation=True)
+    _add_common(run)
     run.set_defaults(handler=_cmd_run, evaluate=True)
 
     train = commands.add_parser(
@@ -167,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=presets_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_common(train, evaluation=False)
+    _add_common(train)
     train.set_defaults(handler=_cmd_run, evaluate=False)
 
     evaluate = commands.add_parser(
@@ -408,7 +407,10 @@ def _one_line(error: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesrnn`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version and usage errors (already printed)
+        return done.code if isinstance(done.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 0
