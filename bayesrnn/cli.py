@@ -27,7 +27,8 @@ the papers' configurations (Penn Treebank; a GPU is advisable):
 
 your own settings:
   bayesrnn run --data notes.txt         any text file (or a folder with train/valid/test .txt)
-  bayesrnn run --set model.hidden_size=512 --set guide.name=gal --set model.prior=gaussian
+  bayesrnn run --set model.hidden_size=512 --set trainer.epochs=8
+  bayesrnn run --set guide.name=gal --set model.prior=gaussian --set guide.dropout_hidden=0.3
   bayesrnn run --config my.toml         a TOML file with any keys of a run's config.toml
 
 sentence classification (rt-polarity):
@@ -47,6 +48,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 90)
 
 
 def _preset_lines(width: int = 100) -> str:
@@ -133,10 +138,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bayesrnn",
-        description="Bayesian recurrent neural networks in Pyro: train language models and "
-        "sentence classifiers with variational dropout (Gal), Bayes by Backprop (Fortunato) or "
-        "deterministic baselines (Zaremba, zoneout), then measure perplexity, calibration and "
-        "uncertainty.",
+        description=_wrap(
+            "Bayesian recurrent neural networks in Pyro: train language models and sentence "
+            "classifiers with variational dropout (Gal), Bayes by Backprop (Fortunato) or "
+            "deterministic baselines (Zaremba, zoneout), then measure perplexity, calibration "
+            "and uncertainty. Start with `bayesrnn run` (no arguments, no download)."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -149,10 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="train, evaluate and export in one go (no arguments: the offline demo)",
-        description="Train, then evaluate (perplexity with the posterior mean and with S Monte "
-        "Carlo samples, ECE/MCE/Brier/NLL, predictive entropy and mutual information, the "
-        "reversed-text entropy gap, SNR pruning for Gaussian posteriors) and export. Writes "
-        "metrics.json, PNG plots, posterior.nc, checkpoint.pt and config.toml to --out.",
+        description=_wrap(
+            "Train, then evaluate (perplexity with the posterior mean and with S Monte "
+            "Carlo samples, ECE/MCE/Brier/NLL, predictive entropy and mutual information, the "
+            "reversed-text entropy gap, SNR pruning for Gaussian posteriors) and export. Writes "
+            "metrics.json, PNG plots, posterior.nc, checkpoint.pt and config.toml to --out."
+        ),
         epilog=EPILOG + "\n" + presets_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -29,7 +29,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from tqdm.auto import tqdm
 
 from bayesrnn import __version__
@@ -58,7 +57,6 @@ from bayesrnn.data import (
 from bayesrnn.evaluation import (
     brier_score,
     expected_entropy,
-    maximum_calibration_error,
     mutual_information,
     plot_elbo_trace,
     plot_entropy_histograms,
@@ -75,8 +73,7 @@ from bayesrnn.inference import (
     TrainerConfig,
     load_checkpoint,
     make_guide,
-    posterior_mean,
-    sample_weights,
+    predict_sequences,
     save_checkpoint,
     scale_kl,
     window_terms,
@@ -87,7 +84,6 @@ from bayesrnn.models import (
     LanguageModel,
     ScaleMixturePrior,
     SequenceClassifier,
-    mc_dropout,
     weight_sites,
 )
 
@@ -669,46 +665,32 @@ def classifier_predictions(
     metrics of a split."""
     guide = s.guide if guide is None else guide
     device = torch.device(s.config.trainer.device)
-    model = s.model
-    was = (model.training, guide.training)
-    model.eval()
-    guide.eval()
     mixture, draws, labels_all = [], [], []
-    try:
-        with torch.no_grad():
-            for tokens, lengths, labels in classification_batches(
-                split.sequences, split.labels, s.config.trainer.batch_size, pad_id=_pad(s.corpus)
-            ):
-                tokens, labels = tokens.to(device), labels.to(device)
-                if num_samples is None:
-                    weights = posterior_mean(guide, tokens, labels, lengths)
-                    logits = poutine.condition(model, data=weights)(tokens, lengths=lengths)
-                    mixture.append(torch.log_softmax(logits, -1))
-                else:
-                    per_draw = []
-                    with mc_dropout(model):
-                        for _ in range(num_samples):
-                            weights = sample_weights(guide, tokens, labels, lengths)
-                            logits = poutine.condition(model, data=weights)(tokens, lengths=lengths)
-                            per_draw.append(torch.log_softmax(logits, -1))
-                    stacked = torch.stack(per_draw)
-                    draws.append(stacked.cpu())
-                    mixture.append(torch.logsumexp(stacked, 0) - math.log(num_samples))
-                labels_all.append(labels.cpu())
-    finally:
-        model.train(was[0])
-        guide.train(was[1])
+    for tokens, lengths, labels in classification_batches(
+        split.sequences, split.labels, s.config.trainer.batch_size, pad_id=_pad(s.corpus)
+    ):
+        prediction = predict_sequences(
+            s.model, guide, tokens.to(device), lengths, num_samples=num_samples
+        )
+        mixture.append(prediction.log_probs.cpu())
+        if prediction.draw_log_probs is not None:
+            draws.append(prediction.draw_log_probs.cpu())
+        labels_all.append(labels)
     log_probs = torch.cat(mixture).cpu().double()
     labels = torch.cat(labels_all)
     probs = log_probs.exp()
     probs = probs / probs.sum(-1, keepdim=True)  # float round-off only
+    ev = s.config.evaluation
+    bins = reliability_bins(probs, labels, ev.n_bins, ev.bin_strategy)
     out: dict[str, Any] = {} if num_samples is None else {"num_samples": num_samples}
     out |= {
         "examples": int(labels.numel()),
         "accuracy": float((probs.argmax(-1) == labels).double().mean()),
         "nll": float(-log_probs.gather(-1, labels.unsqueeze(-1)).mean()),
         "brier": brier_score(probs, labels),
-        "mce": maximum_calibration_error(probs, labels),
+        "ece": bins.ece,
+        "mce": bins.mce,
+        "_bins": bins,
         "_probs": probs,
         "_labels": labels,
     }
@@ -732,14 +714,7 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log) -> dict:
     log(f"evaluating {ev.split} ({len(split)} sentences): posterior mean, MC {ev.mc_samples}")
     mean = classifier_predictions(s, split, None)
     mc = classifier_predictions(s, split, ev.mc_samples, guide=sampling_guide(s.guide))
-    files = []
-    for result in (mean, mc):
-        bins = reliability_bins(result["_probs"], result["_labels"], ev.n_bins, ev.bin_strategy)
-        result["ece"] = bins.ece
-        result["bins"] = bins
-    files.append(
-        plot_reliability_diagram(mc["bins"], run / "reliability.png", title="MC predictive")
-    )
+    files = [plot_reliability_diagram(mc["_bins"], run / "reliability.png", title="MC predictive")]
     wrong = mc["_probs"].argmax(-1) != mc["_labels"]
     if bool(wrong.any()) and bool((~wrong).any()):
         files.append(
@@ -752,7 +727,7 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log) -> dict:
         )
 
     def public(result: dict) -> dict:
-        return {k: v for k, v in result.items() if not k.startswith("_") and k != "bins"}
+        return {k: v for k, v in result.items() if not k.startswith("_")}
 
     return {
         ev.split: {
