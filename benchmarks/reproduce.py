@@ -1,0 +1,294 @@
+"""Reproduce the papers' Penn Treebank comparisons and write a results table.
+
+Studies:
+
+* ``cpu-small``: Zaremba's small shape (2 × 200 LSTM, BPTT 20, batch 20, init ±0.1, SGD lr 1
+  halved each epoch after 4, clipping 5) trained on the first 10% of the PTB training stream,
+  evaluated on the full validation and test streams, for each method: no regularisation,
+  Zaremba dropout, Gal variational dropout (sequence masks, MC), Bayes by Backprop, Bayes by
+  Backprop with posterior sharpening, zoneout. About an hour on 2 CPU cores.
+* ``zaremba-small-full``: Zaremba's small non-regularised model on the full training stream for
+  13 epochs (published 120.7 / 114.5 validation / test perplexity).
+
+Each method runs in its own process, so the peak resident memory it reports is its own. Writes
+``results.json`` and ``results.md`` (a markdown table) in ``--out``.
+
+Run: ``.venv/bin/python benchmarks/reproduce.py cpu-small --data-dir ../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bayesrnn.data import load_ptb
+from bayesrnn.evaluation.stream_report import language_model_report
+from bayesrnn.inference import TBPTTTrainer, TrainerConfig, evaluate_stream, make_guide
+from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior
+
+PTB_TRAIN_TOKENS = 929_589
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of a study: how to build the model and the guide, and where it comes from."""
+
+    name: str
+    source: str
+    prior: str | None = None  # None (plain weights), "gal" or "mixture"
+    guide: str = "none"
+    guide_options: dict = field(default_factory=dict)
+    regularisers: dict = field(default_factory=dict)
+
+
+SMALL = dict(
+    hidden=200,
+    layers=2,
+    init_range=0.1,
+    bptt=20,
+    batch=20,
+    lr=1.0,
+    lr_decay=2.0,
+    constant_epochs=4,
+    clip=5.0,
+)
+
+GAL_RATES = {"embedding": 0.1, "input": 0.4, "hidden": 0.2, "output": 0.4}
+
+METHODS = {
+    "none": Method("no regularisation", "Zaremba et al. 2014, small non-regularised"),
+    "zaremba": Method(
+        "Zaremba dropout 0.5",
+        "Zaremba et al. 2014 §3.2 (non-recurrent dropout)",
+        regularisers={"naive_dropout": 0.5},
+    ),
+    "gal": Method(
+        "Gal variational dropout (MC)",
+        "Gal & Ghahramani 2016 (sequence masks)",
+        prior="gal",
+        guide="gal",
+        guide_options=dict(GAL_RATES, scope="sequence"),
+    ),
+    "bbb": Method(
+        "Bayes by Backprop",
+        "Fortunato et al. 2017 (scale-mixture prior)",
+        prior="mixture",
+        guide="mean_field",
+    ),
+    "bbb-sharpened": Method(
+        "BBB + posterior sharpening",
+        "Fortunato et al. 2017 §4, σ0 = 0.02",
+        prior="mixture",
+        guide="sharpened",
+        guide_options={"sigma0": 0.02},
+    ),
+    "zoneout": Method(
+        "zoneout + Zaremba dropout",
+        "Krueger et al. 2017 word-PTB: z_c 0.25, z_h 0.025 with dropout 0.5",
+        regularisers={"zoneout_c": 0.25, "zoneout_h": 0.025, "naive_dropout": 0.5},
+    ),
+}
+
+STUDIES = {
+    "cpu-small": dict(methods=list(METHODS), train_fraction=0.1, epochs=13, mc_samples=10),
+    "zaremba-small-full": dict(methods=["none"], train_fraction=1.0, epochs=13, mc_samples=0),
+}
+
+
+def build(method: Method, vocab: int, train_tokens: int):
+    if method.prior is None:
+        prior = None
+    elif method.prior == "mixture":
+        prior = ScaleMixturePrior()
+    else:
+        # Gal's weight decay λ = 1e-7 is l²/(2N(1−p)) (bayesrnn.inference.guides.gal): with
+        # p = 0.5 the prior N(0, 1/l²) has scale 1/sqrt(2Nλ·0.5).
+        prior = GaussianPrior(1.0 / math.sqrt(2 * train_tokens * 1e-7 * 0.5))
+    deterministic = ("decoder.bias",) if method.prior == "mixture" else ()
+    model = LanguageModel(
+        vocab,
+        SMALL["hidden"],
+        SMALL["hidden"],
+        SMALL["layers"],
+        prior=prior,
+        deterministic=deterministic,
+        regularisers=method.regularisers,
+        init_range=SMALL["init_range"],
+    )
+    return model, make_guide(method.guide, model, **method.guide_options)
+
+
+def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
+    torch.manual_seed(seed)
+    corpus = load_ptb(data_dir)
+    train = corpus.train[: int(len(corpus.train) * study["train_fraction"])]
+    method = METHODS[key]
+    model, guide = build(method, corpus.vocab_size, len(train))
+    config = TrainerConfig(
+        batch_size=SMALL["batch"],
+        bptt=SMALL["bptt"],
+        epochs=study["epochs"],
+        lr=SMALL["lr"],
+        lr_decay=SMALL["lr_decay"],
+        constant_epochs=SMALL["constant_epochs"],
+        clip_norm=SMALL["clip"],
+        seed=seed,
+        progress=False,
+    )
+    valid = corpus.valid[: study.get("eval_tokens")]
+    trainer = TBPTTTrainer(model, guide, train, valid, config=config)
+    began = time.perf_counter()
+    history = trainer.fit()
+    train_seconds = time.perf_counter() - began
+    result = {
+        "method": method.name,
+        "source": method.source,
+        "train_tokens": len(train),
+        "epochs": study["epochs"],
+        "train_seconds": train_seconds,
+        "tokens_per_second": sum(history.tokens) / sum(history.epoch_seconds),
+        "valid_perplexity_by_epoch": history.valid_perplexity,
+    }
+    samples = study["mc_samples"]
+    for split in ("valid", "test"):
+        stream = getattr(corpus, split)[: study.get("eval_tokens")]
+        if samples:
+            report = language_model_report(
+                model,
+                guide,
+                stream,
+                num_samples=samples,
+                batch_size=10,
+                bptt=35,
+                reversed_text=split == "test",
+                sharpened=method.guide == "sharpened",
+            )
+            metrics = report.metrics()
+            result[f"{split}_perplexity_mean"] = metrics["perplexity_mean"]
+            result[f"{split}_perplexity_mc"] = metrics["perplexity_mc"]
+            result[f"{split}_ece_mean"] = metrics["posterior_mean"]["ece"]
+            result[f"{split}_ece_mc"] = metrics["mc"]["ece"]
+            if "perplexity_sharpened_bound" in metrics:
+                result[f"{split}_perplexity_sharpened_bound"] = metrics[
+                    "perplexity_sharpened_bound"
+                ]
+            if "reversed" in metrics:
+                result["entropy_gap_mean"] = metrics["reversed"]["entropy_gap_mean"]
+                result["entropy_gap_mc"] = metrics["reversed"]["entropy_gap_mc"]
+        else:
+            evaluation = evaluate_stream(model, guide, stream, batch_size=10, bptt=35)
+            result[f"{split}_perplexity_mean"] = evaluation.perplexity
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _child(args) -> dict:
+    return run_method(*args)
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    def fmt(value, digits=1):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        header,
+        "",
+        "| method | valid ppl (mean / MC) | test ppl (mean / MC) | best valid (epoch) | "
+        "test ECE (MC) | entropy gap, nats (mean / MC) | train tokens/s | peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        curve = r["valid_perplexity_by_epoch"]
+        best = min(range(len(curve)), key=curve.__getitem__)
+        lines.append(
+            f"| {r['method']} | {fmt(r['valid_perplexity_mean'])} / "
+            f"{fmt(r.get('valid_perplexity_mc'))} | {fmt(r['test_perplexity_mean'])} / "
+            f"{fmt(r.get('test_perplexity_mc'))} | {curve[best]:.1f} ({best + 1}) | "
+            f"{fmt(r.get('test_ece_mc'), 3)} | {fmt(r.get('entropy_gap_mean'), 3)} / "
+            f"{fmt(r.get('entropy_gap_mc'), 3)} | {r['tokens_per_second']:.0f} | "
+            f"{r['peak_memory_mb']:.0f} |"
+        )
+    lines += ["", "Validation perplexity by epoch (posterior mean):", ""]
+    for r in rows:
+        lines.append(
+            f"- {r['method']}: " + ", ".join(f"{p:.1f}" for p in r["valid_perplexity_by_epoch"])
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("--data-dir", required=True, help="folder holding ptb/ (Mikolov's files)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--train-fraction", type=float, default=None)
+    parser.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=None,
+        help="smoke runs: evaluate on the first N valid/test tokens only",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="methods run in parallel (each with 2/processes threads)",
+    )
+    args = parser.parse_args()
+    study = dict(STUDIES[args.study])
+    if args.epochs is not None:
+        study["epochs"] = args.epochs
+    if args.train_fraction is not None:
+        study["train_fraction"] = args.train_fraction
+    study["eval_tokens"] = args.eval_tokens
+    keys = args.methods or study["methods"]
+    out = args.out or Path("results") / args.study
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(key, study, args.data_dir, args.seed) for key in keys]
+    began = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.processes, maxtasksperchild=1) as pool:
+        rows = pool.map(_child, jobs, chunksize=1)
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads per process, {args.processes} process(es), torch {torch.__version__}"
+    )
+    extras = [
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in (
+            ("epochs", args.epochs),
+            ("train_fraction", args.train_fraction),
+            ("eval_tokens", args.eval_tokens),
+        )
+        if value is not None
+    ]
+    command = " ".join(
+        [f"benchmarks/reproduce.py {args.study} --data-dir {args.data_dir}", *extras]
+    )
+    header = (
+        f"Study `{args.study}` ({time.perf_counter() - began:.0f} s wall). Command: "
+        f"`{command}`. Machine: {machine}."
+    )
+    (out / "results.json").write_text(
+        json.dumps(
+            {"study": args.study, "command": command, "machine": machine, "rows": rows}, indent=2
+        )
+    )
+    (out / "results.md").write_text(markdown(rows, header))
+    print(markdown(rows, header))
+
+
+if __name__ == "__main__":
+    main()
