@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import platform
 import resource
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from bayesrnn.config import gal_prior_scale
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import TBPTTTrainer, TrainerConfig, evaluate_stream, make_guide
@@ -110,9 +110,9 @@ def build(method: Method, vocab: int, train_tokens: int):
     elif method.prior == "mixture":
         prior = ScaleMixturePrior()
     else:
-        # Gal's weight decay λ = 1e-7 is l²/(2N(1−p)) (bayesrnn.inference.guides.gal): with
-        # p = 0.5 the prior N(0, 1/l²) has scale 1/sqrt(2Nλ·0.5).
-        prior = GaussianPrior(1.0 / math.sqrt(2 * train_tokens * 1e-7 * 0.5))
+        # Gal's per-step weight decay 1e-7 as a prior (derivation in bayesrnn.config and
+        # bayesrnn.inference.guides.gal): C·B = train tokens / BPTT, keep probability 0.5.
+        prior = GaussianPrior(gal_prior_scale(1e-7, 0.5, train_tokens / SMALL["bptt"]))
     deterministic = ("decoder.bias",) if method.prior == "mixture" else ()
     model = LanguageModel(
         vocab,

@@ -17,12 +17,14 @@ with z ~ Bernoulli(1−p) and E[w] = M: the learned M is the mean weight, used a
     KL(q‖p) = −H(q) − E_q[log p(w)] = l²/2 · E_q‖w‖² + const = l²‖M‖² / (2(1−p)) + const,
 
 because E[z²]/(1−p)² = 1/(1−p); the entropy of the mixture is a constant as σ → 0 (Gal &
-Ghahramani 2016, appendix) and is dropped. In Gal's original parametrisation w = z·M̃ (no
-rescaling, M̃ = M/(1−p)) the same term reads (1−p)·l²‖M̃‖²/2, the paper's form. Biases get
-l²‖b‖²/2. Over a dataset of N tokens the ELBO is Σ log-lik − KL; divided by N it is the mean
-token loss plus λ‖M‖² with λ = l²/(2N(1−p)): Gal's weight decay 1e-7 on PTB (N = 929,589,
-p = 0.5) is l² ≈ 0.093, a prior scale 1/l ≈ 3.3. The trainer adds KL/C to each of the C windows
-of an epoch.
+Ghahramani 2016, appendix) and is dropped. Biases get l²‖b‖²/2.
+
+Relation to weight decay. The trainer's step minimises (NLL + KL/C)/B over C windows of B
+sequences, whose KL gradient is l²M/((1−p)·C·B). Gal's code instead shrinks every weight by λ
+after each SGD step (lr 1) on the same per-sequence loss, so the two agree when
+l² = λ(1−p)·C·B: Gal's λ = 1e-7 on PTB (C·B = 929,589/35 windows × sequences, p = 0.5) is a
+prior scale 1/l ≈ 27.4 (``bayesrnn.config.gal_prior_scale``). The trainer adds KL/C to each of
+the C windows of an epoch.
 
 Mask scopes. ``"sequence"`` (default, the paper's method): one mask per sequence shared by all
 steps of a window. The guide hands the rates to the model's locked masks, which multiply the
