@@ -7,20 +7,18 @@ from collections.abc import Iterable, Mapping
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import Tensor
 
-from bayesrnn.models.bayesian import PriorSpec, bayesianize
-from bayesrnn.models.layers import Embedding, Linear
+from bayesrnn.models.bayesian import PriorSpec
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import Regularisers
-from bayesrnn.models.sequence_models import embed_tokens, make_rnn, reinitialise
+from bayesrnn.models.sequence_models import EmbeddedRNN, embed_tokens
 from bayesrnn.models.validation import check_lengths, check_positive_int
 
 POOLINGS = ("last", "mean")
 
 
-class SequenceClassifier(PyroModule):
+class SequenceClassifier(EmbeddedRNN):
     """A Pyro model of one label per (variable-length) sequence.
 
     ``forward(tokens, labels=None, lengths=None)`` returns class logits (B, C); with ``labels``
@@ -45,28 +43,25 @@ class SequenceClassifier(PyroModule):
         regularisers: Regularisers | Mapping[str, float] | None = None,
         init_range: float | None = None,
     ) -> None:
-        super().__init__()
         check_positive_int("vocab_size", vocab_size)
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        check_positive_int("num_classes", num_classes)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        super().__init__(
+            vocab_size,
+            embedding_size,
+            hidden_size,
+            num_layers,
+            cell,
+            num_classes,
+            prior=prior,
+            deterministic=deterministic,
+            regularisers=regularisers,
+            init_range=init_range,
+        )
+        self.num_classes = num_classes
         self.pooling = pooling
         self.batch_first = bool(batch_first)
-        self.mc_dropout = False
-        self.embedding = Embedding(vocab_size, embedding_size)
-        self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
-        self.decoder = Linear(hidden_size, num_classes)
-        reinitialise(self, init_range)
-        if prior is not None:
-            bayesianize(self, prior, deterministic)
-
-    @property
-    def regularisers(self) -> Regularisers:
-        return self.rnn.regularisers
-
-    @regularisers.setter
-    def regularisers(self, value: Regularisers | Mapping[str, float] | None) -> None:
-        self.rnn.regularisers = value
 
     def forward(
         self, tokens: Tensor, labels: Tensor | None = None, lengths: Tensor | None = None

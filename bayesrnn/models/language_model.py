@@ -6,19 +6,17 @@ from collections.abc import Iterable, Mapping
 
 import pyro
 import pyro.distributions as dist
-from pyro.nn import PyroModule
 from torch import Tensor
 
-from bayesrnn.models.bayesian import PriorSpec, bayesianize
-from bayesrnn.models.layers import Embedding, Linear
+from bayesrnn.models.bayesian import PriorSpec
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import Regularisers
 from bayesrnn.models.rnn import State
-from bayesrnn.models.sequence_models import embed_tokens, make_rnn, reinitialise
+from bayesrnn.models.sequence_models import EmbeddedRNN, embed_tokens
 from bayesrnn.models.validation import check_positive_int, check_token_ids
 
 
-class LanguageModel(PyroModule):
+class LanguageModel(EmbeddedRNN):
     """A Pyro model of next-token prediction.
 
     ``forward(tokens, targets=None, state=None)`` returns ``(logits, state)``; with ``targets``
@@ -43,8 +41,7 @@ class LanguageModel(PyroModule):
         regularisers: Regularisers | Mapping[str, float] | None = None,
         init_range: float | None = None,
     ) -> None:
-        super().__init__()
-        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        check_positive_int("vocab_size", vocab_size)
         check_positive_int("embedding_size", embedding_size)
         check_positive_int("hidden_size", hidden_size)
         if tie_weights and hidden_size != embedding_size:
@@ -52,26 +49,23 @@ class LanguageModel(PyroModule):
                 f"tie_weights needs hidden_size == embedding_size, got {hidden_size} "
                 f"and {embedding_size}"
             )
+        super().__init__(
+            vocab_size,
+            embedding_size,
+            hidden_size,
+            num_layers,
+            cell,
+            vocab_size,
+            prior=prior,
+            deterministic=deterministic,
+            regularisers=regularisers,
+            init_range=init_range,
+            tie_weights=tie_weights,
+        )
+        self.vocab_size = vocab_size
         self.cell = cell
         self.tie_weights = bool(tie_weights)
         self.batch_first = bool(batch_first)
-        self.mc_dropout = False
-        self.embedding = Embedding(vocab_size, embedding_size)
-        self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
-        self.decoder = Linear(hidden_size, vocab_size)
-        reinitialise(self, init_range)
-        if self.tie_weights:
-            del self.decoder.weight
-        if prior is not None:
-            bayesianize(self, prior, deterministic)
-
-    @property
-    def regularisers(self) -> Regularisers:
-        return self.rnn.regularisers
-
-    @regularisers.setter
-    def regularisers(self, value: Regularisers | Mapping[str, float] | None) -> None:
-        self.rnn.regularisers = value
 
     def forward(
         self, tokens: Tensor, targets: Tensor | None = None, state: State | None = None

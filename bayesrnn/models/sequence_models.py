@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from pyro.nn import PyroModule
 from torch import Tensor
 
-from bayesrnn.models.layers import Embedding
+from bayesrnn.models.bayesian import PriorSpec, bayesianize
+from bayesrnn.models.layers import Embedding, Linear
 from bayesrnn.models.regularisers import Regularisers, masks_active, word_type_mask
 from bayesrnn.models.rnn import BayesianGRU, BayesianLSTM, BayesianRNN, BayesianRNNBase
 from bayesrnn.models.validation import check_token_ids
@@ -80,3 +82,45 @@ def embed_tokens(
             )
         embedded = embedded * mask
     return embedded
+
+
+class EmbeddedRNN(PyroModule):
+    """Embedding → RNN stack → decoder, the frame the language model and classifier share.
+
+    Parameters are built plain, re-initialised, then turned into sample sites (``prior=None``
+    keeps them plain); the regularisers live on the RNN, where the masks are drawn.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int,
+        cell: str,
+        outputs: int,
+        *,
+        prior: PriorSpec | None,
+        deterministic,
+        regularisers,
+        init_range: float | None,
+        tie_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        self.mc_dropout = False
+        self.embedding = Embedding(vocab_size, embedding_size)
+        self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
+        self.decoder = Linear(hidden_size, outputs)
+        reinitialise(self, init_range)
+        if tie_weights:
+            del self.decoder.weight
+        if prior is not None:
+            bayesianize(self, prior, deterministic)
+
+    @property
+    def regularisers(self) -> Regularisers:
+        return self.rnn.regularisers
+
+    @regularisers.setter
+    def regularisers(self, value: Regularisers | Mapping[str, float] | None) -> None:
+        self.rnn.regularisers = value
