@@ -37,12 +37,15 @@ def main() -> None:
     corpus = load_ptb(args.data_dir)
     stream = corpus.valid if args.tokens is None else corpus.valid[: args.tokens]
     torch.manual_seed(0)
-    model = LanguageModel(corpus.vocab_size, 200, 200, 2, prior=ScaleMixturePrior(),
-                          deterministic=("decoder.bias",))
+    model = LanguageModel(
+        corpus.vocab_size, 200, 200, 2, prior=ScaleMixturePrior(), deterministic=("decoder.bias",)
+    )
     guide = MeanFieldGuide(model)
     options = dict(batch_size=10, bptt=35)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{len(stream):,} validation tokens, 2 × 200 LSTM, vocabulary {corpus.vocab_size:,}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{len(stream):,} validation tokens, 2 × 200 LSTM, vocabulary {corpus.vocab_size:,}"
+    )
     mean_seconds, mean_ppl = timed(lambda: evaluate_stream(model, guide, stream, **options))
     print("\n| evaluation | seconds | perplexity | cost / (S × mean pass) | target |")
     print("|---|---:|---:|---:|---:|")
@@ -52,8 +55,10 @@ def main() -> None:
             lambda s=samples: evaluate_stream(model, guide, stream, num_samples=s, **options)
         )
         ratio = seconds / (samples * mean_seconds)
-        print(f"| MC, S = {samples} (batched draws) | {seconds:.1f} | {ppl:.1f} | "
-              f"{ratio:.2f} | ≤ 0.70 |")
+        print(
+            f"| MC, S = {samples} (batched draws) | {seconds:.1f} | {ppl:.1f} | "
+            f"{ratio:.2f} | ≤ 0.70 |"
+        )
 
 
 if __name__ == "__main__":

@@ -110,27 +110,36 @@ def lm_methods(device: torch.device) -> dict[str, Callable[[], Callable[[], None
     mixture = ScaleMixturePrior()
 
     def mean_field():
-        model = LanguageModel(VOCAB, HIDDEN, HIDDEN, LAYERS, prior=mixture,
-                              deterministic=("decoder.bias",))
+        model = LanguageModel(
+            VOCAB, HIDDEN, HIDDEN, LAYERS, prior=mixture, deterministic=("decoder.bias",)
+        )
         return trainer_step(model, make_guide("mean_field", model), device)
 
     def gal(scope):
         def build():
             model = LanguageModel(VOCAB, HIDDEN, HIDDEN, LAYERS)
-            guide = make_guide("gal", model, embedding=0.2, input=0.5, hidden=0.2, output=0.5,
-                               scope=scope)
+            guide = make_guide(
+                "gal", model, embedding=0.2, input=0.5, hidden=0.2, output=0.5, scope=scope
+            )
             return trainer_step(model, guide, device)
 
         return build
 
     def zoneout():
-        model = LanguageModel(VOCAB, HIDDEN, HIDDEN, LAYERS, prior=None,
-                              regularisers={"zoneout_c": 0.25, "zoneout_h": 0.025})
+        model = LanguageModel(
+            VOCAB,
+            HIDDEN,
+            HIDDEN,
+            LAYERS,
+            prior=None,
+            regularisers={"zoneout_c": 0.25, "zoneout_h": 0.025},
+        )
         return trainer_step(model, make_guide("none", model), device)
 
     def sharpened():
-        model = LanguageModel(VOCAB, HIDDEN, HIDDEN, LAYERS, prior=mixture,
-                              deterministic=("decoder.bias",))
+        model = LanguageModel(
+            VOCAB, HIDDEN, HIDDEN, LAYERS, prior=mixture, deterministic=("decoder.bias",)
+        )
         return trainer_step(model, make_guide("sharpened", model), device)
 
     def auto_normal():
@@ -169,8 +178,10 @@ def print_table(title: str, rows: list[tuple[str, float]]) -> None:
     for name, seconds in rows:
         target = TARGETS.get(name)
         target_text = "" if target is None else f"≤{target}"
-        print(f"| {name:<34} | {seconds * 1e3:8.1f} | {tokens / seconds:9.0f} | "
-              f"{seconds / base:6.2f} | {target_text:>6} |")
+        print(
+            f"| {name:<34} | {seconds * 1e3:8.1f} | {tokens / seconds:9.0f} | "
+            f"{seconds / base:6.2f} | {target_text:>6} |"
+        )
 
 
 def main() -> None:
@@ -183,8 +194,10 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     if args.only in (None, "layer"):
-        print_table("Layer: 2 × 650 LSTM, batch 20, 35 steps, forward + backward",
-                    layer_benchmark(args.repeats, device))
+        print_table(
+            "Layer: 2 × 650 LSTM, batch 20, 35 steps, forward + backward",
+            layer_benchmark(args.repeats, device),
+        )
     if args.only in (None, "lm"):
         rows = [("plain PyTorch LM + SGD", median_seconds(plain_lm_step(device), args.repeats))]
         for name, build in lm_methods(device).items():
