@@ -20,7 +20,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from bayesrnn.config import (
     config_to_dict,
     load_toml,
     write_config,
+    write_text_atomic,
 )
 from bayesrnn.data import (
     ClassificationCorpus,
@@ -180,16 +180,7 @@ def read_run_config(run: RunDir) -> RunConfig:
 
 def write_json(path: Path, payload: Any) -> Path:
     """Atomic JSON write; NaN and infinities become null so the file is strict JSON."""
-    text = json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
 
 
 def _finite(value: Any) -> Any:
@@ -794,13 +785,12 @@ def export_posterior(s: Setup, history: dict | None, run: RunDir, log: Log) -> P
             bptt=s.config.trainer.bptt,
             history=history,
         )
-    fd, tmp = tempfile.mkstemp(prefix=".posterior.", suffix=".nc.tmp", dir=run.root)
-    os.close(fd)
+    tmp = run.root / f".posterior.{os.getpid()}.{time.time_ns()}.nc.tmp"
     try:
         tree.to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, run.posterior)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return run.posterior
 

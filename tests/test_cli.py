@@ -112,6 +112,12 @@ def test_run_writes_metrics_plots_posterior_checkpoint_and_config(default_run):
     finally:
         tree.close()
 
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "config.toml", "history.json", "posterior.nc"):
+        assert (default_run / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not [p for p in default_run.iterdir() if p.name.startswith(".")]  # no temp files
+
     stored = tomllib.loads((default_run / "config.toml").read_text())
     assert stored["model"]["hidden_size"] == 8 and stored["trainer"]["max_windows"] == 3
     assert stored["guide"]["name"] == "mean_field"
