@@ -380,8 +380,11 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
                 f"  {split} perplexity: {_fmt(result['perplexity_mean'])} (posterior mean), "
                 f"{_fmt(result['perplexity_mc'])} (MC, {result['mc_samples']} samples)"
             )
-            if "perplexity_sharpened_bound" in result:
-                lines.append(f"  sharpened bound: <= {_fmt(result['perplexity_sharpened_bound'])}")
+            if "nll_sharpened_bound" in result:
+                lines.append(
+                    f"  sharpened bound: perplexity <= {_fmt(result['perplexity_sharpened_bound'])}"
+                    f" (NLL <= {_fmt(result['nll_sharpened_bound'])} nats/token)"
+                )
         else:
             mc = result["mc"]
             lines.append(

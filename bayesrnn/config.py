@@ -465,8 +465,9 @@ PRESETS: dict[str, Preset] = {
             ),
             notes=(
                 f"Prior N(0, s²) with s = {_GAL_PTB_SCALE} derived from the script's weight "
-                "decay 1e-7 per step at p = 0.5 (derivation ours). The paper averages 1000 MC "
-                "passes; the preset uses 100 (set evaluation.mc_samples)."
+                "decay 1e-7 per step at p = 0.5 (derivation ours; the paper's KL-to-L2 constant "
+                "is UNVERIFIED). The paper averages 1000 MC passes; the preset uses 100 (set "
+                "evaluation.mc_samples). Our masks are tied across gates."
             ),
         ),
         Preset(
@@ -507,6 +508,11 @@ PRESETS: dict[str, Preset] = {
                     checkpoint_every=200,
                 ),
                 model={"zoneout_c": 0.25, "zoneout_h": 0.025},
+            ),
+            notes=(
+                "z is the probability of keeping the previous c or h, the paper's convention "
+                "(the authors' README command uses 0.5/0.05, and their PTB scripts read the flag "
+                "as 1 − z)."
             ),
         ),
         Preset(
