@@ -291,31 +291,8 @@ def build_model(config: RunConfig, corpus) -> torch.nn.Module:
     )
 
 
-class _PinnedDeterministicGuide(torch.nn.Module):
-    """DeterministicGuide plus an empty parameter that carries the device.
-
-    ``evaluate_stream`` finds the device from the guide's parameters; a parameter-free guide
-    would leave CUDA runs' data on the CPU. Until it also looks at the model, this keeps the
-    baselines (Zaremba, zoneout) usable with ``--device cuda``.
-    """
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.device_anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
-
-    def forward(self, *args, **kwargs):
-        return self.inner(*args, **kwargs)
-
-    def median(self, *args, **kwargs):
-        return self.inner.median(*args, **kwargs)
-
-
 def build_guide(config: RunConfig, model: torch.nn.Module):
-    guide = make_guide(config.guide.name, model, **config.guide.options())
-    if config.guide.name == "none":
-        return _PinnedDeterministicGuide(guide)
-    return guide
+    return make_guide(config.guide.name, model, **config.guide.options())
 
 
 def sampling_guide(guide):
@@ -410,7 +387,7 @@ def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:
         log(f"resuming from {run.checkpoint}")
     history = trainer.fit(resume=True)
     # fit() checkpoints every N windows and at epoch ends; a max_windows stop may fall between.
-    trainer._checkpoint()
+    trainer.save_checkpoint()
     return history.to_dict()
 
 

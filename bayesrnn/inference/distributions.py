@@ -108,16 +108,14 @@ class SharpenedNormal(TorchDistribution):
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, phi_dist: Independent, phi, sharpened_mean, sigma0: float, noise=True):
+    def __init__(self, phi_dist: Independent, phi, sharpened_mean, sigma0: float):
         self.phi_dist, self.phi = phi_dist, phi
         self.loc = phi_dist.base_dist.loc
-        self.sharpened_mean, self.sigma0, self.noise = sharpened_mean, float(sigma0), noise
+        self.sharpened_mean, self.sigma0 = sharpened_mean, float(sigma0)
         super().__init__(torch.Size(), self.loc.shape, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = sample_shape + self.sharpened_mean.shape
-        if not self.noise:
-            return self.sharpened_mean.expand(shape)
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         return self.sharpened_mean + self.sigma0 * eps
 

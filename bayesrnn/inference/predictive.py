@@ -17,7 +17,6 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from bayesrnn.data.streams import batchify
-from bayesrnn.inference.guides.sharpened import SHARPENING_SITE
 from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
 from bayesrnn.models.regularisers import mc_dropout
 
@@ -39,6 +38,15 @@ class StreamEvaluation:
     @property
     def perplexity(self) -> float:
         return math.exp(self.nll_per_token)
+
+
+def module_device(*modules) -> torch.device:
+    """Where the first parameter or buffer of ``modules`` lives (CPU if they hold none)."""
+    for module in modules:
+        if isinstance(module, torch.nn.Module):
+            for tensor in (*module.parameters(), *module.buffers()):
+                return tensor.device
+    return torch.device("cpu")
 
 
 def posterior_mean(guide, *args, **kwargs) -> dict[str, torch.Tensor]:
@@ -108,8 +116,7 @@ def evaluate_stream(
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
-    device = next((p.device for p in guide.parameters()), torch.device("cpu"))
-    data = batchify(stream, batch_size).to(device)
+    data = batchify(stream, batch_size).to(module_device(model, guide))
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
     draws = 1 if num_samples is None else num_samples
     chunk = draws_per_batch or (1 if num_samples is None else draws_per_call(guide, draws))
@@ -177,16 +184,10 @@ def evaluate_stream(
 def _sharpened_window(model, guide, inputs, targets, state):
     batch_first = getattr(model, "batch_first", False)
     args = (inputs.t(), targets.t()) if batch_first else (inputs, targets)
-    trace = poutine.trace(guide).get_trace(*args, state=state)
-    weights = {
-        name: site["value"].detach()
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    }
-    kl = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())
+    weights, extra_kl = guide.sharpened_weights(*args, state=state)
     with torch.no_grad():
         logits, state = _run(model, weights, inputs, state)
-    return logits, state, kl
+    return logits, state, float(extra_kl)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ per-sequence normalisation that Zaremba's lr = 1 and clipping at 5 assume.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -198,7 +199,7 @@ class TBPTTTrainer:
                 break
             epoch, start_window = epoch + 1, 0
             self._position = (epoch, 0)
-            self._checkpoint()
+            self.save_checkpoint()
         return self.history
 
     def _run_epoch(self, epoch: int, start_window: int) -> bool:
@@ -212,6 +213,7 @@ class TBPTTTrainer:
             initial=start_window,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not cfg.progress,
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # logs to a file stay small
             leave=False,
             dynamic_ncols=True,
         )
@@ -239,7 +241,7 @@ class TBPTTTrainer:
             )
             self._position = (epoch, index + 1)
             if cfg.checkpoint_every and len(self.history.elbo) % cfg.checkpoint_every == 0:
-                self._checkpoint()
+                self.save_checkpoint()
         bar.close()
         elapsed = time.perf_counter() - began
         self.history.epoch_lr.append(lr)
@@ -307,7 +309,8 @@ class TBPTTTrainer:
         return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)
 
     # ------------------------------------------------------------------------------------
-    def _checkpoint(self) -> None:
+    def save_checkpoint(self) -> None:
+        """Write the resumable state now (``fit`` also does every N windows and each epoch)."""
         if self.checkpoint_path is None:
             return
         windows = self._windows or []

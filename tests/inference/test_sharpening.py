@@ -10,9 +10,9 @@ from bayesrnn.inference.guides.sharpened import SHARPENING_SITE
 from bayesrnn.models import LanguageModel
 
 
-def _setup(eta=0.05):
+def _setup(eta=0.0004):
     model = LanguageModel(9, 5, 5, num_layers=1, deterministic=("decoder.bias",))
-    guide = SharpenedGuide(model, sigma0=0.02, eta_init=eta)
+    guide = SharpenedGuide(model, sigma0=0.02, eta_init=eta, eta_max=None if eta is None else 0.1)
     tokens = torch.randint(0, 9, (6, 3))
     targets = torch.randint(0, 9, (6, 3))
     return model, guide, tokens, targets
@@ -27,35 +27,74 @@ def _nll(model, weights, tokens, targets):
 
 def test_sharpened_draw_steps_against_the_data_gradient():
     model, guide, tokens, targets = _setup()
-    guide.eval()  # φ = μ and no σ0 noise: θ = μ − η⊙g exactly
-    trace = poutine.trace(guide).get_trace(tokens, targets)
+    theta, _ = guide.sharpened_weights(tokens, targets)  # φ = μ: θ = μ − η⊙g exactly
     mu = {s: guide.loc[s].detach().clone().requires_grad_(True) for s in guide.site_names}
     grads = torch.autograd.grad(_nll(model, mu, tokens, targets), list(mu.values()))
     for (site, m), g in zip(mu.items(), grads, strict=True):
-        expected = m.detach() - guide.eta[site].detach() * g
-        torch.testing.assert_close(
-            trace.nodes[site]["value"].detach(), expected, atol=1e-6, rtol=1e-5
-        )
-    theta = {s: trace.nodes[s]["value"].detach() for s in guide.site_names}
+        expected = m.detach() - guide.eta(site).detach() * g
+        torch.testing.assert_close(theta[site], expected, atol=1e-6, rtol=1e-5)
     assert float(_nll(model, theta, tokens, targets)) < float(_nll(model, mu, tokens, targets))
+
+
+def test_training_draw_is_centred_on_the_sharpened_phi():
+    """In training, θ − (φ − η⊙g(φ)) is σ0 noise: φ and ε replayed by seed."""
+    model, guide, tokens, targets = _setup()
+    torch.manual_seed(4)
+    trace = poutine.trace(guide).get_trace(tokens, targets)
+    for site in guide.site_names:
+        fn = trace.nodes[site]["fn"]
+        phi = fn.phi.detach().clone().requires_grad_(True)
+        grad = torch.autograd.grad(
+            _nll(
+                model,
+                {**{s: trace.nodes[s]["fn"].phi.detach() for s in guide.site_names}, site: phi},
+                tokens,
+                targets,
+            ),
+            phi,
+        )[0]
+        centre = phi.detach() - guide.eta(site).detach() * grad
+        noise = (trace.nodes[site]["value"].detach() - centre) / 0.02
+        assert abs(float(noise.mean())) < 4 / noise.numel() ** 0.5 + 0.05
+        assert 0.7 < float(noise.std()) < 1.3
 
 
 def test_extra_kl_equals_closed_form_and_the_gaussian_kl():
     model, guide, tokens, targets = _setup()
-    guide.eval()
-    trace = poutine.trace(guide).get_trace(tokens, targets)
-    extra = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())
+    _, extra = guide.sharpened_weights(tokens, targets)
+    extra = float(extra)
     mu = {s: guide.loc[s].detach().clone().requires_grad_(True) for s in guide.site_names}
     grads = torch.autograd.grad(_nll(model, mu, tokens, targets), list(mu.values()))
     closed, gaussian = 0.0, 0.0
     for (site, m), g in zip(mu.items(), grads, strict=True):
-        step = guide.eta[site].detach() * g
+        step = guide.eta(site).detach() * g
         closed += float(step.square().sum()) / (2 * 0.02**2)
         phi = m.detach().double()
         q, p = Normal(phi - step.double(), 0.02), Normal(phi, 0.02)
         gaussian += float(kl_divergence(q, p).sum())
     assert extra == pytest.approx(closed, rel=1e-5)
     assert extra == pytest.approx(gaussian, rel=1e-5)
+
+
+def test_eta_is_bounded_and_starts_at_sigma0_squared():
+    _, guide, _, _ = _setup(eta=None)
+    eta = guide.eta("rnn.weight_hh_l0").detach()
+    torch.testing.assert_close(eta, torch.full_like(eta, 0.02**2))
+    with torch.no_grad():
+        guide.psi["rnn.weight_hh_l0"].fill_(1e6)
+    assert float(guide.eta("rnn.weight_hh_l0").max()) <= 2 * 0.02**2
+
+
+def test_evaluation_mode_samples_phi_without_the_targets():
+    _, guide, tokens, targets = _setup()
+    guide.eval()
+    trace = poutine.trace(guide).get_trace(tokens, targets)
+    assert SHARPENING_SITE not in trace.nodes
+    torch.manual_seed(2)
+    with_targets = poutine.trace(guide).get_trace(tokens, targets).nodes["decoder.weight"]["value"]
+    torch.manual_seed(2)
+    without = poutine.trace(guide).get_trace(tokens).nodes["decoder.weight"]["value"]
+    torch.testing.assert_close(with_targets, without)
 
 
 def test_extra_kl_is_at_full_weight_while_the_phi_kl_is_scaled():
@@ -66,7 +105,7 @@ def test_extra_kl_is_at_full_weight_while_the_phi_kl_is_scaled():
     scaled = window_terms(scale_kl(model, 0.1), scale_kl(guide, 0.1), tokens, targets)
     torch.manual_seed(1)
     trace = poutine.trace(guide).get_trace(tokens, targets)
-    extra = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())
+    extra = float(trace.nodes[SHARPENING_SITE]["fn"].log_factor.detach())  # the same φ draw
     phi_kl = float(full.kl.detach()) - extra
     assert float(scaled.kl.detach()) == pytest.approx(0.1 * phi_kl + extra, rel=1e-4)
 
@@ -75,7 +114,7 @@ def test_gradients_reach_eta_mu_and_rho():
     model, guide, tokens, targets = _setup()
     terms = window_terms(scale_kl(model, 0.01), scale_kl(guide, 0.01), tokens, targets)
     (terms.nll + terms.kl).backward()
-    for holder in ("loc", "rho", "eta"):
+    for holder in ("loc", "rho", "psi"):
         grad = getattr(guide, holder)["rnn.weight_hh_l0"].grad
         assert grad is not None and float(grad.abs().sum()) > 0, holder
 

@@ -10,9 +10,15 @@ g is treated as a constant (no second-order terms): gradients reach μ and ρ th
 through −g, at the cost of one extra forward and backward pass. Whether the paper stops these
 terms is not stated (reference/papers.md, note 7); this is the cheaper choice.
 
-Evaluation: ``median()`` gives the posterior mean μ of φ (the paper's option 1). With the guide in
-``eval()`` mode a call sharpens the mean deterministically, θ = μ − η⊙g(μ), which needs the
-targets; the NLL plus the extra KL is then an upper bound (the paper's "≤" rows).
+η is bounded: η = η_max·sigmoid(ψ) with ψ learned per weight and η_max = 2σ0² by default. To
+first order in η the window loss is −η‖g‖² + η²‖g‖²/(2σ0²), minimised at η = σ0² whatever g
+is, so the bound leaves the optimum inside while an unbounded η, whose curvature ‖g‖²/σ0² is
+huge under plain SGD with lr 1, would overshoot and diverge.
+
+Evaluation: ``median()`` gives the posterior mean μ of φ and, in ``eval()`` mode, a call samples
+q(φ) without sharpening (the paper's option 1, also for MC). ``sharpened_weights(...)`` sharpens
+the mean on a batch's targets, θ = μ − η⊙g(μ), and returns the extra KL: the NLL plus that KL
+is an upper bound (the paper's "≤" rows).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class SharpenedGuide(MeanFieldGuide):
     """Mean-field guide with posterior sharpening; ``sigma0`` is the paper's σ0 (0.02).
 
     ``eta_init`` defaults to σ0², the step size that minimises −η‖g‖² + η²‖g‖²/(2σ0²), i.e.
-    the first-order gain of a step against the gradient against its KL cost.
+    the first-order gain of a step against the gradient against its KL cost; ``eta_max``
+    (default 2σ0²) bounds η.
     """
 
     def __init__(
@@ -44,20 +51,31 @@ class SharpenedGuide(MeanFieldGuide):
         sigma0: float = 0.02,
         *,
         eta_init: float | None = None,
+        eta_max: float | None = None,
         init_scale: str | float = "fortunato",
         **options,
     ) -> None:
-        reject_unknown_options(type(self).__name__, options, ["sigma0", "eta_init", "init_scale"])
+        reject_unknown_options(
+            type(self).__name__, options, ["sigma0", "eta_init", "eta_max", "init_scale"]
+        )
         if not (isinstance(sigma0, int | float) and sigma0 > 0 and math.isfinite(sigma0)):
             raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
         super().__init__(model, init_scale=init_scale)
         self.sigma0 = float(sigma0)
+        self.eta_max = 2 * self.sigma0**2 if eta_max is None else float(eta_max)
         eta = self.sigma0**2 if eta_init is None else float(eta_init)
-        if not (eta >= 0 and math.isfinite(eta)):
-            raise ValueError(f"eta_init must be a non-negative finite number, got {eta_init!r}")
-        self.eta = SiteParameters(
-            {s: torch.full_like(self.initial_value(s), eta) for s in self.site_names}
+        if not (self.eta_max > 0 and math.isfinite(self.eta_max)):
+            raise ValueError(f"eta_max must be a positive finite number, got {eta_max!r}")
+        if not 0 < eta < self.eta_max:
+            raise ValueError(f"eta_init must lie in (0, eta_max={self.eta_max}), got {eta!r}")
+        psi = math.log(eta / (self.eta_max - eta))  # sigmoid(ψ)·η_max = η
+        self.psi = SiteParameters(
+            {s: torch.full_like(self.initial_value(s), psi) for s in self.site_names}
         )
+
+    def eta(self, site: str) -> torch.Tensor:
+        """The per-weight sharpening step size η = η_max·sigmoid(ψ)."""
+        return self.eta_max * torch.sigmoid(self.psi[site])
 
     def data_gradient(self, weights: dict[str, torch.Tensor], *args, **kwargs):
         """∇ of the window's negative log-likelihood at ``weights`` (constants, no graph kept)."""
@@ -80,15 +98,25 @@ class SharpenedGuide(MeanFieldGuide):
         }
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        sample = self.training
+        if not self.training:  # evaluation samples q(φ): no use of the batch's targets
+            return super().forward(*args, **kwargs)
         phi_dists = {site: self.distribution(site) for site in self.site_names}
-        phi = {s: d.rsample() if sample else self.loc[s] for s, d in phi_dists.items()}
+        phi = {site: d.rsample() for site, d in phi_dists.items()}
         grads = self.data_gradient(phi, *args, **kwargs)
         values, extra_kl = {}, torch.zeros(())
         for site in self.site_names:
-            step = self.eta[site] * grads[site]
+            step = self.eta(site) * grads[site]
             extra_kl = extra_kl + step.square().sum() / (2 * self.sigma0**2)
-            fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0, sample)
+            fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0)
             values[site] = pyro.sample(site, fn)
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
         return values
+
+    def sharpened_weights(self, *args, **kwargs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """θ = μ − η⊙g(μ) on this batch's targets, and the extra KL ‖η⊙g‖²/(2σ0²)."""
+        means = {site: self.loc[site].detach() for site in self.site_names}
+        grads = self.data_gradient(means, *args, **kwargs)
+        with torch.no_grad():
+            steps = {site: self.eta(site) * grads[site] for site in self.site_names}
+            extra_kl = sum(step.square().sum() for step in steps.values()) / (2 * self.sigma0**2)
+            return {site: means[site] - steps[site] for site in self.site_names}, extra_kl
