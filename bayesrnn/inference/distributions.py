@@ -13,7 +13,12 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
-from bayesrnn.models.priors import ScaleMixtureNormal, ZeroMeanNormal, mixture_log_density
+from bayesrnn.models.priors import (
+    ScaleMixtureNormal,
+    ZeroMeanNormal,
+    mixture_log_density,
+    mixture_log_density_sum,
+)
 
 
 class ReparamNormal(Normal):
@@ -48,7 +53,12 @@ def _kl_normal_mixture(q: ReparamNormal, p: ScaleMixtureNormal) -> torch.Tensor:
         raise NotImplementedError  # no draw to score: the ELBO falls back to log-densities
     eps, value = last
     log_q = -0.5 * eps.square().sum() - q.scale.log().sum() - value.numel() * _HALF_LOG_2PI
-    return log_q - mixture_log_density(value, *p._compact).sum()
+    pi, sigma1, sigma2 = p._compact
+    if pi.numel() == sigma1.numel() == sigma2.numel() == 1:  # the prior's scalar case: fused
+        log_p = mixture_log_density_sum(value, float(pi), float(sigma1), float(sigma2))
+    else:
+        log_p = mixture_log_density(value, pi, sigma1, sigma2).sum()
+    return log_q - log_p
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

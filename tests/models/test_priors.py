@@ -58,3 +58,17 @@ def test_bad_mixture_hyperparameters(kwargs):
 def test_bad_gaussian_scale():
     with pytest.raises(ValueError, match="scale"):
         GaussianPrior(0.0)
+
+
+def test_fused_mixture_sum_and_gradient_match_autograd_of_the_density():
+    from bayesrnn.models.priors import mixture_log_density, mixture_log_density_sum
+
+    x = (torch.randn(5000, dtype=torch.float64) * 0.3).requires_grad_(True)
+    pi, s1, s2 = 0.25, math.exp(-1), math.exp(-7)
+    params = [torch.tensor(v, dtype=torch.float64) for v in (pi, s1, s2)]
+    expected = mixture_log_density(x, *params).sum()
+    (expected_grad,) = torch.autograd.grad(expected, x)
+    got = mixture_log_density_sum(x, pi, s1, s2)
+    (got_grad,) = torch.autograd.grad(got, x)
+    assert float(got) == pytest.approx(float(expected.detach()), rel=1e-12)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-8)
