@@ -1,5 +1,6 @@
 """What users decide with: calibration, uncertainty, OOD scores, pruning, ArviZ export, plots."""
 
+from bayesrnn.evaluation.arviz_export import export_classifier, export_language_model, to_datatree
 from bayesrnn.evaluation.calibration import (
     PositionCalibration,
     ReliabilityBins,
@@ -26,6 +27,13 @@ from bayesrnn.evaluation.plots import (
     plot_pruning_curve,
     plot_reliability_diagram,
 )
+from bayesrnn.evaluation.pruning import PruningCurve, prune_by_snr, pruning_curve
+from bayesrnn.evaluation.stream_report import (
+    LanguageModelReport,
+    StreamReport,
+    language_model_report,
+    stream_report,
+)
 from bayesrnn.evaluation.uncertainty import (
     UncertaintyDecomposition,
     expected_entropy,
@@ -36,8 +44,11 @@ from bayesrnn.evaluation.uncertainty import (
 )
 
 __all__ = [
+    "LanguageModelReport",
     "PositionCalibration",
+    "PruningCurve",
     "ReliabilityBins",
+    "StreamReport",
     "UncertaintyDecomposition",
     "aupr",
     "auroc",
@@ -46,8 +57,11 @@ __all__ = [
     "entropy_gap",
     "expected_calibration_error",
     "expected_entropy",
+    "export_classifier",
+    "export_language_model",
     "flatten_tokens",
     "fpr_at_tpr",
+    "language_model_report",
     "max_probability_score",
     "maximum_calibration_error",
     "mixture_log_probs",
@@ -59,7 +73,11 @@ __all__ = [
     "plot_pruning_curve",
     "plot_reliability_diagram",
     "predictive_entropy",
+    "prune_by_snr",
+    "pruning_curve",
     "reliability_bins",
+    "stream_report",
+    "to_datatree",
     "token_positions",
     "uncertainty_decomposition",
 ]
