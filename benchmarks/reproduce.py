@@ -99,7 +99,12 @@ METHODS = {
 }
 
 STUDIES = {
-    "cpu-small": dict(methods=list(METHODS), train_fraction=0.1, epochs=13, mc_samples=10),
+    "cpu-small": dict(
+        methods=["none", "zaremba", "gal", "bbb", "zoneout", "bbb-sharpened"],
+        train_fraction=0.1,
+        epochs=13,
+        mc_samples=10,
+    ),
     "zaremba-small-full": dict(methods=["none"], train_fraction=1.0, epochs=13, mc_samples=0),
 }
 
@@ -234,6 +239,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-fraction", type=float, default=None)
+    parser.add_argument("--mc-samples", type=int, default=None)
     parser.add_argument(
         "--eval-tokens",
         type=int,
@@ -252,6 +258,8 @@ def main() -> None:
         study["epochs"] = args.epochs
     if args.train_fraction is not None:
         study["train_fraction"] = args.train_fraction
+    if args.mc_samples is not None:
+        study["mc_samples"] = args.mc_samples
     study["eval_tokens"] = args.eval_tokens
     keys = args.methods or study["methods"]
     out = args.out or Path("results") / args.study
@@ -259,8 +267,6 @@ def main() -> None:
     jobs = [(key, study, args.data_dir, args.seed) for key in keys]
     began = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    with context.Pool(args.processes, maxtasksperchild=1) as pool:
-        rows = pool.map(_child, jobs, chunksize=1)
     machine = (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
         f"threads per process, {args.processes} process(es), torch {torch.__version__}"
@@ -271,22 +277,24 @@ def main() -> None:
             ("epochs", args.epochs),
             ("train_fraction", args.train_fraction),
             ("eval_tokens", args.eval_tokens),
+            ("mc_samples", args.mc_samples),
         )
         if value is not None
     ]
     command = " ".join(
         [f"benchmarks/reproduce.py {args.study} --data-dir {args.data_dir}", *extras]
     )
-    header = (
-        f"Study `{args.study}` ({time.perf_counter() - began:.0f} s wall). Command: "
-        f"`{command}`. Machine: {machine}."
-    )
-    (out / "results.json").write_text(
-        json.dumps(
-            {"study": args.study, "command": command, "machine": machine, "rows": rows}, indent=2
-        )
-    )
-    (out / "results.md").write_text(markdown(rows, header))
+    rows: list[dict] = []
+    with context.Pool(args.processes, maxtasksperchild=1) as pool:
+        for row in pool.imap(_child, jobs, chunksize=1):  # results land as each method ends
+            rows.append(row)
+            header = (
+                f"Study `{args.study}` ({time.perf_counter() - began:.0f} s wall, "
+                f"{len(rows)}/{len(jobs)} methods). Command: `{command}`. Machine: {machine}."
+            )
+            payload = {"study": args.study, "command": command, "machine": machine, "rows": rows}
+            (out / "results.json").write_text(json.dumps(payload, indent=2))
+            (out / "results.md").write_text(markdown(rows, header))
     print(markdown(rows, header))
 
 
