@@ -67,8 +67,13 @@ def sample_weights(guide, *args, **kwargs) -> dict[str, torch.Tensor]:
 
 
 def stacked_draws(guide, count: int, *args, **kwargs) -> dict[str, torch.Tensor]:
-    """``count`` posterior draws stacked on a leading dim, for one batched model call."""
+    """``count`` posterior draws stacked on a leading dim, for one batched model call.
+
+    A single draw is returned unstacked, so the model keeps its fused kernel.
+    """
     draws = [sample_weights(guide, *args, **kwargs) for _ in range(count)]
+    if count == 1:
+        return draws[0]
     return {site: torch.stack([d[site] for d in draws]) for site in draws[0]}
 
 
@@ -108,7 +113,7 @@ def evaluate_stream(
 
     ``num_samples=None`` uses the posterior mean; an integer S ≥ 1 averages the predictive
     probabilities of S draws, run ``draws_per_batch`` at a time as one batched call (default:
-    as many as fit 2²⁶ weight values). ``sharpened=True`` (a :class:`SharpenedGuide`) sharpens
+    one at a time on the CPU, as many as fit 2²⁶ weight values on a GPU). ``sharpened=True`` (a :class:`SharpenedGuide`) sharpens
     the mean on each window's targets and adds the extra KL: an upper bound on the perplexity.
     ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
     (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
@@ -119,7 +124,10 @@ def evaluate_stream(
     data = batchify(stream, batch_size).to(module_device(model, guide))
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
     draws = 1 if num_samples is None else num_samples
-    chunk = draws_per_batch or (1 if num_samples is None else draws_per_call(guide, draws))
+    # On the CPU S fused calls beat one stacked (bmm-loop) call (benchmarks/eval_cost.py); on a
+    # GPU, where per-call overhead dominates, draws are stacked as far as memory allows.
+    batched = num_samples is not None and data.device.type != "cpu"
+    chunk = draws_per_batch or (draws_per_call(guide, draws) if batched else 1)
     chunks = [min(chunk, draws - start) for start in range(0, draws, chunk)]
     states: list = [None] * len(chunks)
     full = on_window is not None
@@ -156,6 +164,8 @@ def evaluate_stream(
                             weights = stacked_draws(guide, count, inputs, targets)
                             if weights:
                                 logits, states[c] = _run(model, weights, inputs, states[c])
+                                if count == 1:
+                                    logits = logits.unsqueeze(0)
                             else:  # shared weights, random masks: S copies of the batch
                                 wide = inputs.repeat(1, count)
                                 logits, states[c] = _run(model, weights, wide, states[c])

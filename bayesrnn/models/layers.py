@@ -59,7 +59,8 @@ class Linear(PyroModule):
         if weight.dim() == 2:
             return nn.functional.linear(x, weight, bias)
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        out = torch.bmm(flat, weight.transpose(1, 2))
-        if bias is not None:
-            out = out + (bias.unsqueeze(1) if bias.dim() == 2 else bias)
+        if bias is None:
+            out = torch.bmm(flat, weight.transpose(1, 2))
+        else:  # the bias rides in the matmul's accumulator: no extra pass over the logits
+            out = torch.baddbmm(bias.unsqueeze(-2), flat, weight.transpose(1, 2))
         return out.reshape(*x.shape[:-1], -1)

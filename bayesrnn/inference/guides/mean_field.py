@@ -53,7 +53,15 @@ class MeanFieldGuide(WeightGuide):
         return inverse_softplus(sigma - MIN_SCALE)
 
     def scale(self, site: str) -> torch.Tensor:
-        return nn.functional.softplus(self.rho[site]).add_(MIN_SCALE)  # softplus' grad needs ρ only
+        rho = self.rho[site]
+        if torch.is_grad_enabled():
+            return nn.functional.softplus(rho).add_(MIN_SCALE)  # softplus' grad needs ρ only
+        # Without gradients (prediction, MC draws) σ is reused until ρ changes.
+        cache = self.__dict__.setdefault("_scale_cache", {})
+        key = (rho.data_ptr(), rho._version)
+        if site not in cache or cache[site][0] != key:
+            cache[site] = (key, nn.functional.softplus(rho).add_(MIN_SCALE))
+        return cache[site][1]
 
     def distribution(self, site: str) -> Independent:
         loc = self.loc[site]
