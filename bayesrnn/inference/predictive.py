@@ -113,8 +113,9 @@ def evaluate_stream(
 
     ``num_samples=None`` uses the posterior mean; an integer S ≥ 1 averages the predictive
     probabilities of S draws, run ``draws_per_batch`` at a time as one batched call (default:
-    one at a time on the CPU, as many as fit 2²⁶ weight values on a GPU). ``sharpened=True`` (a :class:`SharpenedGuide`) sharpens
-    the mean on each window's targets and adds the extra KL: an upper bound on the perplexity.
+    one at a time on the CPU, as many as fit 2²⁶ weight values on a GPU). ``sharpened=True``
+    (a :class:`SharpenedGuide`) sharpens the mean on each window's targets and adds the extra
+    KL: an upper bound on the perplexity.
     ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
     (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
     log-probabilities of each draw (None otherwise), for entropy and mutual information.
