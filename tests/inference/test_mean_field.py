@@ -56,7 +56,7 @@ def test_scale_mixture_kl_is_the_single_sample_log_q_minus_log_p():
     expected = 0.0
     for site in guide.site_names:
         theta = trace.nodes[site]["value"].detach()
-        expected += float(guide.distribution(site).log_prob(theta))
+        expected += float(guide.distribution(site).log_prob(theta).detach())
         expected -= float(
             guide.prior(site).distribution(theta.shape, theta.device, theta.dtype).log_prob(theta)
         )
