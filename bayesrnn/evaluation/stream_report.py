@@ -24,6 +24,7 @@ from torch import Tensor
 from bayesrnn.data.streams import reverse_stream
 from bayesrnn.evaluation.calibration import ReliabilityBins, _check_binning, _reliability
 from bayesrnn.evaluation.ood import auroc, entropy_gap, ood_report
+from bayesrnn.evaluation.uncertainty import categorical_entropy
 from bayesrnn.inference.predictive import evaluate_stream
 
 __all__ = [
@@ -34,12 +35,6 @@ __all__ = [
     "language_model_report",
     "stream_report",
 ]
-
-
-def _entropy(log_probs: Tensor) -> Tensor:
-    """Entropy over the last dim with 0·log 0 = 0 (a −inf log-probability adds nothing)."""
-    probs = log_probs.exp()
-    return -(probs * torch.where(probs > 0, log_probs, 0.0)).sum(-1)
 
 
 def bins_from_confidence(
@@ -96,8 +91,12 @@ class TokenAccumulator:
         lp = log_probs.detach().double()
         probs = lp.exp()
         confidence, prediction = probs.max(-1)
-        entropy = _entropy(lp)
-        expected = entropy if draw_log_probs is None else _entropy(draw_log_probs.detach()).mean(0)
+        entropy = categorical_entropy(lp)
+        expected = (
+            entropy
+            if draw_log_probs is None
+            else categorical_entropy(draw_log_probs.detach()).mean(0)
+        )
         expected = expected.double()
         self.has_draws = self.has_draws or draw_log_probs is not None
         mutual = (entropy - expected).clamp_min(0.0)

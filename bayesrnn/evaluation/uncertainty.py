@@ -69,7 +69,7 @@ def mixture_log_probs(sample_log_probs: TensorLike, dim: int = 0) -> torch.Tenso
     return torch.logsumexp(t, dim=dim) - math.log(n_samples)
 
 
-def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """Entropy over the last dim; terms with p = 0 are exactly zero (and have zero gradient)."""
     probs = log_probs.exp()
     safe_log = torch.where(probs > 0, log_probs, torch.zeros_like(log_probs))
@@ -79,13 +79,13 @@ def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
 def predictive_entropy(sample_log_probs: TensorLike) -> torch.Tensor:
     """Entropy of the MC predictive mean_s p_s: total uncertainty, shape (...)."""
     t = _check_sample_log_probs(sample_log_probs)
-    return _entropy(mixture_log_probs(t, dim=0))
+    return categorical_entropy(mixture_log_probs(t, dim=0))
 
 
 def expected_entropy(sample_log_probs: TensorLike) -> torch.Tensor:
     """Mean over samples of each sample's entropy: the aleatoric part, shape (...)."""
     t = _check_sample_log_probs(sample_log_probs)
-    return _entropy(t).mean(dim=0)
+    return categorical_entropy(t).mean(dim=0)
 
 
 def _mutual_information(predictive: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,9 @@ def _mutual_information(predictive: torch.Tensor, expected: torch.Tensor) -> tor
 def mutual_information(sample_log_probs: TensorLike) -> torch.Tensor:
     """Predictive minus expected entropy (BALD): disagreement between samples, shape (...)."""
     t = _check_sample_log_probs(sample_log_probs)
-    return _mutual_information(_entropy(mixture_log_probs(t, dim=0)), _entropy(t).mean(dim=0))
+    return _mutual_information(
+        categorical_entropy(mixture_log_probs(t, dim=0)), categorical_entropy(t).mean(dim=0)
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,8 +129,8 @@ def uncertainty_decomposition(
     t = _check_sample_log_probs(sample_log_probs)
     if t.ndim != 4:
         raise ValueError(f"sample_log_probs must have shape (S, T, B, K), got {tuple(t.shape)}")
-    predictive = _entropy(mixture_log_probs(t, dim=0))
-    expected = _entropy(t).mean(dim=0)
+    predictive = categorical_entropy(mixture_log_probs(t, dim=0))
+    expected = categorical_entropy(t).mean(dim=0)
     mutual = _mutual_information(predictive, expected)
 
     if mask is None:
