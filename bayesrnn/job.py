@@ -67,7 +67,6 @@ from bayesrnn.evaluation import (
 )
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import (
-    MeanFieldGuide,
     SharpenedGuide,
     TBPTTTrainer,
     TrainerConfig,
@@ -295,22 +294,6 @@ def build_guide(config: RunConfig, model: torch.nn.Module):
     return make_guide(config.guide.name, model, **config.guide.options())
 
 
-def sampling_guide(guide):
-    """The guide to draw predictive samples from.
-
-    A :class:`SharpenedGuide` in evaluation mode sharpens with the *targets* of the batch, so
-    its draws would use the answers. Monte Carlo predictions therefore sample q(φ), a
-    mean-field guide sharing its μ and ρ (the paper's first inference option); the sharpened
-    upper bound is computed separately with the guide itself.
-    """
-    if not isinstance(guide, SharpenedGuide):
-        return guide
-    view = MeanFieldGuide(guide.model)
-    state = {k: v for k, v in guide.state_dict().items() if k.split(".")[0] in ("loc", "rho")}
-    view.load_state_dict(state)
-    return view.to(next(guide.parameters()).device)
-
-
 def _first_batch(config: RunConfig, corpus) -> tuple:
     if config.task == "classify":
         split = corpus.train
@@ -397,7 +380,7 @@ def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> d
     if ev.max_tokens is not None:
         stream = stream[: ev.max_tokens]
     seed_everything(tr.seed + 1)
-    guide = sampling_guide(s.guide)
+    guide = s.guide
     log(
         f"evaluating {ev.split} ({stream.numel()} tokens): posterior mean, "
         f"MC with {ev.mc_samples} samples" + (", reversed text" if ev.reversed_text else "")
@@ -688,7 +671,7 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log) -> dict:
     seed_everything(s.config.trainer.seed + 1)
     log(f"evaluating {ev.split} ({len(split)} sentences): posterior mean, MC {ev.mc_samples}")
     mean = classifier_predictions(s, split, None)
-    mc = classifier_predictions(s, split, ev.mc_samples, guide=sampling_guide(s.guide))
+    mc = classifier_predictions(s, split, ev.mc_samples, guide=s.guide)
     files = [plot_reliability_diagram(mc["_bins"], run / "reliability.png", title="MC predictive")]
     wrong = mc["_probs"].argmax(-1) != mc["_labels"]
     if bool(wrong.any()) and bool((~wrong).any()):
@@ -742,7 +725,7 @@ def export_posterior(s: Setup, history: dict | None, run: RunDir, log: Log) -> P
 
     ev = s.config.evaluation
     device = torch.device(s.config.trainer.device)
-    guide = sampling_guide(s.guide)
+    guide = s.guide
     seed_everything(s.config.trainer.seed + 2)
     log(f"exporting {ev.export_samples} posterior samples to {run.posterior}")
     if s.config.task == "classify":

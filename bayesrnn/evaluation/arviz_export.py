@@ -25,7 +25,8 @@ held-out stream still gives a per-token predictive log-likelihood for comparing 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,23 @@ def _log_density(fn, value: Tensor) -> float:
         return float(fn.log_prob(value).double().sum())
     except NotImplementedError as error:
         raise ValueError(f"{type(fn).__name__} has no log density to export") from error
+
+
+@contextlib.contextmanager
+def evaluation_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Modules in ``eval()`` for the block, their modes restored after.
+
+    The guide too: a :class:`SharpenedGuide` in evaluation mode samples q(φ) rather than
+    sharpening on the targets, the posterior the export describes.
+    """
+    modes = [(m, m.training) for m in modules if isinstance(m, torch.nn.Module)]
+    for module, _ in modes:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.train(mode)
 
 
 def _draw(guide, args: tuple, kwargs: dict) -> tuple[dict[str, Tensor], float]:
@@ -365,33 +383,28 @@ def export_language_model(
     all_ll, all_pp = [], []
     posterior: dict[str, list[np.ndarray]] = {site: [] for site in chosen}
     log_q, log_prior, log_lik = [], [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for _ in range(num_samples):
-                weights, lq = _draw(guide, (first_inputs, first_targets), {"state": None})
-                _check_complete(model, weights)
-                state, prior, lls, pps = None, None, [], []
-                for window in windows:
-                    inputs, targets = window_batch(data, window)
-                    (_, state), lp, ll, sampled = _run_conditioned(
-                        model, weights, inputs, targets, state=state
-                    )
-                    state = detach_state(state)
-                    prior = lp if prior is None else prior
-                    lls.append(ll)
-                    pps.append(sampled)
-                ll = torch.cat(lls).t().reshape(-1)  # (steps−1, B) → sequence-major
-                all_ll.append(ll.double().cpu().numpy())
-                all_pp.append(torch.cat(pps).t().reshape(-1).cpu().numpy())
-                for site in chosen:
-                    posterior[site].append(weights[site].cpu().numpy())
-                log_q.append(lq)
-                log_prior.append(prior)
-                log_lik.append(float(ll.double().sum()))
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model, guide), torch.no_grad():
+        for _ in range(num_samples):
+            weights, lq = _draw(guide, (first_inputs, first_targets), {"state": None})
+            _check_complete(model, weights)
+            state, prior, lls, pps = None, None, [], []
+            for window in windows:
+                inputs, targets = window_batch(data, window)
+                (_, state), lp, ll, sampled = _run_conditioned(
+                    model, weights, inputs, targets, state=state
+                )
+                state = detach_state(state)
+                prior = lp if prior is None else prior
+                lls.append(ll)
+                pps.append(sampled)
+            ll = torch.cat(lls).t().reshape(-1)  # (steps−1, B) → sequence-major
+            all_ll.append(ll.double().cpu().numpy())
+            all_pp.append(torch.cat(pps).t().reshape(-1).cpu().numpy())
+            for site in chosen:
+                posterior[site].append(weights[site].cpu().numpy())
+            log_q.append(lq)
+            log_prior.append(prior)
+            log_lik.append(float(ll.double().sum()))
 
     targets = data[1:].t().reshape(-1).cpu().numpy()
     starts = np.arange(data.shape[1])[:, None] * steps  # sequence j begins at stream[j·steps]
@@ -439,23 +452,18 @@ def export_classifier(
         raise ValueError("labels must be a non-empty 1-D tensor")
     posterior: dict[str, list[np.ndarray]] = {site: [] for site in chosen}
     lls, pps, log_q, log_prior, log_lik = [], [], [], [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for _ in range(num_samples):
-                weights, lq = _draw(guide, (tokens, labels), {"lengths": lengths})
-                _check_complete(model, weights)
-                _, prior, ll, sampled = _run_conditioned(model, weights, tokens, labels, lengths)
-                lls.append(ll.double().cpu().numpy())
-                pps.append(sampled.cpu().numpy())
-                for site in chosen:
-                    posterior[site].append(weights[site].cpu().numpy())
-                log_q.append(lq)
-                log_prior.append(prior)
-                log_lik.append(float(ll.double().sum()))
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model, guide), torch.no_grad():
+        for _ in range(num_samples):
+            weights, lq = _draw(guide, (tokens, labels), {"lengths": lengths})
+            _check_complete(model, weights)
+            _, prior, ll, sampled = _run_conditioned(model, weights, tokens, labels, lengths)
+            lls.append(ll.double().cpu().numpy())
+            pps.append(sampled.cpu().numpy())
+            for site in chosen:
+                posterior[site].append(weights[site].cpu().numpy())
+            log_q.append(lq)
+            log_prior.append(prior)
+            log_lik.append(float(ll.double().sum()))
     return to_datatree(
         posterior={site: _stack_draws(v) for site, v in posterior.items()},
         posterior_predictive={"obs": _stack_draws(pps)},
