@@ -88,23 +88,24 @@ class TokenAccumulator:
         self._size[name] = size + value.numel()
 
     def __call__(self, targets: Tensor, log_probs: Tensor, draw_log_probs: Tensor | None) -> None:
-        lp = log_probs.detach().double()
+        # Full-vocabulary passes stay in the model's precision (float64 copies of a (T, B, V)
+        # window cost more than the decoder); only the per-token results are kept in float64.
+        lp = log_probs.detach()
         probs = lp.exp()
         confidence, prediction = probs.max(-1)
-        entropy = categorical_entropy(lp)
+        entropy = categorical_entropy(lp, probs).double()
         expected = (
             entropy
             if draw_log_probs is None
-            else categorical_entropy(draw_log_probs.detach()).mean(0)
+            else categorical_entropy(draw_log_probs.detach()).mean(0).double()
         )
-        expected = expected.double()
         self.has_draws = self.has_draws or draw_log_probs is not None
         mutual = (entropy - expected).clamp_min(0.0)
         values = {
             "confidence": confidence,
             "correct": (prediction == targets).double(),
             "log_p_target": lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
-            "sum_sq": probs.square().sum(-1),
+            "sum_sq": torch.linalg.vector_norm(probs, dim=-1).square(),
             "entropy": entropy,
             "expected_entropy": expected,
         }
