@@ -69,9 +69,7 @@ def mixture_log_probs(sample_log_probs: TensorLike, dim: int = 0) -> torch.Tenso
     return torch.logsumexp(t, dim=dim) - math.log(n_samples)
 
 
-def categorical_entropy(
-    log_probs: torch.Tensor, probs: torch.Tensor | None = None
-) -> torch.Tensor:
+def categorical_entropy(log_probs: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
     """Entropy over the last dim; terms with p = 0 are exactly zero (and have zero gradient).
 
     Pass ``probs = log_probs.exp()`` when the caller has it already: on a (T, B, 10k) window
