@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import time
@@ -198,6 +199,17 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
     return result
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one (platform.processor() is empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _child(args) -> dict:
     return run_method(*args)
 
@@ -274,7 +286,7 @@ def main() -> None:
     began = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"{cpu_name()} ({os.cpu_count()} cores), {torch.get_num_threads()} torch "
         f"threads per process, {args.processes} process(es), torch {torch.__version__}"
     )
     extras = [

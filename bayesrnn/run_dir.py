@@ -1,0 +1,110 @@
+"""Files of one run directory: refusing a clashing one, reading its config, strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bayesrnn.config import RunConfig, comparable, config_from_dict, load_toml, write_text_atomic
+
+__all__ = ["JobError", "RunDir", "check_run_dir", "read_run_config", "write_json"]
+
+
+class JobError(ValueError):
+    """A run that cannot start: a clashing output directory, an incompatible device, ..."""
+
+
+# --- the run directory --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of the files of one run."""
+
+    root: Path
+
+    def __truediv__(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def posterior(self) -> Path:
+        return self.root / "posterior.nc"
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            out += _differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            out.append(f"{prefix}{key} ({left!r} there, {right!r} now)")
+    return out
+
+
+def check_run_dir(root: Path, config: RunConfig) -> bool:
+    """Refuse a directory that holds another run or other files; True if it can be resumed."""
+    run = RunDir(root)
+    if root.exists() and not root.is_dir():
+        raise JobError(f"--out {root} exists and is not a directory")
+    if run.config.is_file():
+        stored = read_run_config(run)
+        diff = _differences(comparable(stored), comparable(config))
+        if diff:
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+            raise JobError(
+                f"{root} holds a run with a different config: {shown}. Use another --out, or "
+                "the same options to resume it"
+            )
+        return True
+    if root.is_dir() and any(root.iterdir()):
+        raise JobError(
+            f"{root} is not empty and holds no bayesrnn run (no config.toml); "
+            "choose a new or empty --out"
+        )
+    return False
+
+
+def read_run_config(run: RunDir) -> RunConfig:
+    if not run.config.is_file():
+        raise JobError(f"{run.root} is not a bayesrnn run directory (no config.toml)")
+    return config_from_dict(load_toml(run.config), str(run.config))
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Atomic JSON write; NaN and infinities become null so the file is strict JSON."""
+    return write_text_atomic(path, json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _finite(value.tolist())
+    return value
