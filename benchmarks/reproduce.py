@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bayesrnn.config import gal_prior_scale
+from bayesrnn.config import gal_prior_scale, resolve_config
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import TBPTTTrainer, TrainerConfig, evaluate_stream, make_guide
@@ -51,17 +51,24 @@ class Method:
     regularisers: dict = field(default_factory=dict)
 
 
-SMALL = dict(
-    hidden=200,
-    layers=2,
-    init_range=0.1,
-    bptt=20,
-    batch=20,
-    lr=1.0,
-    lr_decay=2.0,
-    constant_epochs=4,
-    clip=5.0,
-)
+def _zaremba_small() -> dict:
+    """Zaremba's small configuration, read from the ``zaremba-small`` preset (one source)."""
+    config = resolve_config("zaremba-small")
+    model, trainer = config.model, config.trainer
+    return dict(
+        hidden=model.hidden_size,
+        layers=model.num_layers,
+        init_range=model.init_range,
+        bptt=trainer.bptt,
+        batch=trainer.batch_size,
+        lr=trainer.lr,
+        lr_decay=trainer.lr_decay,
+        constant_epochs=trainer.constant_epochs,
+        clip=trainer.clip_norm,
+    )
+
+
+SMALL = _zaremba_small()
 
 GAL_RATES = {"embedding": 0.1, "input": 0.4, "hidden": 0.2, "output": 0.4}
 
@@ -101,7 +108,7 @@ METHODS = {
 
 STUDIES = {
     "cpu-small": dict(
-        methods=["none", "zaremba", "gal", "bbb", "zoneout", "bbb-sharpened"],
+        methods=["none", "zaremba", "gal", "bbb", "bbb-sharpened", "zoneout"],
         train_fraction=0.1,
         epochs=13,
         mc_samples=10,
@@ -214,10 +221,14 @@ def _child(args) -> dict:
     return run_method(*args)
 
 
-def markdown(rows: list[dict], header: str) -> str:
+def markdown(rows: list[dict], header: str, order: list[str] | None = None) -> str:
+    """The results table; rows in ``order`` (method names) when given, else as they finished."""
+
     def fmt(value, digits=1):
         return "–" if value is None else f"{value:.{digits}f}"
 
+    if order:
+        rows = sorted(rows, key=lambda r: order.index(r["method"]) if r["method"] in order else 99)
     lines = [
         header,
         "",
@@ -236,6 +247,15 @@ def markdown(rows: list[dict], header: str) -> str:
             f"{fmt(r.get('entropy_gap_mc'), 3)} | {r['tokens_per_second']:.0f} | "
             f"{r['peak_memory_mb']:.0f} |"
         )
+    bounds = [r for r in rows if "test_perplexity_sharpened_bound" in r]
+    if bounds:
+        lines.append("")
+        for r in bounds:
+            lines.append(
+                f"{r['method']}: sharpened upper bound (Fortunato et al. §4, uses the targets) "
+                f"valid {r['valid_perplexity_sharpened_bound']:.1f}, "
+                f"test {r['test_perplexity_sharpened_bound']:.1f}."
+            )
     lines += ["", "Validation perplexity by epoch (posterior mean):", ""]
     for r in rows:
         lines.append(
@@ -244,9 +264,29 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render(out: Path) -> str:
+    """Rewrite ``results.md`` from ``results.json``, methods in the study's order."""
+    payload = json.loads((out / "results.json").read_text())
+    study = STUDIES.get(payload["study"], {})
+    order = [METHODS[key].name for key in study.get("methods", [])]
+    header = (
+        f"Study `{payload['study']}` ({payload.get('wall_seconds', 0):.0f} s wall, "
+        f"{len(payload['rows'])} methods). Command: `{payload['command']}`. "
+        f"Machine: {payload['machine']}."
+    )
+    text = markdown(payload["rows"], header, order)
+    (out / "results.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite results.md from --out's results.json (methods in the study's order)",
+    )
     parser.add_argument("--data-dir", required=True, help="folder holding ptb/ (Mikolov's files)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -281,6 +321,9 @@ def main() -> None:
     study["progress"] = args.progress
     keys = args.methods or study["methods"]
     out = args.out or Path("results") / args.study
+    if args.render:
+        print(render(out))
+        return
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(key, study, args.data_dir, args.seed) for key in keys]
     began = time.perf_counter()
@@ -296,11 +339,18 @@ def main() -> None:
             ("train_fraction", args.train_fraction),
             ("eval_tokens", args.eval_tokens),
             ("mc_samples", args.mc_samples),
+            ("processes", args.processes),
         )
         if value is not None
     ]
+    if args.methods:
+        extras.append("--methods " + " ".join(args.methods))
     command = " ".join(
-        [f"benchmarks/reproduce.py {args.study} --data-dir {args.data_dir}", *extras]
+        [
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} "
+            f"benchmarks/reproduce.py {args.study} --data-dir {args.data_dir}",
+            *extras,
+        ]
     )
     rows: list[dict] = []
     with context.Pool(args.processes, maxtasksperchild=1) as pool:
@@ -310,10 +360,16 @@ def main() -> None:
                 f"Study `{args.study}` ({time.perf_counter() - began:.0f} s wall, "
                 f"{len(rows)}/{len(jobs)} methods). Command: `{command}`. Machine: {machine}."
             )
-            payload = {"study": args.study, "command": command, "machine": machine, "rows": rows}
+            payload = {
+                "study": args.study,
+                "command": command,
+                "machine": machine,
+                "wall_seconds": time.perf_counter() - began,
+                "rows": rows,
+            }
             (out / "results.json").write_text(json.dumps(payload, indent=2))
             (out / "results.md").write_text(markdown(rows, header))
-    print(markdown(rows, header))
+    print(render(out))
 
 
 if __name__ == "__main__":
