@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from pyro import poutine
 from tqdm.auto import tqdm
 
 from bayesrnn.data.streams import batchify, check_token_ids
@@ -170,8 +171,8 @@ class TBPTTTrainer:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         # Autoguides create their parameters on first call: run the guide once beforehand.
         inputs, targets = window_batch(self.train_data, Window(0, 1))
-        with torch.no_grad():
-            self.guide(inputs, targets, state=None)
+        with torch.no_grad():  # traced: a guide's factor sites warn when run bare
+            poutine.trace(self.guide).get_trace(inputs, targets, state=None)
         cfg = self.config
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,11 +1,20 @@
 """Posterior sharpening: the step against the data gradient, its KL, and the gradients."""
 
+import warnings
+
 import pytest
 import torch
 from pyro import poutine
 from torch.distributions import Normal, kl_divergence
 
-from bayesrnn.inference import SharpenedGuide, evaluate_stream, scale_kl, window_terms
+from bayesrnn.inference import (
+    SharpenedGuide,
+    TBPTTTrainer,
+    TrainerConfig,
+    evaluate_stream,
+    scale_kl,
+    window_terms,
+)
 from bayesrnn.inference.guides.sharpened import SHARPENING_SITE
 from bayesrnn.models import LanguageModel
 
@@ -136,3 +145,12 @@ def test_sigma0_must_be_positive(sigma0):
 def test_unknown_option():
     with pytest.raises(ValueError, match="unknown option"):
         SharpenedGuide(LanguageModel(9, 4, 4), sigma=0.02)
+
+
+def test_trainer_setup_runs_the_sharpened_guide_without_pyro_warnings():
+    model, guide, _, _ = _setup()
+    stream = torch.randint(0, 9, (200,))
+    config = TrainerConfig(batch_size=2, bptt=5, epochs=1, max_windows=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "observe ... outside of inference"
+        TBPTTTrainer(model, guide, stream, None, config=config).fit()
