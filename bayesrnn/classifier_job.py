@@ -22,6 +22,7 @@ from bayesrnn.evaluation import (
     predictive_entropy,
     reliability_bins,
 )
+from bayesrnn.evaluation.uncertainty import categorical_entropy
 from bayesrnn.inference import (
     load_checkpoint,
     predict_sequences,
@@ -230,8 +231,7 @@ def classifier_predictions(
         out["mutual_information"] = float(mutual_information(stacked).mean())
         out["_entropy"] = entropy
     else:
-        p = probs.clamp_min(1e-300)
-        out["predictive_entropy"] = float(-(probs * p.log()).sum(-1).mean())
+        out["predictive_entropy"] = float(categorical_entropy(probs.log(), probs).mean())
     return out
 
 
