@@ -19,6 +19,7 @@ Run: ``.venv/bin/python benchmarks/reproduce.py cpu-small --data-dir ../shared/d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -33,7 +34,7 @@ import torch
 from bayesrnn.config import gal_prior_scale, resolve_config
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
-from bayesrnn.inference import TBPTTTrainer, TrainerConfig, evaluate_stream, make_guide
+from bayesrnn.inference import TBPTTTrainer, evaluate_stream, make_guide
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior
 
 PTB_TRAIN_TOKENS = 929_589
@@ -51,24 +52,8 @@ class Method:
     regularisers: dict = field(default_factory=dict)
 
 
-def _zaremba_small() -> dict:
-    """Zaremba's small configuration, read from the ``zaremba-small`` preset (one source)."""
-    config = resolve_config("zaremba-small")
-    model, trainer = config.model, config.trainer
-    return dict(
-        hidden=model.hidden_size,
-        layers=model.num_layers,
-        init_range=model.init_range,
-        bptt=trainer.bptt,
-        batch=trainer.batch_size,
-        lr=trainer.lr,
-        lr_decay=trainer.lr_decay,
-        constant_epochs=trainer.constant_epochs,
-        clip=trainer.clip_norm,
-    )
-
-
-SMALL = _zaremba_small()
+# Zaremba's small configuration (network and schedule), read from the preset: one source.
+SMALL = resolve_config("zaremba-small")
 
 GAL_RATES = {"embedding": 0.1, "input": 0.4, "hidden": 0.2, "output": 0.4}
 
@@ -125,17 +110,17 @@ def build(method: Method, vocab: int, train_tokens: int):
     else:
         # Gal's per-step weight decay 1e-7 as a prior (derivation in bayesrnn.config and
         # bayesrnn.inference.guides.gal): C·B = train tokens / BPTT, keep probability 0.5.
-        prior = GaussianPrior(gal_prior_scale(1e-7, 0.5, train_tokens / SMALL["bptt"]))
+        prior = GaussianPrior(gal_prior_scale(1e-7, 0.5, train_tokens / SMALL.trainer.bptt))
     deterministic = ("decoder.bias",) if method.prior == "mixture" else ()
     model = LanguageModel(
         vocab,
-        SMALL["hidden"],
-        SMALL["hidden"],
-        SMALL["layers"],
+        SMALL.model.embedding_size,
+        SMALL.model.hidden_size,
+        SMALL.model.num_layers,
         prior=prior,
         deterministic=deterministic,
         regularisers=method.regularisers,
-        init_range=SMALL["init_range"],
+        init_range=SMALL.model.init_range,
     )
     return model, make_guide(method.guide, model, **method.guide_options)
 
@@ -146,16 +131,12 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
     train = corpus.train[: int(len(corpus.train) * study["train_fraction"])]
     method = METHODS[key]
     model, guide = build(method, corpus.vocab_size, len(train))
-    config = TrainerConfig(
-        batch_size=SMALL["batch"],
-        bptt=SMALL["bptt"],
+    config = dataclasses.replace(
+        SMALL.trainer,
         epochs=study["epochs"],
-        lr=SMALL["lr"],
-        lr_decay=SMALL["lr_decay"],
-        constant_epochs=SMALL["constant_epochs"],
-        clip_norm=SMALL["clip"],
         seed=seed,
         progress=study.get("progress", False),
+        checkpoint_every=None,  # no checkpoint file: a study run is not resumed
     )
     valid = corpus.valid[: study.get("eval_tokens")]
     trainer = TBPTTTrainer(model, guide, train, valid, config=config)
