@@ -209,11 +209,13 @@ def stream_report(
     bptt: int = 35,
     n_bins: int = 15,
     strategy: str = "width",
+    redraw: str = "window",
 ) -> StreamReport:
     """Perplexity, calibration and entropy of one pass over ``stream``.
 
     ``num_samples=None`` predicts with the posterior mean; an integer S averages the
-    probabilities of S posterior draws (MC), which also gives the mutual information.
+    probabilities of S posterior draws (MC), which also gives the mutual information;
+    ``redraw`` ("window" or "stream") goes to :func:`bayesrnn.inference.evaluate_stream`.
     """
     _check_binning(n_bins, strategy)
     acc = TokenAccumulator()
@@ -225,6 +227,7 @@ def stream_report(
         bptt=bptt,
         num_samples=num_samples,
         on_window=acc,
+        redraw=redraw,
     )
     return report_from_accumulator(acc, num_samples, n_bins, strategy)
 
@@ -292,20 +295,24 @@ def language_model_report(
     strategy: str = "width",
     reversed_text: bool = True,
     sharpened: bool = False,
+    redraw: str = "window",
 ) -> LanguageModelReport:
     """Posterior-mean and MC passes over ``stream`` (and its reverse), plus the sharpened bound.
 
     ``sharpened`` needs a :class:`bayesrnn.inference.SharpenedGuide`; its perplexity uses the
-    targets and is an upper bound (Fortunato et al. 2017, §4).
+    targets and is an upper bound (Fortunato et al. 2017, §4). ``redraw`` says how often an MC
+    draw's weights are resampled ("window" or "stream", see ``evaluate_stream``).
     """
     options = {"batch_size": batch_size, "bptt": bptt, "n_bins": n_bins, "strategy": strategy}
     mean = stream_report(model, guide, stream, num_samples=None, **options)
-    mc = stream_report(model, guide, stream, num_samples=num_samples, **options)
+    mc = stream_report(model, guide, stream, num_samples=num_samples, redraw=redraw, **options)
     reversed_mean = reversed_mc = None
     if reversed_text:
         backwards = reverse_stream(stream)
         reversed_mean = stream_report(model, guide, backwards, num_samples=None, **options)
-        reversed_mc = stream_report(model, guide, backwards, num_samples=num_samples, **options)
+        reversed_mc = stream_report(
+            model, guide, backwards, num_samples=num_samples, redraw=redraw, **options
+        )
     bound = None
     if sharpened:
         bound = evaluate_stream(

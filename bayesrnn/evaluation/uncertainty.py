@@ -77,10 +77,13 @@ def categorical_entropy(log_probs: torch.Tensor, probs: torch.Tensor | None = No
     """
     if probs is None:
         probs = log_probs.exp()
-    # log p = -inf where p = 0: clamping to the most negative finite value makes 0 · log p = 0
-    # in one pass (instead of a comparison, a zeros tensor and a select).
-    finite_log = log_probs.clamp_min(torch.finfo(log_probs.dtype).min)
-    return -(probs * finite_log).sum(dim=-1)
+    # One fused dot product per row; only rows with log p = -inf (p = 0, giving 0 · -inf = nan)
+    # take the second pass, with log p clamped to the most negative finite value.
+    entropy = -torch.linalg.vecdot(probs, log_probs)
+    if bool(torch.isnan(entropy).any()):
+        finite_log = log_probs.clamp_min(torch.finfo(log_probs.dtype).min)
+        entropy = -torch.linalg.vecdot(probs, finite_log)
+    return entropy
 
 
 def predictive_entropy(sample_log_probs: TensorLike) -> torch.Tensor:

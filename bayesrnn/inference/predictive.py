@@ -1,9 +1,11 @@
 """Predictions over a token stream with the hidden state carried: posterior mean or MC.
 
-MC prediction averages *probabilities* over S draws (log-sum-exp of the log-probabilities minus
-log S), never log-probabilities. Each draw keeps its own hidden state across windows and its
-weights are redrawn every window, as Gal's code redraws its masks every window. Memory stays
-bounded: only one window's logits exist at a time.
+MC prediction averages *probabilities* over S draws, never log-probabilities. Each draw keeps
+its own hidden state across windows. Its weights are redrawn every window by default, as Gal's
+code redraws its masks every window; ``redraw="stream"`` keeps each draw's weights for the whole
+stream (one network per draw, and no weight sampling after the first window). Dropout masks
+that the model itself draws (Zaremba's dropout, zoneout, Gal's sequence masks) are redrawn on
+every call either way. Memory stays bounded: only one window's logits exist at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pyro.poutine.util import site_is_subsample
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
 from bayesrnn.models.regularisers import mc_dropout
+
+REDRAW_CHOICES = ("window", "stream")
 
 WindowCallback = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None]
 
@@ -83,6 +87,23 @@ def draws_per_call(guide, num_samples: int, budget: int = 2**26) -> int:
     return max(1, min(num_samples, budget // size))
 
 
+def draws_share_weights(guide, *args, **kwargs) -> bool:
+    """Whether every MC draw has the same weights (only the model's own masks are random).
+
+    True for guides that sample nothing (plain networks with dropout or zoneout) and for guides
+    that say so with a ``draws_share_weights`` attribute (Gal's sequence-scope masks).
+    """
+    if getattr(guide, "draws_share_weights", False):
+        return True
+    return not sample_weights(guide, *args, **kwargs)
+
+
+def _wide_draws(draws: int, bptt: int, batch_size: int, model, budget: int = 2**26) -> int:
+    """How many shared-weight draws one call takes: as many as keep its logits to ``budget``."""
+    vocab = getattr(model, "vocab_size", 1)
+    return max(1, min(draws, budget // max(1, bptt * batch_size * vocab)))
+
+
 def _run(model, weights, inputs, state):
     """Logits with time-major (…, T, B, V) layout whatever the model's ``batch_first``."""
     batch_first = getattr(model, "batch_first", False)
@@ -97,6 +118,25 @@ def _target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def _mixture_scores(draw_log_probs, probs_sum, targets, draws: int) -> torch.Tensor:
+    """log of the mean probability over ``draws`` draws (a dim-0 stack of log-probabilities).
+
+    Target log-probabilities alone, (S, T, B), take a log-sum-exp. With full distributions,
+    (S, T, B, V), the mixture is log(Σ_s p_s / S) from the running sum of probabilities: one
+    ``exp`` per draw and one ``log`` per window, where a log-sum-exp over draws costs five
+    passes over all S·V values. The log is floored at the smallest normal float (probabilities
+    below it underflowed in the sum), and each target's entry is overwritten with its exact
+    log-sum-exp, so the perplexity never meets that floor.
+    """
+    if probs_sum is None:
+        return torch.logsumexp(draw_log_probs, 0) - math.log(draws)
+    tiny = torch.finfo(probs_sum.dtype).tiny
+    mixture = probs_sum.div_(draws).clamp_min_(tiny).log_()
+    index = targets.unsqueeze(-1)
+    picked = draw_log_probs.gather(-1, index.expand(draws, *index.shape))
+    return mixture.scatter_(-1, index, torch.logsumexp(picked, 0) - math.log(draws))
+
+
 def evaluate_stream(
     model,
     guide,
@@ -108,6 +148,7 @@ def evaluate_stream(
     sharpened: bool = False,
     on_window: WindowCallback | None = None,
     draws_per_batch: int | None = None,
+    redraw: str = "window",
 ) -> StreamEvaluation:
     """Perplexity of a 1-D token stream split into ``batch_size`` parallel sequences.
 
@@ -115,28 +156,42 @@ def evaluate_stream(
     probabilities of S draws, run ``draws_per_batch`` at a time as one batched call (default:
     one at a time on the CPU, as many as fit 2²⁶ weight values on a GPU). ``sharpened=True``
     (a :class:`SharpenedGuide`) sharpens the mean on each window's targets and adds the extra
-    KL: an upper bound on the perplexity.
+    KL: an upper bound on the perplexity. ``redraw`` ("window" or "stream") says how often an
+    MC draw's weights are resampled.
     ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
     (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
     log-probabilities of each draw (None otherwise), for entropy and mutual information.
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
+    if redraw not in REDRAW_CHOICES:
+        raise ValueError(f"redraw must be one of {REDRAW_CHOICES}, got {redraw!r}")
     data = batchify(stream, batch_size).to(module_device(model, guide))
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
     draws = 1 if num_samples is None else num_samples
-    # On the CPU S fused calls beat one stacked (bmm-loop) call (benchmarks/eval_cost.py); on a
-    # GPU, where per-call overhead dominates, draws are stacked as far as memory allows.
-    batched = num_samples is not None and data.device.type != "cpu"
-    chunk = draws_per_batch or (draws_per_call(guide, draws) if batched else 1)
-    chunks = [min(chunk, draws - start) for start in range(0, draws, chunk)]
-    states: list = [None] * len(chunks)
     full = on_window is not None
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()
     nll, extra, tokens = 0.0, 0.0, 0
     try:
+        # Draws that differ only in the model's own masks share one set of weights: they run
+        # as one call over S copies of the batch on any device (a masked cell's per-step loop
+        # then sees S·B sequences at once). Otherwise, on the CPU S fused calls beat one
+        # stacked (bmm-loop) call (benchmarks/eval_cost.py); on a GPU, where per-call overhead
+        # dominates, draws are stacked as far as memory allows.
+        shared = num_samples is not None and draws_share_weights(
+            guide, *window_batch(data, windows[0])
+        )
+        if shared:
+            chunk = draws_per_batch or _wide_draws(draws, windows[0].length, batch_size, model)
+        elif num_samples is not None and data.device.type != "cpu":
+            chunk = draws_per_batch or draws_per_call(guide, draws)
+        else:
+            chunk = draws_per_batch or 1
+        chunks = [min(chunk, draws - start) for start in range(0, draws, chunk)]
+        states: list = [None] * len(chunks)
+        kept: list = [None] * len(chunks)  # redraw="stream": each chunk's weights, drawn once
         with torch.no_grad() if not sharpened else torch.enable_grad():
             for window in windows:
                 inputs, targets = window_batch(data, window)
@@ -160,26 +215,37 @@ def evaluate_stream(
                     )
                 else:
                     per_chunk = []
+                    probs_sum = None
                     with mc_dropout(model):
                         for c, count in enumerate(chunks):
-                            weights = stacked_draws(guide, count, inputs, targets)
-                            if weights:
+                            weights = kept[c]
+                            if weights is None:
+                                weights = stacked_draws(
+                                    guide, 1 if shared else count, inputs, targets
+                                )
+                                if redraw == "stream":
+                                    kept[c] = weights
+                            if not shared:
                                 logits, states[c] = _run(model, weights, inputs, states[c])
                                 if count == 1:
                                     logits = logits.unsqueeze(0)
                             else:  # shared weights, random masks: S copies of the batch
                                 wide = inputs.repeat(1, count)
                                 logits, states[c] = _run(model, weights, wide, states[c])
+                                if full:  # normalise the contiguous (T, S·B, V) block first
+                                    logits = torch.log_softmax(logits, -1)
                                 logits = logits.reshape(
                                     *inputs.shape[:1], count, -1, logits.shape[-1]
                                 ).movedim(1, 0)
-                            per_chunk.append(
-                                torch.log_softmax(logits, -1)
-                                if full
-                                else _target_log_probs(logits, targets)
-                            )
-                    draw_log_probs = torch.cat(per_chunk)
-                    scores = torch.logsumexp(draw_log_probs, 0) - math.log(draws)
+                            if full:
+                                log_probs = logits if shared else torch.log_softmax(logits, -1)
+                                per_chunk.append(log_probs)
+                                probs = log_probs.exp().sum(0)
+                                probs_sum = probs if probs_sum is None else probs_sum.add_(probs)
+                            else:
+                                per_chunk.append(_target_log_probs(logits, targets))
+                    draw_log_probs = per_chunk[0] if len(per_chunk) == 1 else torch.cat(per_chunk)
+                    scores = _mixture_scores(draw_log_probs, probs_sum, targets, draws)
                 scores = scores.detach()
                 picked = scores.gather(-1, targets.unsqueeze(-1)) if full else scores
                 nll -= float(picked.sum())

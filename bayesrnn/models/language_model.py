@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import pyro
-import pyro.distributions as dist
 from torch import Tensor
 
 from bayesrnn.models.bayesian import PriorSpec
+from bayesrnn.models.likelihood import TokenCategorical
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import Regularisers
 from bayesrnn.models.rnn import State
@@ -123,4 +123,5 @@ def observe_tokens(logits: Tensor, targets: Tensor, batch_dim: int) -> None:
         pyro.plate("sequences", targets.shape[batch_dim], dim=batch_dim - 2),
         pyro.plate("steps", targets.shape[steps_dim], dim=steps_dim - 2),
     ):
-        pyro.sample("obs", dist.Categorical(logits=logits), obs=targets)
+        # targets were range-checked by the model (check_token_ids): no second scan here.
+        pyro.sample("obs", TokenCategorical(logits, validate_args=False), obs=targets)

@@ -93,6 +93,11 @@ class GalDropoutGuide(WeightGuide):
         self.mean = SiteParameters({s: self.initial_value(s) for s in self.site_names})
         self._configure_model_masks()
 
+    @property
+    def draws_share_weights(self) -> bool:
+        """Sequence scope: the masks act inside the model and every draw returns M."""
+        return self.scope == "sequence"
+
     def _group(self, site: str) -> str | None:
         owner, local = self.owner(site), site.rpartition(".")[2]
         if isinstance(owner, Embedding):
