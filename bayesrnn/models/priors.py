@@ -89,31 +89,40 @@ def mixture_log_density(value, pi, sigma1, sigma2) -> torch.Tensor:
 class _MixtureLogDensitySum(torch.autograd.Function):
     """Σ log(π N(x;0,σ1²) + (1−π) N(x;0,σ2²)) with a hand-written backward.
 
-    The forward pays one ``exp`` and keeps the responsibility r of the first component, so the
-    backward, −2x·(r k1 + (1−r) k2), needs no transcendental at all (autograd through
-    ``logaddexp`` would pay two more ``exp`` passes over every weight).
+    The forward pays one ``exp`` and keeps e^(−|Δ|) of the two components' log-difference Δ, so
+    the backward, −2x·(r k1 + (1−r) k2) with r the first component's responsibility, needs no
+    transcendental at all (autograd through
+    ``logaddexp`` would pay two more ``exp`` passes over every weight). The larger component is
+    taken as computed, not as (difference + other component): in float32 that sum cancels
+    catastrophically once k2·x² is large (k2 ≈ 6e5 for σ2 = e⁻⁷).
     """
 
     @staticmethod
     def forward(ctx, value, a1: float, k1: float, a2: float, k2: float):
         with torch.no_grad():
             square = value.square()
-            diff = square * (k2 - k1) + (a1 - a2)  # log N1-part − log N2-part
+            first = square * (-k1) + a1  # log of the first component, π N(x; 0, σ1²)
             second = square.mul_(-k2).add_(a2)
+            diff = first - second
             # exp(−|diff|) ∈ (0, 1]. The argument is floored at −60: below about −87 float32 exp
             # leaves its vector path (20× slower on x86) and most weights of a σ2 = e⁻⁷ mixture
             # land there; e⁻⁶⁰ ≈ 9e−27 changes log1p and r by less than float32 can hold.
             small = diff.abs().neg_().clamp_min_(-60.0).exp_()
-            total = (diff.clamp(min=0).add_(second)).sum() + small.log1p().sum()
-            resp = torch.where(diff >= 0, torch.ones_like(small), small).div_(small.add_(1.0))
-        ctx.save_for_backward(value, resp)
+            total = torch.maximum(first, second).sum() + small.log1p().sum()
+        ctx.save_for_backward(value, small, diff >= 0)
         ctx.k1, ctx.k2 = k1, k2
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        value, resp = ctx.saved_tensors
-        slope = resp.mul(ctx.k1 - ctx.k2).add_(ctx.k2).mul_(value).mul_(-2.0 * grad_total)
+        value, small, first_larger = ctx.saved_tensors
+        # r and 1 − r each from its own ratio: 1 − r formed by subtraction loses the tiny weight
+        # of the smaller component, which k2 ≈ 6e5 would magnify.
+        one = torch.ones_like(small)
+        norm = small + 1.0
+        resp = torch.where(first_larger, one, small).div_(norm)
+        rest = torch.where(first_larger, small, one).div_(norm)
+        slope = resp.mul_(ctx.k1).add_(rest.mul_(ctx.k2)).mul_(value).mul_(-2.0 * grad_total)
         return slope, None, None, None, None
 
 

@@ -72,3 +72,22 @@ def test_fused_mixture_sum_and_gradient_match_autograd_of_the_density():
     (got_grad,) = torch.autograd.grad(got, x)
     assert float(got) == pytest.approx(float(expected.detach()), rel=1e-12)
     torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-8)
+
+
+def test_fused_mixture_sum_in_float32_matches_float64_where_exp_underflows():
+    """The exp floor (e^-60) changes nothing float32 can hold, from |x| ~ 0 to far in the tails."""
+    from bayesrnn.models.priors import mixture_log_density_sum
+
+    pi, s1, s2 = 0.25, math.exp(-1), math.exp(-7)
+    # the components cross near |x| ~ 4e-3; |x| = 0.05 already puts exp's argument below -87
+    x64 = torch.cat([torch.linspace(-0.05, 0.05, 2001), torch.tensor([0.3, -1.5, 4.0])])
+    x64 = x64.double().requires_grad_(True)
+    x32 = x64.detach().float().requires_grad_(True)
+    a1 = math.log(pi) - math.log(s1) - 0.5 * math.log(2 * math.pi)
+    a2 = math.log1p(-pi) - math.log(s2) - 0.5 * math.log(2 * math.pi)
+    exact = torch.logaddexp(a1 - x64**2 / (2 * s1**2), a2 - x64**2 / (2 * s2**2)).sum()
+    (exact_grad,) = torch.autograd.grad(exact, x64)
+    got = mixture_log_density_sum(x32, pi, s1, s2)
+    (got_grad,) = torch.autograd.grad(got, x32)
+    assert float(got) == pytest.approx(float(exact), rel=1e-5)
+    torch.testing.assert_close(got_grad.double(), exact_grad, rtol=1e-4, atol=1e-3)
