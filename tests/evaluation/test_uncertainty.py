@@ -175,3 +175,14 @@ def test_decomposition_bounds(s: int, n: int, k: int, sharpness: float, seed: in
     assert torch.allclose(total, aleatoric + epistemic, atol=1e-9)
     # Epistemic uncertainty cannot exceed log S (MI between the sample index and the class).
     assert (epistemic <= math.log(s) + 1e-9).all()
+
+
+def test_categorical_entropy_counts_zero_probability_words_as_zero() -> None:
+    from bayesrnn.evaluation.uncertainty import categorical_entropy
+
+    # rows: (1/2, 1/2, 0) has entropy log 2 exactly; (0.2, 0.3, 0.5) by hand
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    got = categorical_entropy(probs.log())
+    by_hand = -(0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5))
+    assert got[0].item() == pytest.approx(math.log(2), rel=1e-12)
+    assert got[1].item() == pytest.approx(by_hand, rel=1e-12)

@@ -105,3 +105,105 @@ def test_sequence_prediction_mixture_and_mean():
     assert mc.draw_log_probs.shape == (6, 4, 3)
     torch.testing.assert_close(mc.log_probs.exp(), mc.draw_log_probs.exp().mean(0))
     assert not torch.allclose(mc.draw_log_probs[0], mc.draw_log_probs[1])  # masks differ
+
+
+class _CountingGuide(MeanFieldGuide):
+    """Mean-field guide that counts its calls and keeps the last draw."""
+
+    def forward(self, *args, **kwargs):
+        self.calls = getattr(self, "calls", 0) + 1
+        self.last = {k: v.detach().clone() for k, v in super().forward(*args, **kwargs).items()}
+        return self.last
+
+
+def test_stream_redraw_keeps_one_network_per_draw_for_the_whole_stream():
+    torch.manual_seed(0)
+    model = LanguageModel(13, 6, 6, num_layers=2)
+    guide = _CountingGuide(model, init_scale=0.3)
+    stream = torch.randint(0, 13, (203,))
+    windows = math.ceil((203 // 4 - 1) / 7)
+    evaluate_stream(model, guide, stream, batch_size=4, bptt=7, num_samples=3)
+    assert guide.calls == 1 + 3 * windows  # the probe, then every draw in every window
+    guide.calls = 0
+    one = evaluate_stream(
+        model, guide, stream, batch_size=4, bptt=7, num_samples=1, redraw="stream"
+    )
+    assert guide.calls == 2  # the probe and the one draw
+    # the same draw, fixed, as a point posterior: the perplexity a manual loop would give
+    drawn = guide.last
+
+    class Fixed(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return drawn
+
+        def median(self, *args, **kwargs):
+            return drawn
+
+    fixed = evaluate_stream(model, Fixed(), stream, batch_size=4, bptt=7)
+    assert one.perplexity == pytest.approx(fixed.perplexity, rel=1e-6)
+
+
+def test_unknown_redraw_is_refused():
+    model, guide = _pair()
+    with pytest.raises(ValueError, match="redraw"):
+        evaluate_stream(model, guide, torch.arange(40) % 13, num_samples=2, redraw="token")
+
+
+def test_mixture_keeps_exact_target_log_probs_where_the_probability_sum_underflows():
+    from bayesrnn.inference.predictive import _mixture_scores
+
+    # two draws, one window position, four words; word 2's log-probs are far below float32's
+    # smallest normal, so its probability sum underflows, but as the target it stays exact
+    draws = torch.tensor([[[[-0.1, -2.5, -150.0, -3.0]]], [[[-0.7, -0.9, -160.0, -2.0]]]])
+    draws = torch.log_softmax(draws, -1)
+    targets = torch.tensor([[2]])
+    probs_sum = draws.exp().sum(0)
+    scores = _mixture_scores(draws, probs_sum.clone(), targets, 2)
+    exact = torch.logsumexp(draws.double(), 0) - math.log(2)
+    assert float(scores[0, 0, 2]) == pytest.approx(float(exact[0, 0, 2]), rel=1e-6)
+    for word in (0, 1, 3):
+        assert float(scores[0, 0, word]) == pytest.approx(float(exact[0, 0, word]), rel=1e-5)
+    # target log-probs only: the log-sum-exp path
+    picked = draws.gather(-1, targets.expand(2, 1, 1).unsqueeze(-1)).squeeze(-1)
+    only = _mixture_scores(picked, None, targets, 2)
+    assert float(only[0, 0]) == pytest.approx(float(exact[0, 0, 2]), rel=1e-6)
+
+
+def test_draws_share_weights_only_when_the_guide_samples_nothing_or_says_so():
+    from bayesrnn.inference import DeterministicGuide, GalDropoutGuide
+    from bayesrnn.inference.predictive import draws_share_weights
+    from bayesrnn.models import GaussianPrior
+
+    inputs = torch.zeros(3, 2, dtype=torch.long)
+    _, guide = _pair()
+    assert not draws_share_weights(guide, inputs, inputs)
+    plain = LanguageModel(13, 6, 6, prior=None, regularisers={"naive_dropout": 0.5})
+    assert draws_share_weights(DeterministicGuide(plain), inputs, inputs)
+    gal_model = LanguageModel(13, 6, 6, prior=GaussianPrior(1.0))
+    assert draws_share_weights(GalDropoutGuide(gal_model, input=0.3), inputs, inputs)
+    batch = LanguageModel(13, 6, 6, prior=GaussianPrior(1.0))
+    assert not draws_share_weights(GalDropoutGuide(batch, input=0.3, scope="batch"), inputs, inputs)
+
+
+@pytest.mark.parametrize("draws_per_batch", [None, 1, 2])
+def test_shared_weight_draws_carry_each_draws_state_in_one_wide_call(draws_per_batch):
+    """With every rate at zero each draw is the mean network: MC must equal the mean exactly."""
+    from bayesrnn.inference import GalDropoutGuide
+    from bayesrnn.models import GaussianPrior
+
+    torch.manual_seed(1)
+    model = LanguageModel(13, 6, 6, num_layers=2, prior=GaussianPrior(1.0))
+    guide = GalDropoutGuide(model)  # sequence scope, all rates 0
+    stream = torch.randint(0, 13, (211,))
+    mean = evaluate_stream(model, guide, stream, batch_size=3, bptt=6)
+    mc = evaluate_stream(
+        model,
+        guide,
+        stream,
+        batch_size=3,
+        bptt=6,
+        num_samples=5,
+        draws_per_batch=draws_per_batch,
+        on_window=lambda *args: None,
+    )
+    assert mc.perplexity == pytest.approx(mean.perplexity, rel=1e-5)
