@@ -56,10 +56,15 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     print(f"| posterior mean (1 pass) | {mean_seconds:.1f} | {mean_ppl:.1f} | 1.00 | |")
     for samples in args.samples:
-        for per_call, label in ((1, "one draw per call"), (samples, "all draws in one call")):
+        modes = (
+            (1, "window", "one draw per call"),
+            (samples, "window", "all draws in one call"),
+            (1, "stream", "one draw per call, weights kept for the stream"),
+        )
+        for per_call, redraw, label in modes:
             seconds, ppl = timed(
-                lambda s=samples, k=per_call: evaluate_stream(
-                    model, guide, stream, num_samples=s, draws_per_batch=k, **options
+                lambda s=samples, k=per_call, r=redraw: evaluate_stream(
+                    model, guide, stream, num_samples=s, draws_per_batch=k, redraw=r, **options
                 )
             )
             ratio = seconds / (samples * mean_seconds)

@@ -101,6 +101,10 @@ METHODS = {
     ),
 }
 
+# Methods by training cost on the CPU (sharpening: two forward-backward passes per window).
+START_ORDER = ["bbb-sharpened", "bbb", "gal", "zoneout", "zaremba", "none"]
+assert sorted(START_ORDER) == sorted(METHODS)
+
 STUDIES = {
     "cpu-small": dict(
         methods=["none", "zaremba", "gal", "bbb", "bbb-sharpened", "zoneout"],
@@ -311,7 +315,8 @@ def main() -> None:
         study["mc_samples"] = args.mc_samples
     study["eval_tokens"] = args.eval_tokens
     study["progress"] = args.progress
-    keys = args.methods or study["methods"]
+    # Longest first, so that parallel processes finish together; the table keeps the study's order.
+    keys = sorted(args.methods or study["methods"], key=START_ORDER.index)
     out = args.out or Path("results") / args.study
     if args.render:
         print(render(out))
