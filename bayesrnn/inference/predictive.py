@@ -81,10 +81,14 @@ def stacked_draws(guide, count: int, *args, **kwargs) -> dict[str, torch.Tensor]
     return {site: torch.stack([d[site] for d in draws]) for site in draws[0]}
 
 
+def _draws_within(num_samples: int, values_per_draw: int, budget: int = 2**26) -> int:
+    """As many of ``num_samples`` draws as keep one call to ``budget`` values (at least 1)."""
+    return max(1, min(num_samples, budget // max(1, values_per_draw)))
+
+
 def draws_per_call(guide, num_samples: int, budget: int = 2**26) -> int:
     """How many draws to batch into one call: as many as fit ``budget`` weight values."""
-    size = sum(p.numel() for p in guide.parameters()) or 1
-    return max(1, min(num_samples, budget // size))
+    return _draws_within(num_samples, sum(p.numel() for p in guide.parameters()), budget)
 
 
 def draws_share_weights(guide, *args, **kwargs) -> bool:
@@ -96,12 +100,6 @@ def draws_share_weights(guide, *args, **kwargs) -> bool:
     if getattr(guide, "draws_share_weights", False):
         return True
     return not sample_weights(guide, *args, **kwargs)
-
-
-def _wide_draws(draws: int, bptt: int, batch_size: int, model, budget: int = 2**26) -> int:
-    """How many shared-weight draws one call takes: as many as keep its logits to ``budget``."""
-    vocab = getattr(model, "vocab_size", 1)
-    return max(1, min(draws, budget // max(1, bptt * batch_size * vocab)))
 
 
 def _run(model, weights, inputs, state):
@@ -184,7 +182,8 @@ def evaluate_stream(
             guide, *window_batch(data, windows[0])
         )
         if shared:
-            chunk = draws_per_batch or _wide_draws(draws, windows[0].length, batch_size, model)
+            logits_per_draw = windows[0].length * batch_size * getattr(model, "vocab_size", 1)
+            chunk = draws_per_batch or _draws_within(draws, logits_per_draw)
         elif num_samples is not None and data.device.type != "cpu":
             chunk = draws_per_batch or draws_per_call(guide, draws)
         else:
@@ -225,22 +224,20 @@ def evaluate_stream(
                                 )
                                 if redraw == "stream":
                                     kept[c] = weights
-                            if not shared:
-                                logits, states[c] = _run(model, weights, inputs, states[c])
-                                if count == 1:
-                                    logits = logits.unsqueeze(0)
-                            else:  # shared weights, random masks: S copies of the batch
-                                wide = inputs.repeat(1, count)
-                                logits, states[c] = _run(model, weights, wide, states[c])
-                                if full:  # normalise the contiguous (T, S·B, V) block first
-                                    logits = torch.log_softmax(logits, -1)
+                            # shared weights, random masks: one call over S copies of the batch
+                            batch = inputs.repeat(1, count) if shared else inputs
+                            logits, states[c] = _run(model, weights, batch, states[c])
+                            if full:  # normalised while contiguous, before any reshape
+                                logits = torch.log_softmax(logits, -1)
+                            if shared:
                                 logits = logits.reshape(
                                     *inputs.shape[:1], count, -1, logits.shape[-1]
                                 ).movedim(1, 0)
+                            elif count == 1:
+                                logits = logits.unsqueeze(0)
                             if full:
-                                log_probs = logits if shared else torch.log_softmax(logits, -1)
-                                per_chunk.append(log_probs)
-                                probs = log_probs.exp().sum(0)
+                                per_chunk.append(logits)
+                                probs = logits.exp().sum(0)
                                 probs_sum = probs if probs_sum is None else probs_sum.add_(probs)
                             else:
                                 per_chunk.append(_target_log_probs(logits, targets))
