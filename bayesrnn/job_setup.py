@@ -27,6 +27,7 @@ from bayesrnn.data import (
 )
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
+from bayesrnn.models.priors import brnn_ptb_prior
 from bayesrnn.run_dir import JobError, RunDir
 
 __all__ = ["Log", "Setup", "load_data", "quiet_log", "restore", "setup", "stderr_log"]
@@ -101,6 +102,8 @@ def seed_everything(seed: int) -> None:
 
 def build_prior(config: RunConfig):
     m = config.model
+    if m.prior == "scale_mixture" and m.prior_per == "row":
+        return brnn_ptb_prior(m.prior_pi, m.prior_sigma1, m.prior_sigma2)
     if m.prior == "scale_mixture":
         return ScaleMixturePrior(m.prior_pi, m.prior_sigma1, m.prior_sigma2)
     if m.prior == "gaussian":

@@ -13,6 +13,8 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
+from bayesrnn.inference.mixture_kl import expected_mixture_log_density, gaussian_entropy
+from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.priors import (
     ScaleMixtureNormal,
     ZeroMeanNormal,
@@ -34,6 +36,47 @@ class ReparamNormal(Normal):
         value = torch.addcmul(self.loc, self.scale, eps)
         self._last = (eps, value)
         return value
+
+
+class ExpectedKLNormal(ReparamNormal):
+    """A :class:`ReparamNormal` whose KL against a scale mixture is computed, not sampled.
+
+    Per-weight mixture: −H[q] − E_q[log p(θ)] with E_q[log p] by the Gauss–Hermite rule of
+    :mod:`bayesrnn.inference.mixture_kl` (``quadrature_order`` nodes). Grouped mixtures
+    (``brnn_ptb.py``'s rows): each group's log-density is a log-sum-exp of terms affine in the
+    group's Σθ², so Jensen gives E_q[log p] ≥ log p at E_q[Σθ²] = Σ(μ² + σ²); the KL used is
+    that upper bound, exact to float precision whenever one component dominates a group (any
+    row of real weights: log-densities a few hundred nats apart).
+    """
+
+    quadrature_order: int = 8
+
+
+@register_kl(ExpectedKLNormal, ScaleMixtureNormal)
+def _kl_expected_normal_mixture(q: ExpectedKLNormal, p: ScaleMixtureNormal) -> torch.Tensor:
+    pi, sigma1, sigma2 = p._compact
+    if not pi.numel() == sigma1.numel() == sigma2.numel() == 1:
+        raise NotImplementedError  # per-weight hyperparameters: the caller samples
+    expected = expected_mixture_log_density(
+        q.loc, q.scale, float(pi), float(sigma1), float(sigma2), q.quadrature_order
+    )
+    return -gaussian_entropy(q.scale) - expected
+
+
+@register_kl(Independent, GroupedScaleMixture)
+def _kl_normal_grouped_mixture(q: Independent, p: GroupedScaleMixture) -> torch.Tensor:
+    base = q.base_dist
+    if not isinstance(base, ReparamNormal):
+        raise NotImplementedError
+    if isinstance(base, ExpectedKLNormal):
+        moments = p.group_sums(base.loc.square() + base.scale.square())
+        return -gaussian_entropy(base.scale) - p.group_log_prob(moments)
+    last = getattr(base, "_last", None)
+    if last is None:
+        raise NotImplementedError
+    eps, value = last
+    log_q = -0.5 * eps.square().sum() - base.scale.log().sum() - value.numel() * _HALF_LOG_2PI
+    return log_q - p.log_prob(value)
 
 
 @register_kl(ReparamNormal, ZeroMeanNormal)
@@ -138,7 +181,8 @@ class SharpenedNormal(TorchDistribution):
 
 
 @register_kl(SharpenedNormal, Independent)
-def _kl_sharpened_prior(q: SharpenedNormal, p: Independent) -> torch.Tensor:
+@register_kl(SharpenedNormal, GroupedScaleMixture)
+def _kl_sharpened_prior(q: SharpenedNormal, p: TorchDistribution) -> torch.Tensor:
     q_phi = q.phi_distribution()
     try:
         return kl_divergence(q_phi, p)

@@ -112,6 +112,7 @@ class History:
     epoch_lr: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
+    sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
 
     def to_dict(self) -> dict[str, list]:
         return asdict(self)
@@ -232,6 +233,9 @@ class TBPTTTrainer:
                 group["lr"] = window_lr
             nll, kl = self._step(inputs, targets, scale, epoch, index)
             self._record(nll, kl, targets.numel())
+            ratio = getattr(self.guide, "diagnostics", {}).get("sharpening_step_ratio")
+            if ratio is not None:
+                self.history.sharpening_step_ratio.append(ratio)
             seen += targets.numel()
             bar.update(1)
             bar.set_postfix(

@@ -2,8 +2,14 @@
 
 from bayesrnn.models.bayesian import bayesianize, site_prior, weight_sites
 from bayesrnn.models.classifier import SequenceClassifier
+from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.language_model import LanguageModel
-from bayesrnn.models.priors import GaussianPrior, ScaleMixtureNormal, ScaleMixturePrior
+from bayesrnn.models.priors import (
+    GaussianPrior,
+    ScaleMixtureNormal,
+    ScaleMixturePrior,
+    brnn_ptb_prior,
+)
 from bayesrnn.models.regularisers import Regularisers, mc_dropout
 from bayesrnn.models.rnn import BayesianGRU, BayesianLSTM, BayesianRNN, BayesianRNNBase
 
@@ -13,12 +19,14 @@ __all__ = [
     "BayesianRNN",
     "BayesianRNNBase",
     "GaussianPrior",
+    "GroupedScaleMixture",
     "LanguageModel",
     "Regularisers",
     "ScaleMixtureNormal",
     "ScaleMixturePrior",
     "SequenceClassifier",
     "bayesianize",
+    "brnn_ptb_prior",
     "mc_dropout",
     "site_prior",
     "weight_sites",

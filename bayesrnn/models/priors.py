@@ -1,4 +1,4 @@
-"""Weight priors: an isotropic Gaussian and Blundell's scale mixture.
+"""Weight priors: an isotropic Gaussian and the scale mixture (per weight or per group).
 
 A prior is a small frozen description that builds, for a weight of a given shape, the Pyro
 distribution of that weight site. Keeping the description separate from the distribution lets
@@ -16,6 +16,8 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
+
+from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 
 
 class ScaleMixtureNormal(TorchDistribution):
@@ -187,13 +189,24 @@ class GaussianPrior:
         return Independent(ZeroMeanNormal(self.scale, shape, device, dtype), len(shape))
 
 
+MIXTURE_GROUPINGS = ("weight", "row", "column", "whole")
+
+
 @dataclass(frozen=True)
 class ScaleMixturePrior:
-    """Scale-mixture prior; defaults are the DeepMind brnn_ptb example's π=0.25, σ1=e⁻¹, σ2=e⁻⁷."""
+    """Scale-mixture prior; defaults are the DeepMind brnn_ptb example's π=0.25, σ1=e⁻¹, σ2=e⁻⁷.
+
+    ``per`` says what one mixture draw covers. ``"weight"`` (default): each weight, the paper's
+    eq. 18 and Blundell et al.; ``"row"`` / ``"column"``: each row / column of a weight matrix
+    (a vector site is a ValueError); ``"whole"``: the whole site. ``brnn_ptb.py`` groups by
+    rows of TensorFlow's (in, out) layout, i.e. torch columns for linear and RNN matrices,
+    rows for embeddings and each bias as a whole: :func:`brnn_ptb_prior` builds that map.
+    """
 
     pi: float = 0.25
     sigma1: float = math.exp(-1.0)
     sigma2: float = math.exp(-7.0)
+    per: str = "weight"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.pi < 1.0:
@@ -202,6 +215,8 @@ class ScaleMixturePrior:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if self.per not in MIXTURE_GROUPINGS:
+            raise ValueError(f"per must be one of {MIXTURE_GROUPINGS}, got {self.per!r}")
 
     @property
     def stddev(self) -> float:
@@ -211,6 +226,11 @@ class ScaleMixturePrior:
     def distribution(
         self, shape: torch.Size, device: torch.device, dtype: torch.dtype
     ) -> TorchDistribution:
+        if self.per != "weight":
+            return GroupedScaleMixture(
+                self.pi, self.sigma1, self.sigma2, shape, self.per, device=device, dtype=dtype
+            )
+
         def full(v: float) -> torch.Tensor:
             return torch.full((), v, device=device, dtype=dtype)
 
@@ -218,3 +238,19 @@ class ScaleMixturePrior:
             full(self.pi), full(self.sigma1), full(self.sigma2), validate_args=False
         )
         return Independent(base.expand(shape), len(shape))
+
+
+def brnn_ptb_prior(
+    pi: float = 0.25, sigma1: float = math.exp(-1.0), sigma2: float = math.exp(-7.0)
+) -> dict[str, ScaleMixturePrior]:
+    """The prior DeepMind's ``brnn_ptb.py`` runs, as a ``{glob: prior}`` map for the models.
+
+    ``CustomScaleMixture.log_prob`` sums over the last axis of TensorFlow's weights, laid out
+    (in, out): for a torch ``(out, in)`` linear or RNN matrix that is a column, for an
+    embedding ``(vocab, dim)`` a row, and a bias vector is one group.
+    """
+    return {
+        "*bias*": ScaleMixturePrior(pi, sigma1, sigma2, per="whole"),
+        "*embedding*": ScaleMixturePrior(pi, sigma1, sigma2, per="row"),
+        "*": ScaleMixturePrior(pi, sigma1, sigma2, per="column"),
+    }

@@ -9,8 +9,9 @@ import torch
 from pyro.distributions import Independent
 from torch import nn
 
-from bayesrnn.inference.distributions import ReparamNormal
+from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
+from bayesrnn.inference.mixture_kl import check_quadrature_order
 
 MIN_SCALE = 1e-5  # σ = softplus(ρ) + 1e-5, as in DeepMind's brnn_ptb example
 
@@ -19,8 +20,18 @@ def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
+KL_ESTIMATORS = ("expected", "sample")
+
+
 class MeanFieldGuide(WeightGuide):
     """q(θ) = N(μ, σ²) per weight, σ = softplus(ρ) + 1e-5, one draw per call (per window).
+
+    ``kl`` chooses the KL against a scale-mixture prior: ``"expected"`` (default) computes it
+    from (μ, σ), by ``quadrature_order``-node Gauss–Hermite for the per-weight mixture and as
+    Jensen's bound for grouped mixtures (:class:`bayesrnn.inference.distributions.
+    ExpectedKLNormal`); ``"sample"`` is the one-sample log q(θ) − log p(θ) of the paper and of
+    ``brnn_ptb.py``, whose gradient for weights in the σ2 spike swamps the data gradient. A
+    Gaussian prior always gets the closed-form KL.
 
     The draw is shared by every step and every sequence of the window, so the model runs the
     fused RNN kernel. ``init_scale="fortunato"`` draws the initial σ uniformly in
@@ -29,9 +40,23 @@ class MeanFieldGuide(WeightGuide):
     σ to that value. Means start at the model's initialisation.
     """
 
-    def __init__(self, model: nn.Module, *, init_scale: str | float = "fortunato", **options):
-        reject_unknown_options(type(self).__name__, options, ["init_scale"])
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        init_scale: str | float = "fortunato",
+        kl: str = "expected",
+        quadrature_order: int = 8,
+        **options,
+    ):
+        reject_unknown_options(
+            type(self).__name__, options, ["init_scale", "kl", "quadrature_order"]
+        )
         super().__init__(model)
+        if kl not in KL_ESTIMATORS:
+            raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {kl!r}")
+        self.kl = kl
+        self.quadrature_order = check_quadrature_order(quadrature_order)
         if isinstance(init_scale, str):
             if init_scale != "fortunato":
                 raise ValueError(f"init_scale must be 'fortunato' or a float, got {init_scale!r}")
@@ -65,7 +90,10 @@ class MeanFieldGuide(WeightGuide):
 
     def distribution(self, site: str) -> Independent:
         loc = self.loc[site]
-        return Independent(ReparamNormal(loc, self.scale(site), validate_args=False), loc.dim())
+        kind = ExpectedKLNormal if self.kl == "expected" else ReparamNormal
+        normal = kind(loc, self.scale(site), validate_args=False)
+        normal.quadrature_order = self.quadrature_order
+        return Independent(normal, loc.dim())
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         return {site: pyro.sample(site, self.distribution(site)) for site in self.site_names}

@@ -53,14 +53,18 @@ class SharpenedGuide(MeanFieldGuide):
         eta_init: float | None = None,
         eta_max: float | None = None,
         init_scale: str | float = "fortunato",
+        kl: str = "expected",
+        quadrature_order: int = 8,
         **options,
     ) -> None:
         reject_unknown_options(
-            type(self).__name__, options, ["sigma0", "eta_init", "eta_max", "init_scale"]
+            type(self).__name__,
+            options,
+            ["sigma0", "eta_init", "eta_max", "init_scale", "kl", "quadrature_order"],
         )
         if not (isinstance(sigma0, int | float) and sigma0 > 0 and math.isfinite(sigma0)):
             raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-        super().__init__(model, init_scale=init_scale)
+        super().__init__(model, init_scale=init_scale, kl=kl, quadrature_order=quadrature_order)
         self.sigma0 = float(sigma0)
         self.eta_max = 2 * self.sigma0**2 if eta_max is None else float(eta_max)
         eta = self.sigma0**2 if eta_init is None else float(eta_init)
@@ -104,12 +108,18 @@ class SharpenedGuide(MeanFieldGuide):
         phi = {site: d.rsample() for site, d in phi_dists.items()}
         grads = self.data_gradient(phi, *args, **kwargs)
         values, extra_kl = {}, torch.zeros(())
+        step_square = sigma_square = 0.0
         for site in self.site_names:
             step = self.eta(site) * grads[site]
             extra_kl = extra_kl + step.square().sum() / (2 * self.sigma0**2)
             fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0)
             values[site] = pyro.sample(site, fn)
+            with torch.no_grad():
+                step_square += float(step.square().sum())
+                sigma_square += float(phi_dists[site].base_dist.scale.square().sum())
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
+        # ‖η⊙g‖/‖σ‖: how far sharpening moves θ against q(φ)'s own spread (trainer logs it).
+        self.diagnostics = {"sharpening_step_ratio": math.sqrt(step_square / sigma_square)}
         return values
 
     def sharpened_weights(self, *args, **kwargs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
