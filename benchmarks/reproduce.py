@@ -5,8 +5,9 @@ Studies:
 * ``cpu-small``: Zaremba's small shape (2 × 200 LSTM, BPTT 20, batch 20, init ±0.1, SGD lr 1
   halved each epoch after 4, clipping 5) trained on the first 10% of the PTB training stream,
   evaluated on the full validation and test streams, for each method: no regularisation,
-  Zaremba dropout, Gal variational dropout (sequence masks, MC), Bayes by Backprop, Bayes by
-  Backprop with posterior sharpening, zoneout. About an hour on 2 CPU cores.
+  Zaremba dropout, Gal variational dropout (sequence masks, MC), Bayes by Backprop (the paper's
+  per-weight mixture, and brnn_ptb.py's row-wise one), Bayes by Backprop with posterior
+  sharpening, zoneout. About an hour on 2 CPU cores.
 * ``zaremba-small-full``: Zaremba's small non-regularised model on the full training stream for
   13 epochs (published 120.7 / 114.5 validation / test perplexity).
 
@@ -42,7 +43,7 @@ from bayesrnn.config import gal_prior_scale, resolve_config
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import TBPTTTrainer, evaluate_stream, make_guide
-from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior
+from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, brnn_ptb_prior
 
 PTB_TRAIN_TOKENS = 929_589
 
@@ -87,6 +88,12 @@ METHODS = {
         prior="mixture",
         guide="mean_field",
     ),
+    "bbb-row": Method(
+        "Bayes by Backprop, brnn_ptb.py's row-wise prior",
+        "Fortunato et al. 2017 as DeepMind's brnn_ptb.py runs it (mixture per row)",
+        prior="mixture-row",
+        guide="mean_field",
+    ),
     "bbb-sharpened": Method(
         "BBB + posterior sharpening",
         "Fortunato et al. 2017 §4, σ0 = 0.02",
@@ -102,12 +109,12 @@ METHODS = {
 }
 
 # Methods by training cost on the CPU (sharpening: two forward-backward passes per window).
-START_ORDER = ["bbb-sharpened", "bbb", "gal", "zoneout", "zaremba", "none"]
+START_ORDER = ["bbb-sharpened", "bbb", "bbb-row", "gal", "zoneout", "zaremba", "none"]
 assert sorted(START_ORDER) == sorted(METHODS)
 
 STUDIES = {
     "cpu-small": dict(
-        methods=["none", "zaremba", "gal", "bbb", "bbb-sharpened", "zoneout"],
+        methods=["none", "zaremba", "gal", "bbb", "bbb-row", "bbb-sharpened", "zoneout"],
         train_fraction=0.1,
         epochs=13,
         mc_samples=10,
@@ -121,11 +128,13 @@ def build(method: Method, vocab: int, train_tokens: int):
         prior = None
     elif method.prior == "mixture":
         prior = ScaleMixturePrior()
+    elif method.prior == "mixture-row":
+        prior = brnn_ptb_prior()
     else:
         # Gal's per-step weight decay 1e-7 as a prior (derivation in bayesrnn.config and
         # bayesrnn.inference.guides.gal): C·B = train tokens / BPTT, keep probability 0.5.
         prior = GaussianPrior(gal_prior_scale(1e-7, 0.5, train_tokens / SMALL.trainer.bptt))
-    deterministic = ("decoder.bias",) if method.prior == "mixture" else ()
+    deterministic = ("decoder.bias",) if method.prior in ("mixture", "mixture-row") else ()
     model = LanguageModel(
         vocab,
         SMALL.model.embedding_size,
