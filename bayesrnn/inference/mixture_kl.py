@@ -49,59 +49,83 @@ def hermite_rule(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(t) for t in nodes), tuple(float(w) for w in weights)
 
 
-def _log1p_ratio(z: torch.Tensor) -> torch.Tensor:
-    """log1p(z)/z, = 1 at z = 0 (z ≥ 0)."""
-    small = z < 1e-4
-    safe = torch.where(small, torch.ones_like(z), z)
-    return torch.where(small, 1 - z / 2, torch.log1p(safe) / safe)
+CHUNK = 16_384  # elements per pass: the node loop's temporaries stay in the L2 cache
 
 
-def _ratio_minus_inverse(z: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """log1p(z)/z − 1/(1+z) without cancellation near z = 0 (≈ z/2 − 2z²/3)."""
-    small = z < 1e-3
-    return torch.where(small, z * (0.5 - z * (2.0 / 3.0)), ratio - (1 + z).reciprocal())
+def _bump_chunk(loc, scale, big_a: float, s: float, order: int, with_grad: bool):
+    """E_q[b] per weight of one chunk, and its derivatives in (μ, σ) when ``with_grad``.
+
+    V = P·S with S = Σ_k w_k h(x_k), x_k = m + r t_k, and P, m, r functions of (μ, σ) given in
+    the module docstring; the derivatives are those of this V (chain rule through P, m, r).
+    """
+    nodes, weights = hermite_rule(order)
+    s2 = s * s
+    total = scale.square().add_(s2)  # T = σ² + s²
+    inv_total = total.reciprocal()
+    inv_root = inv_total.sqrt()
+    prefactor = loc.square().mul_(inv_total).mul_(-0.5).exp_().mul_(inv_root).mul_(s)
+    m = loc * inv_total * s2
+    r = scale * inv_root * s
+    acc, acc_x, acc_t = (torch.zeros_like(loc) for _ in range(3))
+    x, z, ratio = (torch.empty_like(loc) for _ in range(3))
+    log_a = torch.full((), math.log(big_a), dtype=loc.dtype)
+    for t, w in zip(nodes, weights, strict=True):
+        torch.add(m, r, alpha=t, out=x)
+        # z = A·exp(−x²/(2s²)), its exponent floored at −69 so that log1p(z)/z stays finite
+        torch.addcmul(log_a, x, x, value=-0.5 / s2, out=z).clamp_min_(-69.0).exp_()
+        torch.log1p(z, out=ratio).div_(z)  # log1p(z)/z = h(x)/A
+        acc.add_(ratio, alpha=w)
+        if with_grad:
+            z.add_(1.0).reciprocal_()
+            torch.sub(ratio, z, out=z).mul_(x)  # h'(x)·s²/A = x (log1p(z)/z − 1/(1+z))
+            acc_x.add_(z, alpha=w)
+            acc_t.add_(z, alpha=w * t)
+    acc.mul_(big_a)
+    value = prefactor * acc
+    if not with_grad:
+        return value, None, None
+    slope = big_a / s2
+    acc_x.mul_(slope)
+    acc_t.mul_(slope)
+    # ∂P/∂μ = −Pμ/T, ∂P/∂σ = P σ/T (μ²/T − 1), ∂m/∂μ = s²/T, ∂m/∂σ = −2μ s² σ/T², ∂r/∂σ = s³/T^1.5
+    grad_loc = (acc_x * s2 - acc * loc).mul_(inv_total).mul_(prefactor)
+    dm_dsigma = (loc * scale).mul_(inv_total.square()).mul_(-2 * s2)
+    grad_scale = (
+        (loc.square().mul_(inv_total).sub_(1.0)).mul_(scale).mul_(inv_total).mul_(acc)
+        + acc_x * dm_dsigma
+        + acc_t * inv_root.mul(inv_total).mul_(s * s2)
+    ).mul_(prefactor)
+    return value, grad_loc, grad_scale
 
 
 class _BumpExpectation(torch.autograd.Function):
-    """Σ_i E_{N(μ_i, σ_i²)}[b(x)] with the hand-written derivative of the quadrature."""
+    """Σ_i E_{N(μ_i, σ_i²)}[b(x)]; the gradient, exact for the quadrature, comes out of the
+    forward's chunk loop, so only two weight-sized tensors are kept for the backward."""
 
     @staticmethod
     def forward(ctx, loc, scale, big_a: float, s: float, order: int):
-        nodes, weights = hermite_rule(order)
+        with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        flat_loc = loc.detach().reshape(-1)
+        flat_scale = scale.detach().reshape(-1)
+        value = torch.zeros((), dtype=loc.dtype, device=loc.device)
+        grads = (torch.empty_like(flat_loc), torch.empty_like(flat_scale)) if with_grad else None
         with torch.no_grad():
-            s2 = s * s
-            total = scale.square().add_(s2)  # σ² + s²
-            prefactor = (loc.square() / total).mul_(-0.5).exp_().mul_(total.rsqrt()).mul_(s)
-            m = loc * (s2 / total)
-            r = scale * s * total.rsqrt()
-            acc = torch.zeros_like(loc)  # Σ w h(x_k)
-            acc_x = torch.zeros_like(loc)  # Σ w h'(x_k)
-            acc_t = torch.zeros_like(loc)  # Σ w t_k h'(x_k)
-            for t, w in zip(nodes, weights, strict=True):
-                x = torch.add(m, r, alpha=t)
-                z = x.square().mul_(-0.5 / s2).exp_().mul_(big_a)
-                ratio = _log1p_ratio(z)
-                acc.add_(ratio, alpha=w * big_a)
-                slope = _ratio_minus_inverse(z, ratio).mul_(x).mul_(big_a / s2)  # h'(x)
-                acc_x.add_(slope, alpha=w)
-                acc_t.add_(slope, alpha=w * t)
-            value = (prefactor * acc).sum()
-        ctx.save_for_backward(loc, scale, total, prefactor, acc, acc_x, acc_t)
-        ctx.s = s
+            for begin in range(0, flat_loc.numel(), CHUNK):
+                part = slice(begin, begin + CHUNK)
+                v, g_loc, g_scale = _bump_chunk(
+                    flat_loc[part], flat_scale[part], big_a, s, order, with_grad
+                )
+                value += v.sum()
+                if with_grad:
+                    grads[0][part] = g_loc
+                    grads[1][part] = g_scale
+        if with_grad:
+            ctx.save_for_backward(grads[0].view_as(loc), grads[1].view_as(scale))
         return value
 
     @staticmethod
     def backward(ctx, grad):
-        loc, scale, total, prefactor, acc, acc_x, acc_t = ctx.saved_tensors
-        s2 = ctx.s * ctx.s
-        # V = P·S, with P(μ, σ), m(μ, σ) and r(σ) as in forward; x_k = m + r t_k.
-        dp_dmu = -prefactor * loc / total
-        dp_dsigma = prefactor * scale / total * (loc.square() / total - 1)
-        dm_dmu = s2 / total
-        dm_dsigma = -2 * loc * s2 * scale / total.square()
-        dr_dsigma = ctx.s * s2 * total.rsqrt() / total
-        grad_loc = dp_dmu * acc + prefactor * acc_x * dm_dmu
-        grad_scale = dp_dsigma * acc + prefactor * (acc_x * dm_dsigma + acc_t * dr_dsigma)
+        grad_loc, grad_scale = ctx.saved_tensors
         return grad * grad_loc, grad * grad_scale, None, None, None
 
 
