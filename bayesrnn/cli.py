@@ -127,6 +127,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="Monte Carlo samples for evaluation (evaluation.mc_samples, default 10)",
     )
+    how.add_argument(
+        "--dynamic-eval",
+        type=float,
+        metavar="LR",
+        help="also evaluate dynamically: score each window, then one SGD step of the posterior "
+        "mean on it (evaluation.dynamic_lr; Fortunato et al. use 0.1)",
+    )
     how.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     how.add_argument(
         "--print-config",
@@ -189,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_dir_options(evaluate)
     evaluate.add_argument("--samples", type=int, metavar="S", help="evaluation.mc_samples")
+    evaluate.add_argument(
+        "--dynamic-eval",
+        type=float,
+        metavar="LR",
+        help="also evaluate dynamically with this learning rate (evaluation.dynamic_lr)",
+    )
     evaluate.add_argument(
         "--set",
         dest="overrides",
@@ -265,6 +278,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     put("trainer", "device", args.device)
     put("trainer", "epochs", getattr(args, "epochs", None))
     put("evaluation", "mc_samples", getattr(args, "samples", None))
+    put("evaluation", "dynamic_lr", getattr(args, "dynamic_eval", None))
     if args.quiet:
         put("trainer", "progress", False)
     return flags
@@ -298,6 +312,8 @@ def _run_dir_overrides(args: argparse.Namespace, samples_key: str) -> dict[str, 
             values.setdefault(section, {}).update(keys)
     if args.samples is not None:
         values.setdefault("evaluation", {})[samples_key] = args.samples
+    if getattr(args, "dynamic_eval", None) is not None:
+        values.setdefault("evaluation", {})["dynamic_lr"] = args.dynamic_eval
     if args.device is not None:
         values.setdefault("trainer", {})["device"] = args.device
     if args.quiet:
@@ -380,6 +396,11 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
                 f"  {split} perplexity: {_fmt(result['perplexity_mean'])} (posterior mean), "
                 f"{_fmt(result['perplexity_mc'])} (MC, {result['mc_samples']} samples)"
             )
+            if "perplexity_dynamic" in result:
+                lines.append(
+                    f"  dynamic evaluation (lr {result['dynamic_lr']}): perplexity "
+                    f"{_fmt(result['perplexity_dynamic'])} (posterior mean, adapted per window)"
+                )
             if "nll_sharpened_bound" in result:
                 lines.append(
                     f"  sharpened bound: perplexity <= {_fmt(result['perplexity_sharpened_bound'])}"

@@ -237,7 +237,8 @@ class EvaluationConfig:
     ``bin_strategy``: calibration bins; ``reversed_text``: Fortunato's entropy gap and the OOD
     AUROC; ``sharpened_bound``: the upper bound of a sharpened guide; ``pruning`` and
     ``pruning_fractions``: the SNR curve on valid (Gaussian guides); ``export`` and
-    ``export_samples``: posterior.nc; ``max_tokens``: evaluate only the first N tokens.
+    ``export_samples``: posterior.nc; ``max_tokens``: evaluate only the first N tokens;
+    ``dynamic_lr``: also evaluate dynamically with this lr (none: not at all).
     """
 
     split: str = "test"
@@ -251,9 +252,15 @@ class EvaluationConfig:
     export: bool = True
     export_samples: int = 10
     max_tokens: int | None = None
+    dynamic_lr: float | None = None
 
     def __post_init__(self) -> None:
         _check_choice("evaluation.split", self.split, ("valid", "test"))
+        lr = self.dynamic_lr
+        if lr is not None and (
+            isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 <= lr < math.inf
+        ):
+            raise ConfigError(f"evaluation.dynamic_lr must be none or a number >= 0, got {lr!r}")
         _check_choice("evaluation.bin_strategy", self.bin_strategy, ("width", "mass"))
         for name in ("mc_samples", "n_bins", "export_samples"):
             _check_optional_positive(f"evaluation.{name}", getattr(self, name))

@@ -35,6 +35,7 @@ from bayesrnn.evaluation import (
 from bayesrnn.evaluation.pruning import pruning_curve
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, TrainerConfig, evaluate_stream
+from bayesrnn.inference.dynamic import dynamic_evaluate
 from bayesrnn.inference.trainer import History
 from bayesrnn.job_setup import (
     Log,
@@ -111,6 +112,19 @@ def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> d
         # exp() of a bound this loose overflows: keep the per-token NLL bound as well
         metrics["nll_sharpened_bound"] = bound.nll_per_token
         metrics["perplexity_sharpened_bound"] = _exp(bound.nll_per_token)
+    if ev.dynamic_lr is not None:
+        log(f"dynamic evaluation of {ev.split} (lr {ev.dynamic_lr})")
+        dynamic = dynamic_evaluate(
+            s.model,
+            s.guide,
+            stream,
+            lr=ev.dynamic_lr,
+            batch_size=tr.eval_batch_size,
+            bptt=tr.bptt,
+        )
+        metrics["dynamic_lr"] = ev.dynamic_lr
+        metrics["nll_dynamic"] = dynamic.nll_per_token
+        metrics["perplexity_dynamic"] = _exp(dynamic.nll_per_token)
     files = [
         plot_reliability_diagram(report.mc.bins, run / "reliability.png", title="MC predictive")
     ]

@@ -388,3 +388,21 @@ def test_console_script_entry_point():
         pytest.skip("the bayesrnn console script is not installed (pip install -e .)")
     result = subprocess.run([script, "presets"], capture_output=True, text=True, env=_env())
     assert result.returncode == 0 and "zaremba-small" in result.stdout
+
+
+def test_dynamic_evaluation_and_the_row_wise_prior_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "dynamic"
+    code, stdout, _ = cli(
+        capsys, "run", "--out", str(out), *TINY, "--set", "model.prior_per=row",
+        "--set", "guide.name=sharpened", "--dynamic-eval", "0.1",
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    assert metrics["dynamic_lr"] == 0.1
+    assert math.isfinite(metrics["perplexity_dynamic"]) and metrics["perplexity_dynamic"] > 1
+    assert "dynamic evaluation (lr 0.1)" in stdout
+    history = json.loads((out / "history.json").read_text())
+    ratios = history["sharpening_step_ratio"]  # ‖η⊙g‖/‖σ‖ logged for every window
+    assert len(ratios) == len(history["elbo"]) == 3 and all(0 < r < 1 for r in ratios)
+    code, stdout, _ = cli(capsys, "evaluate", "--out", str(out), "--dynamic-eval", "0.5")
+    assert code == 0 and "dynamic evaluation (lr 0.5)" in stdout

@@ -88,6 +88,10 @@ def test_bayesian_presets():
     # lr 1 for 20 epochs, then x0.9 per epoch
     assert bbb.trainer.learning_rate(19) == 1.0
     assert bbb.trainer.learning_rate(21) == pytest.approx(0.81)
+    # the prior and KL brnn_ptb.py runs: the mixture per row, the KL by one sample
+    assert (bbb.model.prior_per, bbb.guide.kl) == ("row", "sample")
+    assert "brnn_ptb.py" in PRESETS["fortunato-medium"].notes
+    assert "eq. 18" in PRESETS["fortunato-medium"].notes  # names the paper-vs-code difference
     sharp = resolve_config("fortunato-medium-sharpened")
     assert sharp.guide.name == "sharpened" and sharp.guide.sigma0 == 0.02
     assert comparable(sharp)["model"] == comparable(bbb)["model"]
@@ -167,6 +171,11 @@ def test_parse_override_types():
         (["guide.name=laplace"], "guide.name must be one of"),
         (["task=classify"], "expects section.key=value"),
         (["evaluation.pruning_fractions=0,2"], "pruning_fractions"),
+        (["model.prior_per=gate"], "model.prior_per must be one of weight, row"),
+        (["guide.kl=analytic"], "guide.kl must be one of expected, sample"),
+        (["guide.quadrature_order=0"], "guide.quadrature_order must be an integer >= 1"),
+        (["guide.eta_max=-0.1"], "guide.eta_max must be none or a positive number"),
+        (["evaluation.dynamic_lr=-1"], "evaluation.dynamic_lr must be none or a number >= 0"),
     ],
 )
 def test_bad_overrides_are_config_errors(overrides, message):
@@ -223,3 +232,18 @@ def test_data_paths_become_absolute(tmp_path, monkeypatch):
     assert config.data.dir == str(tmp_path / "d")
     assert config.data.is_path
     assert not resolve_config().data.is_path
+
+
+def test_both_mixture_priors_and_the_kl_estimator_are_selectable(tmp_path):
+    from bayesrnn.job_setup import build_prior
+    from bayesrnn.models import ScaleMixturePrior
+
+    row = resolve_config(overrides=["model.prior_per=row", "guide.kl=sample"])
+    prior = build_prior(row)
+    assert {p.per for p in prior.values()} == {"row", "column", "whole"}
+    assert row.guide.options()["kl"] == "sample"
+    toml = tmp_path / "c.toml"
+    toml.write_text('[model]\nprior_per = "weight"\n[guide]\nquadrature_order = 12\n')
+    weight = resolve_config(config_file=toml)
+    assert build_prior(weight) == ScaleMixturePrior()
+    assert weight.guide.options()["quadrature_order"] == 12

@@ -1,6 +1,7 @@
 """Guides, ELBO, KL scaling over TBPTT windows, the trainer and stream prediction."""
 
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.dynamic import DynamicEvaluation, dynamic_evaluate
 from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
 from bayesrnn.inference.guides import (
     GUIDES,
@@ -26,6 +27,7 @@ from bayesrnn.inference.trainer import History, NonFiniteLossError, TBPTTTrainer
 __all__ = [
     "GUIDES",
     "DeterministicGuide",
+    "DynamicEvaluation",
     "ELBOTerms",
     "GalDropoutGuide",
     "History",
@@ -39,6 +41,7 @@ __all__ = [
     "TrainerConfig",
     "Window",
     "WindowELBO",
+    "dynamic_evaluate",
     "epoch_kl_scales",
     "evaluate_stream",
     "load_checkpoint",

@@ -67,6 +67,10 @@ def bayesianize(
         delattr(owner, local)
         owner.register_buffer(INIT_PREFIX + local, initial, persistent=False)
         resolved = resolve_prior(prior, full_name)
+        try:  # a prior that cannot describe this site fails here, named, not at the first call
+            resolved.distribution(initial.shape, initial.device, initial.dtype)
+        except ValueError as error:
+            raise ValueError(f"prior of site {full_name!r}: {error}") from error
         setattr(owner, local, PyroSample(_prior_sampler(resolved, local)))
         owner._bayesrnn_priors = {**getattr(owner, "_bayesrnn_priors", {}), local: resolved}
     return model
