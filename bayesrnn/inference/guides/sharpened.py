@@ -37,6 +37,31 @@ from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 SHARPENING_SITE = "sharpening_kl"
 
 
+def window_nll_gradient(model, weights: dict[str, torch.Tensor], *args, **kwargs):
+    """The window's summed NLL at ``weights`` and its gradient there (the paper's g_φ).
+
+    g is the gradient of the NLL summed over the window's tokens, the term it sits beside in the
+    ELBO; the sharpening KL at full weight then makes η = σ0² the first-order optimum whatever
+    the batch size (see the module docstring). Returns (nll, {site: g}); no graph is kept.
+    """
+    leaves = {site: w.detach().requires_grad_(True) for site, w in weights.items()}
+    with torch.enable_grad(), poutine.block():
+        trace = poutine.trace(poutine.condition(model, data=leaves)).get_trace(*args, **kwargs)
+        nll = sum(  # conditioned weight sites count as observed: leave them out
+            -site["fn"].log_prob(site["value"]).sum()
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and site["is_observed"] and name not in leaves
+        )
+        if not isinstance(nll, torch.Tensor):
+            raise ValueError("sharpening needs the targets: the model observed no data")
+        grads = torch.autograd.grad(nll, list(leaves.values()), allow_unused=True)
+    gradient = {
+        site: (torch.zeros_like(w) if g is None else g)
+        for (site, w), g in zip(leaves.items(), grads, strict=True)
+    }
+    return float(nll.detach()), gradient
+
+
 class SharpenedGuide(MeanFieldGuide):
     """Mean-field guide with posterior sharpening; ``sigma0`` is the paper's σ0 (0.02).
 
@@ -83,23 +108,7 @@ class SharpenedGuide(MeanFieldGuide):
 
     def data_gradient(self, weights: dict[str, torch.Tensor], *args, **kwargs):
         """∇ of the window's negative log-likelihood at ``weights`` (constants, no graph kept)."""
-        leaves = {site: w.detach().requires_grad_(True) for site, w in weights.items()}
-        with torch.enable_grad(), poutine.block():
-            trace = poutine.trace(poutine.condition(self.model, data=leaves)).get_trace(
-                *args, **kwargs
-            )
-            nll = sum(  # conditioned weight sites count as observed: leave them out
-                -site["fn"].log_prob(site["value"]).sum()
-                for name, site in trace.nodes.items()
-                if site["type"] == "sample" and site["is_observed"] and name not in leaves
-            )
-            if not isinstance(nll, torch.Tensor):
-                raise ValueError("sharpening needs the targets: the model observed no data")
-            grads = torch.autograd.grad(nll, list(leaves.values()), allow_unused=True)
-        return {
-            site: (torch.zeros_like(w) if g is None else g)
-            for (site, w), g in zip(leaves.items(), grads, strict=True)
-        }
+        return window_nll_gradient(self.model, weights, *args, **kwargs)[1]
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         if not self.training:  # evaluation samples q(φ): no use of the batch's targets
