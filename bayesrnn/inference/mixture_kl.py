@@ -20,8 +20,14 @@ q by the bump's Gaussian envelope: N(x; μ, σ²)·exp(−x²/(2s²)) = P·N(x; 
 so E_q[b] = P·E_{N(m, v)}[h] with h(x) = b(x)·exp(x²/(2s²)) = A·log1p(z)/z, z = A e^{−x²/(2s²)}:
 smooth and bounded in [log(1+A), A], and N(m, v) is never wider than the bump, so an 8-node
 Gauss–Hermite rule is accurate to 0.3% of E_q[b] in the hardest case (σ ≫ s, μ = 0) and better
-elsewhere. The backward pass is the exact derivative of the computed forward (not a second
-quadrature), written by hand so no per-node tensors are kept for autograd.
+elsewhere.
+
+Most weights need no quadrature. In units of s, E_{N(m, v)}[h] = F(a, τ) = E[h̃(a + √τ t)] with
+a = m/s and τ = v/s², and where σ ≫ s (τ near 1, a small) a four-term heat-kernel series in
+(a², τ − 1) with constants fixed per prior is exact to 4·10⁻⁴ relative (:func:`_bump_series`);
+only the rest (σ within a few s, or μ far out with P still above e⁻⁸⁰) go to the node loop. The
+gradients are the exact derivatives of the computed values (series or quadrature), written by
+hand so no per-node tensors are kept for autograd.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def hermite_rule(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(t) for t in nodes), tuple(float(w) for w in weights)
 
 
-CHUNK = 16_384  # elements per pass: the node loop's temporaries stay in the L2 cache
+CHUNK = 131_072  # elements per pass: the temporaries stay in the cache
 
 
 def _bump_chunk(loc, scale, big_a: float, s: float, order: int, with_grad: bool):
@@ -98,9 +104,63 @@ def _bump_chunk(loc, scale, big_a: float, s: float, order: int, with_grad: bool)
     return value, grad_loc, grad_scale
 
 
+# The heat-kernel series below is used where |a| < 0.5 and τ > 0.9 (σ > 3s); its truncation error
+# there is below 4e-4 relative (2e-5 for τ > 0.9 and |a| ≤ 0.3), measured against 150-node
+# quadrature. Outside it, and where P is not negligible, the weights go to the quadrature.
+SERIES_MAX_A2 = 0.25
+SERIES_MIN_D = -0.05  # d = (τ − 1)/2
+NEGLIGIBLE = 160.0  # μ²/(σ² + s²) above this: P < e⁻⁸⁰, the bump adds nothing a float holds
+
+
+@lru_cache(maxsize=16)
+def series_coefficients(big_a: float) -> tuple[float, float, float, float]:
+    """K_n = E[He_2n(t) h̃(t)], t ~ N(0, 1), n = 0..3: h̃(y) = A·log1p(z)/z, z = A e^{−y²/2}.
+
+    F(a, τ) = E[h̃(a + √τ t)] solves the heat equation ∂F/∂τ = ½∂²F/∂a², and K_n are its
+    even a-derivatives at (0, 1) (Stein's identity), so F = Σ a^{2j}/(2j)! · d^k/k! · K_{j+k}
+    with d = (τ − 1)/2: one set of four numbers per prior, by a 150-node rule in float64.
+    """
+    t, w = np.polynomial.hermite_e.hermegauss(150)
+    w = w / w.sum()
+    z = np.maximum(big_a * np.exp(-0.5 * t * t), 1e-300)
+    h = big_a * np.log1p(z) / z
+    t2 = t * t
+    hermite = (np.ones_like(t), t2 - 1, t2 * t2 - 6 * t2 + 3, t2**3 - 15 * t2 * t2 + 45 * t2 - 15)
+    return tuple(float((w * he * h).sum()) for he in hermite)
+
+
+def _bump_series(loc, scale, big_a: float, s: float):
+    """E_q[b] per weight by the heat-kernel series, its (μ, σ) gradients, and where it is not
+    accurate enough (weights for the quadrature)."""
+    k0, k1, k2, k3 = series_coefficients(big_a)
+    s2 = s * s
+    total = scale.square().add_(s2)  # T
+    inv_total = total.reciprocal()
+    mu2_t = loc.square().mul_(inv_total)  # μ²/T
+    prefactor = mu2_t.mul(-0.5).exp_().mul_(inv_total.sqrt()).mul_(s)  # P
+    a = loc * inv_total * s
+    b = a.square()  # a²
+    d = inv_total * (-0.5 * s2)  # (τ − 1)/2 = −s²/(2T)
+    bd, b2, d2 = b * d, b.square(), d.square()
+    f = k0 + k1 * (b / 2 + d) + k2 * (b2 / 24 + bd / 2 + d2 / 2)
+    f = f + k3 * (b2 * b / 720 + b2 * d / 24 + bd * d / 4 + d2 * d / 6)
+    f_b = k1 / 2 + k2 * (b / 12 + d / 2) + k3 * (b2 / 240 + bd / 12 + d2 / 4)
+    f_d = k1 + k2 * (b / 2 + d) + k3 * (b2 / 24 + bd / 2 + d2 / 2)
+    value = prefactor * f
+    # ∂P/∂μ = −Pμ/T, ∂P/∂σ = Pσ/T (μ²/T − 1); ∂b/∂μ = 2a s/T, ∂b/∂σ = −4aμsσ/T², ∂d/∂σ = s²σ/T²
+    grad_loc = prefactor * (f_b * 2 * a * s - f * loc) * inv_total
+    sigma_t = scale * inv_total
+    grad_scale = prefactor * sigma_t * (
+        f * (mu2_t - 1) + (f_d * s2 - f_b * 4 * a * s * loc) * inv_total
+    )
+    hard = ((b >= SERIES_MAX_A2) | (d <= SERIES_MIN_D)) & (mu2_t < NEGLIGIBLE)
+    return value, grad_loc, grad_scale, hard
+
+
 class _BumpExpectation(torch.autograd.Function):
-    """Σ_i E_{N(μ_i, σ_i²)}[b(x)]; the gradient, exact for the quadrature, comes out of the
-    forward's chunk loop, so only two weight-sized tensors are kept for the backward."""
+    """Σ_i E_{N(μ_i, σ_i²)}[b(x)]: the heat-kernel series where it is accurate, the quadrature
+    elsewhere. The gradient is formed with the value, so only two weight-sized tensors are kept
+    for the backward."""
 
     @staticmethod
     def forward(ctx, loc, scale, big_a: float, s: float, order: int):
@@ -112,9 +172,16 @@ class _BumpExpectation(torch.autograd.Function):
         with torch.no_grad():
             for begin in range(0, flat_loc.numel(), CHUNK):
                 part = slice(begin, begin + CHUNK)
-                v, g_loc, g_scale = _bump_chunk(
-                    flat_loc[part], flat_scale[part], big_a, s, order, with_grad
-                )
+                chunk_loc, chunk_scale = flat_loc[part], flat_scale[part]
+                v, g_loc, g_scale, hard = _bump_series(chunk_loc, chunk_scale, big_a, s)
+                if bool(hard.any()):
+                    index = hard.nonzero().squeeze(1)
+                    qv, qg_loc, qg_scale = _bump_chunk(
+                        chunk_loc[index], chunk_scale[index], big_a, s, order, with_grad
+                    )
+                    v[index] = qv
+                    if with_grad:
+                        g_loc[index], g_scale[index] = qg_loc, qg_scale
                 value += v.sum()
                 if with_grad:
                     grads[0][part] = g_loc
