@@ -146,3 +146,19 @@ def test_bad_estimator_settings_are_value_errors():
         MeanFieldGuide(model, kl="analytic")
     with pytest.raises(ValueError, match="quadrature_order"):
         expected_mixture_log_density(torch.zeros(1), torch.ones(1), PI, S1, S2, order=0)
+
+
+def test_series_matches_high_order_quadrature_where_it_is_used():
+    from bayesrnn.inference import mixture_kl as mk
+
+    big_a = (1 - PI) * S1 / (PI * S2)
+    s = 1 / math.sqrt(1 / S2**2 - 1 / S1**2)
+    torch.manual_seed(0)
+    scale = torch.exp(torch.empty(4000, dtype=torch.float64).uniform_(math.log(3 * s), 0.0))
+    loc = torch.randn(4000, dtype=torch.float64) * scale * 3
+    value, grad_loc, grad_scale, hard = mk._bump_series(loc, scale, big_a, s)
+    keep = ~hard
+    assert int(keep.sum()) > 2000  # the series covers most of this range
+    exact = mk._bump_chunk(loc[keep], scale[keep], big_a, s, 64, True)
+    for got, want in zip((value[keep], grad_loc[keep], grad_scale[keep]), exact, strict=True):
+        torch.testing.assert_close(got, want, rtol=5e-4, atol=1e-9)
