@@ -511,7 +511,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "fortunato-medium",
-            "2x650 Bayes-by-Backprop LSTM, scale-mixture prior, 70 epochs",
+            "2x650 Bayes-by-Backprop LSTM, brnn_ptb.py's row-wise scale mixture, 70 epochs",
             "Fortunato, Blundell & Vinyals 2017, Table 1; DeepMind sonnet brnn_ptb.py",
             "PTB posterior mean: val 78.8 / test 75.5; reversed-PTB entropy gap ≈0.67 (10 "
             "samples), <0.65 (mean)",

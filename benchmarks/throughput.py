@@ -25,7 +25,7 @@ from torch import nn
 
 from bayesrnn.inference import TBPTTTrainer, TrainerConfig, make_guide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
-from bayesrnn.models import BayesianLSTM, LanguageModel, ScaleMixturePrior
+from bayesrnn.models import BayesianLSTM, LanguageModel, ScaleMixturePrior, brnn_ptb_prior
 
 VOCAB, HIDDEN, LAYERS, BATCH, STEPS = 10_000, 650, 2, 20, 35
 
@@ -109,11 +109,14 @@ def trainer_step(model, guide, device: torch.device) -> Callable[[], None]:
 def lm_methods(device: torch.device) -> dict[str, Callable[[], Callable[[], None]]]:
     mixture = ScaleMixturePrior()
 
-    def mean_field():
-        model = LanguageModel(
-            VOCAB, HIDDEN, HIDDEN, LAYERS, prior=mixture, deterministic=("decoder.bias",)
-        )
-        return trainer_step(model, make_guide("mean_field", model), device)
+    def mean_field(prior=mixture, kl="expected"):
+        def build():
+            model = LanguageModel(
+                VOCAB, HIDDEN, HIDDEN, LAYERS, prior=prior, deterministic=("decoder.bias",)
+            )
+            return trainer_step(model, make_guide("mean_field", model, kl=kl), device)
+
+        return build
 
     def gal(scope):
         def build():
@@ -150,7 +153,9 @@ def lm_methods(device: torch.device) -> dict[str, Callable[[], Callable[[], None
         return lambda: svi.step(tokens[:-1], tokens[1:])
 
     return {
-        "mean-field (BBB)": mean_field,
+        "mean-field (BBB)": mean_field(),
+        "mean-field, one-sample KL": mean_field(kl="sample"),
+        "mean-field, brnn_ptb.py row prior": mean_field(brnn_ptb_prior(), "sample"),
         "Gal, batch scope": gal("batch"),
         "Gal, sequence scope": gal("sequence"),
         "zoneout": zoneout,
