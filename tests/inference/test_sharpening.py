@@ -154,3 +154,35 @@ def test_trainer_setup_runs_the_sharpened_guide_without_pyro_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # "observe ... outside of inference"
         TBPTTTrainer(model, guide, stream, None, config=config).fit()
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"eta_max": -0.1}, "eta_max"),
+        ({"eta_max": 0.0}, "eta_max"),
+        ({"eta_init": 0.5}, "eta_init"),
+    ],
+)
+def test_bad_eta_settings_are_value_errors_naming_them(options, name):
+    with pytest.raises(ValueError, match=name):
+        SharpenedGuide(LanguageModel(9, 4, 4), sigma0=0.02, **options)
+
+
+def test_logged_step_ratio_is_the_step_norm_over_the_posterior_scale_norm():
+    from bayesrnn.inference.guides.sharpened import window_nll_gradient
+
+    model, guide, tokens, targets = _setup()
+    torch.manual_seed(3)
+    trace = poutine.trace(guide).get_trace(tokens, targets)
+    phi = {s: trace.nodes[s]["fn"].phi.detach() for s in guide.site_names}
+    _, g = window_nll_gradient(model, phi, tokens, targets)
+    with torch.no_grad():
+        step = sum(float((guide.eta(s) * g[s]).square().sum()) for s in guide.site_names)
+        sigma = sum(float(guide.scale(s).square().sum()) for s in guide.site_names)
+    assert guide.diagnostics["sharpening_step_ratio"] == pytest.approx((step / sigma) ** 0.5)
+    # g is the gradient of the window's summed NLL, computed independently here
+    mu = {s: phi[s].clone().requires_grad_(True) for s in guide.site_names}
+    nll = _nll(model, mu, tokens, targets)
+    nll.backward()
+    torch.testing.assert_close(g["decoder.weight"], mu["decoder.weight"].grad)
