@@ -156,9 +156,33 @@ def test_series_matches_high_order_quadrature_where_it_is_used():
     torch.manual_seed(0)
     scale = torch.exp(torch.empty(4000, dtype=torch.float64).uniform_(math.log(3 * s), 0.0))
     loc = torch.randn(4000, dtype=torch.float64) * scale * 3
-    value, grad_loc, grad_scale, hard = mk._bump_series(loc, scale, big_a, s)
+    value, grad_loc, grad_scale, hard = mk._bump_series(
+        loc, scale, mk.series_coefficients(big_a), s
+    )
     keep = ~hard
     assert int(keep.sum()) > 2000  # the series covers most of this range
     exact = mk._bump_chunk(loc[keep], scale[keep], big_a, s, 64, True)
     for got, want in zip((value[keep], grad_loc[keep], grad_scale[keep]), exact, strict=True):
         torch.testing.assert_close(got, want, rtol=5e-4, atol=1e-9)
+
+
+def test_fused_series_equals_the_eager_kernel(monkeypatch):
+    """Large sites run the series as one compiled kernel; it must give the eager numbers."""
+    import warnings
+
+    from bayesrnn.inference import mixture_kl as mk
+
+    torch.manual_seed(0)
+    loc = (torch.randn(5000) * 0.08).requires_grad_(True)
+    scale = (torch.rand(5000) * 0.05 + 1e-3).requires_grad_(True)
+    eager = expected_mixture_log_density(loc, scale, PI, S1, S2)
+    eager_grads = torch.autograd.grad(eager, (loc, scale))
+    monkeypatch.setattr(mk, "COMPILE_MIN_WEIGHTS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no silent fall-back to eager
+        fused = expected_mixture_log_density(loc, scale, PI, S1, S2)
+    fused_grads = torch.autograd.grad(fused, (loc, scale))
+    assert not mk._compiled.get("failed")
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-3)
+    for got, want in zip(fused_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
