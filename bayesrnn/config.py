@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
+from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.trainer import TrainerConfig
 
 __all__ = [
@@ -54,7 +56,6 @@ DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity")
 LEVELS = ("word", "char")
 PRIORS = ("scale_mixture", "gaussian", "none")
 MIXTURE_PER = ("weight", "row")
-KL_ESTIMATORS = ("expected", "sample")
 GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank")
 GAUSSIAN_GUIDES = ("mean_field", "sharpened", "auto_normal")
 SECTIONS = ("data", "model", "guide", "trainer", "evaluation")
@@ -189,9 +190,10 @@ class GuideConfig:
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
         _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
-        order = self.quadrature_order
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            raise ConfigError(f"guide.quadrature_order must be an integer >= 1, got {order!r}")
+        try:
+            check_quadrature_order(self.quadrature_order)
+        except ValueError as error:
+            raise ConfigError(f"guide.{error}") from None
         for name in ("eta_init", "eta_max"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and value > 0):

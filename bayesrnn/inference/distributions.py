@@ -13,7 +13,11 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
-from bayesrnn.inference.mixture_kl import expected_mixture_log_density, gaussian_entropy
+from bayesrnn.inference.mixture_kl import (
+    HALF_LOG_2PI,
+    expected_mixture_log_density,
+    gaussian_entropy,
+)
 from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.priors import (
     ScaleMixtureNormal,
@@ -71,11 +75,7 @@ def _kl_normal_grouped_mixture(q: Independent, p: GroupedScaleMixture) -> torch.
     if isinstance(base, ExpectedKLNormal):
         moments = p.group_sums(base.loc.square() + base.scale.square())
         return -gaussian_entropy(base.scale) - p.group_log_prob(moments)
-    last = getattr(base, "_last", None)
-    if last is None:
-        raise NotImplementedError
-    eps, value = last
-    log_q = -0.5 * eps.square().sum() - base.scale.log().sum() - value.numel() * _HALF_LOG_2PI
+    log_q, value = _last_draw_log_q(base)
     return log_q - p.log_prob(value)
 
 
@@ -91,11 +91,7 @@ def _kl_normal_zero_mean(q: ReparamNormal, p: ZeroMeanNormal) -> torch.Tensor:
 @register_kl(ReparamNormal, ScaleMixtureNormal)
 def _kl_normal_mixture(q: ReparamNormal, p: ScaleMixtureNormal) -> torch.Tensor:
     """Single-sample log q(θ) − log p(θ) at the θ this distribution last drew."""
-    last = getattr(q, "_last", None)
-    if last is None:
-        raise NotImplementedError  # no draw to score: the ELBO falls back to log-densities
-    eps, value = last
-    log_q = -0.5 * eps.square().sum() - q.scale.log().sum() - value.numel() * _HALF_LOG_2PI
+    log_q, value = _last_draw_log_q(q)
     pi, sigma1, sigma2 = p._compact
     if pi.numel() == sigma1.numel() == sigma2.numel() == 1:  # the prior's scalar case: fused
         log_p = mixture_log_density_sum(value, float(pi), float(sigma1), float(sigma2))
@@ -104,7 +100,14 @@ def _kl_normal_mixture(q: ReparamNormal, p: ScaleMixtureNormal) -> torch.Tensor:
     return log_q - log_p
 
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+def _last_draw_log_q(q: ReparamNormal) -> tuple[torch.Tensor, torch.Tensor]:
+    """log q(θ) = Σ(−ε²/2 − log σ) − n·log(2π)/2 at the θ that ``q`` last drew, and that θ."""
+    last = getattr(q, "_last", None)
+    if last is None:
+        raise NotImplementedError  # no draw to score: the ELBO falls back to log-densities
+    eps, value = last
+    log_q = -0.5 * eps.square().sum() - q.scale.log().sum() - value.numel() * HALF_LOG_2PI
+    return log_q, value
 
 
 def _zero_mean_gaussian_scale(prior: Independent) -> float | None:

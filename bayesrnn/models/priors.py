@@ -17,7 +17,7 @@ from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from bayesrnn.models.grouped_mixture import GroupedScaleMixture
+from bayesrnn.models.grouped_mixture import GROUPINGS, GroupedScaleMixture
 
 
 class ScaleMixtureNormal(TorchDistribution):
@@ -189,7 +189,7 @@ class GaussianPrior:
         return Independent(ZeroMeanNormal(self.scale, shape, device, dtype), len(shape))
 
 
-MIXTURE_GROUPINGS = ("weight", "row", "column", "whole")
+MIXTURE_GROUPINGS = ("weight", *GROUPINGS)
 
 
 @dataclass(frozen=True)
