@@ -21,7 +21,7 @@ import torch
 
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.guides.sharpened import window_nll_gradient
-from bayesrnn.inference.predictive import _run, sample_weights
+from bayesrnn.inference.predictive import _run, _target_log_probs, sample_weights
 from bayesrnn.inference.tbptt import Window, window_batch
 from bayesrnn.job import _load_run, quiet_log
 
@@ -53,7 +53,9 @@ def main() -> None:
         for k in args.multipliers:
             eta = k * s0**2
             theta = {site: phi[site] - eta * g[site] for site in phi}
-            nll_theta, _ = window_nll_gradient(model, theta, inputs, targets, state=state)
+            with torch.no_grad():  # the NLL alone: no backward pass at θ
+                logits, _ = _run(model, theta, inputs, state)
+                nll_theta = -float(_target_log_probs(logits, targets).sum())
             kl = eta**2 * g_square / (2 * s0**2)
             rows[k].append(
                 {
