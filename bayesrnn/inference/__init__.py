@@ -21,7 +21,7 @@ from bayesrnn.inference.predictive import (
     stacked_draws,
 )
 from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
-from bayesrnn.inference.tbptt import Window, plan_windows, window_batch
+from bayesrnn.inference.tbptt import Window, model_window, plan_windows, window_batch
 from bayesrnn.inference.trainer import History, NonFiniteLossError, TBPTTTrainer, TrainerConfig
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_stream",
     "load_checkpoint",
     "make_guide",
+    "model_window",
     "plan_windows",
     "posterior_mean",
     "predict_sequences",

@@ -23,7 +23,7 @@ from bayesrnn.inference.predictive import (
     module_device,
     posterior_mean,
 )
-from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
+from bayesrnn.inference.tbptt import detach_state, model_window, plan_windows, window_batch
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def dynamic_evaluate(
     device = module_device(model, guide)
     data = batchify(stream.to(device), batch_size)
     windows = plan_windows(data.shape[0], bptt)
-    inputs0, _ = window_batch(data, windows[0])
+    inputs0, _ = model_window(model, data, windows[0])
     weights = {
         site: value.detach().clone().requires_grad_(True)
         for site, value in posterior_mean(guide, inputs0).items()

@@ -19,7 +19,14 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from bayesrnn.data.streams import batchify
-from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
+from bayesrnn.inference.tbptt import (
+    detach_state,
+    model_window,
+    plan_windows,
+    time_major_logits,
+    to_model_layout,
+    window_batch,
+)
 from bayesrnn.models.regularisers import mc_dropout
 
 REDRAW_CHOICES = ("window", "stream")
@@ -103,11 +110,11 @@ def draws_share_weights(guide, *args, **kwargs) -> bool:
 
 
 def _run(model, weights, inputs, state):
-    """Logits with time-major (…, T, B, V) layout whatever the model's ``batch_first``."""
-    batch_first = getattr(model, "batch_first", False)
-    tokens = inputs.t() if batch_first else inputs
+    """Time-major (T, B) inputs in, time-major (…, T, B, V) logits out, whatever the model's
+    ``batch_first``: the model itself sees its own layout."""
+    tokens = to_model_layout(model, inputs)
     logits, state = poutine.condition(model, data=weights)(tokens, state=state)
-    return (logits.transpose(-2, -3) if batch_first else logits), detach_state(state)
+    return time_major_logits(model, logits), detach_state(state)
 
 
 def _target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -179,7 +186,7 @@ def evaluate_stream(
         # stacked (bmm-loop) call (benchmarks/eval_cost.py); on a GPU, where per-call overhead
         # dominates, draws are stacked as far as memory allows.
         shared = num_samples is not None and draws_share_weights(
-            guide, *window_batch(data, windows[0])
+            guide, *model_window(model, data, windows[0])
         )
         if shared:
             logits_per_draw = windows[0].length * batch_size * getattr(model, "vocab_size", 1)
@@ -220,7 +227,10 @@ def evaluate_stream(
                             weights = kept[c]
                             if weights is None:
                                 weights = stacked_draws(
-                                    guide, 1 if shared else count, inputs, targets
+                                    guide,
+                                    1 if shared else count,
+                                    to_model_layout(model, inputs),
+                                    to_model_layout(model, targets),
                                 )
                                 if redraw == "stream":
                                     kept[c] = weights
@@ -256,8 +266,7 @@ def evaluate_stream(
 
 
 def _sharpened_window(model, guide, inputs, targets, state):
-    batch_first = getattr(model, "batch_first", False)
-    args = (inputs.t(), targets.t()) if batch_first else (inputs, targets)
+    args = (to_model_layout(model, inputs), to_model_layout(model, targets))
     weights, extra_kl = guide.sharpened_weights(*args, state=state)
     with torch.no_grad():
         logits, state = _run(model, weights, inputs, state)

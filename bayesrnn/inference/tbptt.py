@@ -51,10 +51,41 @@ def plan_windows(
     return windows
 
 
-def window_batch(data: torch.Tensor, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of a window of a time-major (steps, B) token tensor."""
+def window_batch(
+    data: torch.Tensor, window: Window, *, batch_first: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a window of a time-major (steps, B) token tensor.
+
+    Time-major (T, B) by default; ``batch_first=True`` gives (B, T).
+    """
     end = window.start + window.length
-    return data[window.start : end], data[window.start + 1 : end + 1]
+    inputs, targets = data[window.start : end], data[window.start + 1 : end + 1]
+    if batch_first:
+        return inputs.t(), targets.t()
+    return inputs, targets
+
+
+def is_batch_first(model) -> bool:
+    """Whether ``model`` reads (B, T) token tensors (its ``batch_first``; time-major if absent)."""
+    return bool(getattr(model, "batch_first", False))
+
+
+def model_window(model, data: torch.Tensor, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a window in the layout ``model`` reads: (B, T) if batch-first.
+
+    The hidden state carried between windows is (layers, B, H) in either layout.
+    """
+    return window_batch(data, window, batch_first=is_batch_first(model))
+
+
+def to_model_layout(model, tokens: torch.Tensor) -> torch.Tensor:
+    """A time-major (T, B) tensor in ``model``'s layout: (B, T) for a batch-first model."""
+    return tokens.t() if is_batch_first(model) else tokens
+
+
+def time_major_logits(model, logits: torch.Tensor) -> torch.Tensor:
+    """``model``'s (…, T, B, V) or batch-first (…, B, T, V) logits as time-major (…, T, B, V)."""
+    return logits.transpose(-2, -3) if is_batch_first(model) else logits
 
 
 def detach_state(state):

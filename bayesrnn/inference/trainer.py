@@ -29,7 +29,7 @@ from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.elbo import window_terms
 from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream
 from bayesrnn.inference.scaling import scale_kl
-from bayesrnn.inference.tbptt import Window, detach_state, plan_windows, window_batch
+from bayesrnn.inference.tbptt import Window, detach_state, model_window, plan_windows
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -121,8 +121,10 @@ class History:
 class TBPTTTrainer:
     """Trains a Pyro (model, guide) pair on a token stream by SVI over TBPTT windows.
 
-    ``model(tokens, targets, state=state)`` must return ``(output, new_state)``. Works with the
-    bayesrnn guides and with Pyro autoguides. ``checkpoint_path`` with ``checkpoint_every``
+    ``model(tokens, targets, state=state)`` must return ``(output, new_state)``. Model and guide
+    get each window as (T, B) token tensors, or (B, T) when the model has ``batch_first=True``;
+    the carried state is (layers, B, H) either way. Works with the bayesrnn guides and with Pyro
+    autoguides. ``checkpoint_path`` with ``checkpoint_every``
     writes a checkpoint every N windows (and at each epoch's end); ``fit(resume=True)``
     continues from it and gives the same numbers as an uninterrupted run with the same seed.
     """
@@ -171,7 +173,7 @@ class TBPTTTrainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         # Autoguides create their parameters on first call: run the guide once beforehand.
-        inputs, targets = window_batch(self.train_data, Window(0, 1))
+        inputs, targets = model_window(self.model, self.train_data, Window(0, 1))
         with torch.no_grad():  # traced: a guide's factor sites warn when run bare
             poutine.trace(self.guide).get_trace(inputs, targets, state=None)
         cfg = self.config
@@ -227,7 +229,7 @@ class TBPTTTrainer:
                 bar.close()
                 return True
             window = windows[index]
-            inputs, targets = window_batch(self.train_data, window)
+            inputs, targets = model_window(self.model, self.train_data, window)
             window_lr = lr * window.length / cfg.bptt if cfg.variable_bptt else lr
             for group in self.optimizer.param_groups:
                 group["lr"] = window_lr

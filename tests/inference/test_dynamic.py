@@ -71,3 +71,24 @@ def test_bad_learning_rate_is_a_value_error(lr):
     model, guide = _trained_pair()
     with pytest.raises(ValueError, match="lr"):
         dynamic_evaluate(model, guide, torch.randint(0, 12, (100,)), lr=lr)
+
+
+def test_a_batch_first_model_adapts_exactly_as_the_time_major_one():
+    time_major, guide = _trained_pair()
+    batch_first = LanguageModel(
+        12,
+        8,
+        8,
+        num_layers=1,
+        batch_first=True,
+        prior=ScaleMixturePrior(),
+        deterministic=["decoder.bias"],
+    )
+    batch_first.load_state_dict(time_major.state_dict())
+    guide_bf = make_guide("mean_field", batch_first)
+    guide_bf.load_state_dict(guide.state_dict())
+    stream = torch.arange(203) % 12  # 101 steps in 2 sequences: the last window has 4 steps
+    a = dynamic_evaluate(time_major, guide, stream, lr=0.5, batch_size=BATCH, bptt=BPTT)
+    b = dynamic_evaluate(batch_first, guide_bf, stream, lr=0.5, batch_size=BATCH, bptt=BPTT)
+    assert len(a.window_nll) == 17 and b.tokens == a.tokens
+    assert b.window_nll == pytest.approx(a.window_nll, rel=1e-5)
