@@ -23,8 +23,9 @@ class SequenceClassifier(EmbeddedRNN):
 
     ``forward(tokens, labels=None, lengths=None)`` returns class logits (B, C); with ``labels``
     it observes them at the categorical site ``obs`` in the plate ``sequences``. ``pooling``
-    ``"last"`` reads the last layer's state at each sequence's final real step, ``"mean"`` the
-    mean of the outputs over the real steps.
+    ``"last"`` reads the last layer's output at each sequence's final real step (its hidden
+    state there, with the output dropout applied), ``"mean"`` the mean of the outputs over the
+    real steps.
     """
 
     def __init__(
@@ -75,10 +76,12 @@ class SequenceClassifier(EmbeddedRNN):
         steps, batch = embedded.shape[:2]
         if lengths is not None:
             lengths = check_lengths(lengths, batch, steps)
-        output, state = self.rnn(embedded, lengths=lengths)
+        output, _ = self.rnn(embedded, lengths=lengths)
         if self.pooling == "last":
-            h = state[0] if isinstance(state, tuple) else state
-            features = h[-1]
+            # The last layer's output at each sequence's last real step: h[-1] of the final
+            # state, but after the RNN's output dropout, which the final state never sees.
+            last = torch.full((batch,), steps - 1) if lengths is None else lengths - 1
+            features = output[last.to(output.device), torch.arange(batch, device=output.device)]
         else:
             count = torch.full((batch,), steps) if lengths is None else lengths
             features = output.sum(0) / count.to(output).unsqueeze(-1)
