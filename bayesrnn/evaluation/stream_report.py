@@ -15,7 +15,6 @@ in- vs out-of-distribution AUROC from per-segment entropies, and the sharpened u
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,7 @@ from bayesrnn.data.streams import reverse_stream
 from bayesrnn.evaluation.calibration import ReliabilityBins, _check_binning, _reliability
 from bayesrnn.evaluation.ood import auroc, entropy_gap, ood_report
 from bayesrnn.evaluation.uncertainty import categorical_entropy
-from bayesrnn.inference.predictive import evaluate_stream
+from bayesrnn.inference.predictive import evaluate_stream, safe_exp
 
 __all__ = [
     "LanguageModelReport",
@@ -182,7 +181,7 @@ def report_from_accumulator(
         num_samples=num_samples,
         tokens=log_p.numel(),
         nll=nll,
-        perplexity=math.exp(nll),
+        perplexity=safe_exp(nll),
         accuracy=float(acc.column("correct").mean()),
         confidence=float(acc.column("confidence").mean()),
         ece=bins.ece,

@@ -17,6 +17,7 @@ from bayesrnn.inference.predictive import (
     evaluate_stream,
     posterior_mean,
     predict_sequences,
+    safe_exp,
     sample_weights,
     stacked_draws,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "plan_windows",
     "posterior_mean",
     "predict_sequences",
+    "safe_exp",
     "sample_weights",
     "save_checkpoint",
     "scale_kl",

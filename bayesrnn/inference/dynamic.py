@@ -22,6 +22,7 @@ from bayesrnn.inference.predictive import (
     _target_log_probs,
     module_device,
     posterior_mean,
+    safe_exp,
 )
 from bayesrnn.inference.tbptt import detach_state, model_window, plan_windows, window_batch
 
@@ -41,7 +42,7 @@ class DynamicEvaluation:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll_per_token)
+        return safe_exp(self.nll_per_token)
 
 
 def _check_lr(lr: object) -> float:

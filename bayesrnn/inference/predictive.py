@@ -34,6 +34,15 @@ REDRAW_CHOICES = ("window", "stream")
 WindowCallback = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None]
 
 
+def safe_exp(value: float) -> float:
+    """``math.exp`` that gives ``inf`` where the result exceeds the float range (a perplexity
+    of a diverged model) instead of raising ``OverflowError``."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
+
+
 @dataclass(frozen=True)
 class StreamEvaluation:
     """Summed NLL (nats) over ``tokens`` predictions; ``extra_kl`` is sharpening's bound term."""
@@ -48,7 +57,7 @@ class StreamEvaluation:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll_per_token)
+        return safe_exp(self.nll_per_token)
 
 
 def module_device(*modules) -> torch.device:

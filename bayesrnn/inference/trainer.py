@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from bayesrnn.data.streams import batchify, check_token_ids
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.elbo import window_terms
-from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream
+from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, safe_exp
 from bayesrnn.inference.scaling import scale_kl
 from bayesrnn.inference.tbptt import Window, detach_state, model_window, plan_windows
 
@@ -244,7 +244,7 @@ class TBPTTTrainer:
                 elbo=f"{-(nll + kl):.4g}",
                 nll=f"{nll / targets.numel():.3f}",
                 kl=f"{kl:.4g}",
-                ppl=f"{math.exp(min(nll / targets.numel(), 50)):.1f}",
+                ppl=f"{safe_exp(nll / targets.numel()):.1f}",
             )
             self._position = (epoch, index + 1)
             if cfg.checkpoint_every and len(self.history.elbo) % cfg.checkpoint_every == 0:

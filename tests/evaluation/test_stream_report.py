@@ -179,3 +179,14 @@ def test_bad_binning_is_rejected():
         bins_from_confidence(torch.rand(3), torch.ones(3), n_bins=0)
     with pytest.raises(ValueError, match="equal length"):
         bins_from_confidence(torch.rand(3), torch.ones(2))
+
+
+def test_a_perplexity_too_large_for_a_float_is_infinite_not_an_overflow():
+    """A prediction that puts e^-2000 on its target: NLL 2000 nats, perplexity e^2000 = inf."""
+    logits = torch.tensor([[[0.0, -2000.0, -1.0]]])  # (T=1, B=1, V=3)
+    acc = TokenAccumulator()
+    acc(torch.tensor([[1]]), torch.log_softmax(logits, -1), None)
+    report = report_from_accumulator(acc, None)
+    assert report.nll == pytest.approx(2000.0 + math.log(1 + math.exp(-1.0)), rel=1e-6)
+    assert report.perplexity == math.inf
+    assert report.metrics()["perplexity"] == math.inf

@@ -1,9 +1,11 @@
 """Dynamic evaluation: each window scored before it adapts the weights, and nothing else."""
 
+import math
+
 import pytest
 import torch
 
-from bayesrnn.inference import dynamic_evaluate, evaluate_stream, make_guide
+from bayesrnn.inference import DynamicEvaluation, dynamic_evaluate, evaluate_stream, make_guide
 from bayesrnn.models import LanguageModel, ScaleMixturePrior
 
 BPTT, BATCH = 6, 2
@@ -92,3 +94,8 @@ def test_a_batch_first_model_adapts_exactly_as_the_time_major_one():
     b = dynamic_evaluate(batch_first, guide_bf, stream, lr=0.5, batch_size=BATCH, bptt=BPTT)
     assert len(a.window_nll) == 17 and b.tokens == a.tokens
     assert b.window_nll == pytest.approx(a.window_nll, rel=1e-5)
+
+
+def test_a_perplexity_too_large_for_a_float_is_infinite():
+    assert DynamicEvaluation(nll=3000.0, tokens=2, lr=0.1).perplexity == math.inf
+    assert DynamicEvaluation(nll=3.0, tokens=2, lr=0.1).perplexity == pytest.approx(math.exp(1.5))

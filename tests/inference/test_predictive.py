@@ -207,3 +207,22 @@ def test_shared_weight_draws_carry_each_draws_state_in_one_wide_call(draws_per_b
         on_window=lambda *args: None,
     )
     assert mc.perplexity == pytest.approx(mean.perplexity, rel=1e-5)
+
+
+def test_safe_exp_is_inf_past_the_float_range_and_exp_within_it():
+    from bayesrnn.inference import safe_exp
+
+    assert safe_exp(0.0) == 1.0
+    assert safe_exp(709.0) == math.exp(709.0)
+    assert safe_exp(710.0) == math.inf and safe_exp(1e300) == math.inf
+    assert safe_exp(math.inf) == math.inf and safe_exp(-math.inf) == 0.0
+    assert math.isnan(safe_exp(math.nan))
+
+
+def test_a_stream_perplexity_too_large_for_a_float_is_infinite():
+    from bayesrnn.inference import StreamEvaluation
+
+    assert StreamEvaluation(nll=5.9e6, tokens=1).perplexity == math.inf
+    assert StreamEvaluation(nll=1.0, tokens=4, extra_kl=1.0).perplexity == pytest.approx(
+        math.exp(0.5)
+    )
