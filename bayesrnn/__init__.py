@@ -1,3 +1,25 @@
-"""bayesrnn: Bayesian recurrent neural networks in Pyro."""
+"""bayesrnn: Bayesian recurrent neural networks in Pyro.
+
+``bayesrnn.load_run(path)`` opens a trained run directory; the library lives in
+``bayesrnn.models``, ``bayesrnn.inference``, ``bayesrnn.evaluation`` and ``bayesrnn.data``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["TrainedRun", "__version__", "load_run"]
+
+if TYPE_CHECKING:
+    from bayesrnn.trained_run import TrainedRun, load_run
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: ``import bayesrnn`` (and the CLI's --help) stays free of torch.
+    if name in ("load_run", "TrainedRun"):
+        from bayesrnn import trained_run
+
+        return getattr(trained_run, name)
+    raise AttributeError(f"module 'bayesrnn' has no attribute {name!r}")

@@ -65,7 +65,7 @@ class ClassifierTrainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         with torch.no_grad():  # autoguides create their parameters on the first call
-            self.guide(*(t.to(self.device) for t in first_batch(self.s.config, self.s.corpus)))
+            self.guide(*(t.to(self.device) for t in first_batch(self.s.config)))
         optimiser_class = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
         self.optimizer = optimiser_class(
             self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay

@@ -1,7 +1,9 @@
 """The ``bayesrnn`` command: train and evaluate Bayesian RNNs from the shell.
 
-Subcommands: ``run`` (train, evaluate, export), ``train``, ``evaluate``, ``export``, ``presets``
-and ``download``. Mistakes a user can fix end in one line on stderr and exit status 2.
+Subcommands: ``run`` (train, evaluate, export), ``train``, ``evaluate``, ``export``, ``score``,
+``presets`` and ``download``. Every fault a user can fix (settings, data, files, the OS refusing
+a write) ends in one line on stderr and exit status 2, Ctrl-C in one line and status 130; only
+bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ sentence classification (rt-polarity):
   bayesrnn run --preset gal-polarity --data-dir ~/data
 
 after a run:
-  bayesrnn evaluate --out bayesrnn-run --samples 100
-  bayesrnn export --out bayesrnn-run    write posterior.nc (ArviZ) again
+  bayesrnn evaluate --out bayesrnn-run --samples 100    (a new eval-N/ folder in the run)
+  bayesrnn export --out bayesrnn-run    write the ArviZ file again (posterior-N.nc)
+  bayesrnn score --out bayesrnn-run notes.txt           perplexity of any text under the model
 
 A run killed part-way resumes from its last checkpoint when the same command is run again.
 """
@@ -188,13 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a trained run directory (metrics.json and plots)",
-        description="Rebuild the model and guide from DIR/config.toml and DIR/checkpoint.pt and "
-        "evaluate them; only evaluation.* settings may change.",
+        description="Rebuild the model and guide from DIR/config.toml, DIR/vocab.json and "
+        "DIR/checkpoint.pt and evaluate them; only evaluation.* settings may change. A run that "
+        "has metrics.json gets the new results in DIR/eval-2/, eval-3/, ... (--force: in place).",
         epilog="example:\n  bayesrnn evaluate --out bayesrnn-run --samples 100 "
         "--set evaluation.split=valid",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_dir_options(evaluate)
+    evaluate.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite the run's metrics.json and plots (default: write to a new eval-N/)",
+    )
     evaluate.add_argument("--samples", type=int, metavar="S", help="evaluation.mc_samples")
     evaluate.add_argument(
         "--dynamic-eval",
@@ -222,8 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_dir_options(export)
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite posterior.nc (default: write posterior-2.nc, ... when it exists)",
+    )
     export.add_argument("--samples", type=int, metavar="S", help="evaluation.export_samples")
     export.set_defaults(handler=_cmd_export)
+
+    score = commands.add_parser(
+        "score",
+        help="perplexity and predictive entropy of a text file under a trained language model",
+        description="Read FILE with the run's tokenizer and vocabulary (one <eos> per non-blank "
+        "line) and print its perplexity and mean predictive entropy, with the posterior mean "
+        "(default) or S posterior draws. Writes nothing.",
+        epilog="example:\n  bayesrnn score --out bayesrnn-run notes.txt --samples 10",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_argument("file", metavar="FILE", help="a UTF-8 text file")
+    score.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="the run directory")
+    score.add_argument(
+        "--samples", type=int, default=0, metavar="S", help="posterior draws (0: posterior mean)"
+    )
+    score.add_argument("--device", help="cpu, cuda, ... (default: the run's, else cpu)")
+    score.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    score.set_defaults(handler=_cmd_score)
 
     presets = commands.add_parser(
         "presets",
@@ -324,16 +356,50 @@ def _run_dir_overrides(args: argparse.Namespace, samples_key: str) -> dict[str, 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bayesrnn.job import evaluate_run
 
-    metrics = evaluate_run(args.out, _run_dir_overrides(args, "mc_samples"), log=_log(args))
-    print(summarise(metrics, args.out))
+    metrics = evaluate_run(
+        args.out, _run_dir_overrides(args, "mc_samples"), log=_log(args), force=args.force
+    )
+    print(summarise(metrics, metrics.get("written_to", args.out)))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from bayesrnn.job import export_run
 
-    path = export_run(args.out, _run_dir_overrides(args, "export_samples"), log=_log(args))
+    path = export_run(
+        args.out, _run_dir_overrides(args, "export_samples"), log=_log(args), force=args.force
+    )
     print(f"wrote {path}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from bayesrnn.config import ConfigError
+    from bayesrnn.trained_run import load_run
+
+    if args.samples < 0:
+        raise ConfigError(f"--samples must be >= 0, got {args.samples}")
+    path = Path(args.file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte offset {error.start})") from None
+    run = load_run(args.out, device=args.device)
+    if len(text.split()) == 0:
+        raise ConfigError(f"{path} holds no text to score")
+    score = run.score_text(text, num_samples=args.samples)
+    result = {"file": str(path), **score.to_dict()}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        how = "posterior mean" if not args.samples else f"MC, {args.samples} samples"
+        print(
+            f"{path}: perplexity {_fmt(score.perplexity)} over {score.tokens} predicted tokens "
+            f"({how}); mean predictive entropy {_fmt(result['mean_entropy'])} nats"
+        )
     return 0
 
 
@@ -434,35 +500,60 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
 
 
 def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+        return f"{where}: {error.strerror}"
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Faults a user can fix: the package's own errors, and the OS refusing a file."""
+    from bayesrnn.config import ConfigError
+    from bayesrnn.data import ChecksumError, DataError, DataNotFoundError, DownloadError
+    from bayesrnn.inference import NonFiniteLossError
+    from bayesrnn.inference.checkpoint import CheckpointError
+    from bayesrnn.job import JobError
+
+    return (
+        ConfigError,
+        JobError,
+        DataError,
+        DataNotFoundError,
+        ChecksumError,
+        DownloadError,
+        CheckpointError,
+        NonFiniteLossError,
+        OSError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesrnn`` console script; returns the exit status."""
-    parser = build_parser()
+    command = "bayesrnn"
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as done:  # --help, --version and usage errors (already printed)
-        return done.code if isinstance(done.code, int) else 2
-    if args.command is None:
-        parser.print_help()
-        return 0
-    from bayesrnn.config import ConfigError
-    from bayesrnn.data import ChecksumError, DataNotFoundError, DownloadError
-    from bayesrnn.inference import NonFiniteLossError
-    from bayesrnn.job import JobError
-
-    try:
-        return args.handler(args)
-    except (ConfigError, JobError, DataNotFoundError, ChecksumError, DownloadError) as error:
-        print(f"bayesrnn {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"bayesrnn {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return 1
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, --version and usage errors (already printed)
+            return done.code if isinstance(done.code, int) else 2
+        if args.command is None:
+            parser.print_help()
+            return 0
+        command = f"bayesrnn {args.command}"
+        try:
+            return args.handler(args)
+        except _user_errors() as error:
+            print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
+        resumable = command in ("bayesrnn run", "bayesrnn train")
         print(
-            "interrupted; run the same command again to resume from the last checkpoint",
+            f"{command}: interrupted"
+            + (
+                "; run the same command again to resume from the last checkpoint"
+                if resumable
+                else ""
+            ),
             file=sys.stderr,
         )
         return 130

@@ -15,15 +15,16 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 import types
 import typing
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayesrnn.data.atomic import atomic_write
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
 from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.trainer import TrainerConfig
@@ -301,6 +302,21 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
+        _check_trainer(self.trainer)
+
+
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+
+
+def _check_trainer(trainer: TrainerConfig) -> None:
+    """What TrainerConfig leaves to the run: a seed torch accepts, a device name torch knows."""
+    seed = trainer.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"trainer.seed must be an integer in [0, 2**32), got {seed!r}")
+    if not isinstance(trainer.device, str) or not _DEVICE.fullmatch(trainer.device):
+        raise ConfigError(
+            f"trainer.device must be cpu, cuda, cuda:N or mps, got {trainer.device!r}"
+        )
 
 
 # --- presets ------------------------------------------------------------------------------------
@@ -748,7 +764,9 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError as error:
         raise ConfigError(f"config file not found: {path}") from error
-    except tomllib.TOMLDecodeError as error:
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; --config takes a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
 
 
@@ -856,23 +874,8 @@ def dumps_toml(config: RunConfig, header: str = "") -> str:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
-
-    A reader never sees half a file. The file is created with mode 0o666 less the umask, like
-    any file the user writes (``tempfile.mkstemp`` would force 0o600).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` (UTF-8) whole or not at all, with the umask's permissions."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def write_config(config: RunConfig, path: str | os.PathLike[str], header: str = "") -> Path:

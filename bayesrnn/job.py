@@ -26,6 +26,7 @@ from bayesrnn import __version__
 from bayesrnn.classifier_job import ClassifierTrainer, evaluate_classifier
 from bayesrnn.config import ConfigError, RunConfig, apply_values, config_to_dict, write_config
 from bayesrnn.data import pad_batch
+from bayesrnn.data.atomic import temporary_path
 from bayesrnn.evaluation import (
     plot_elbo_trace,
     plot_entropy_histograms,
@@ -40,6 +41,7 @@ from bayesrnn.inference.trainer import History
 from bayesrnn.job_setup import (
     Log,
     Setup,
+    check_fits,
     padding_id,
     quiet_log,
     restore,
@@ -48,7 +50,17 @@ from bayesrnn.job_setup import (
     stderr_log,
 )
 from bayesrnn.models import weight_sites
-from bayesrnn.run_dir import JobError, RunDir, check_run_dir, read_run_config, write_json
+from bayesrnn.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
+from bayesrnn.run_dir import (
+    JobError,
+    RunDir,
+    check_run_dir,
+    free_name,
+    read_json,
+    read_run_config,
+    write_json,
+)
+from bayesrnn.run_lock import lock_run_dir
 
 __all__ = [
     "JobError",
@@ -185,8 +197,8 @@ def no_export_reason(config: RunConfig) -> str | None:
     return None
 
 
-def export_posterior(s: Setup, history: dict | None, run: RunDir, log: Log) -> Path | None:
-    """Write ``posterior.nc`` (an ArviZ DataTree) from the trained model on the evaluation split.
+def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Path | None:
+    """Write ``path`` (an ArviZ DataTree) from the trained model on the evaluation split.
 
     Held-out data: its log-likelihood compares guides; for PSIS-LOO of the approximate posterior
     export the training data instead (see ``bayesrnn.evaluation.arviz_export``).
@@ -201,7 +213,7 @@ def export_posterior(s: Setup, history: dict | None, run: RunDir, log: Log) -> P
     device = torch.device(s.config.trainer.device)
     guide = s.guide
     seed_everything(s.config.trainer.seed + 2)
-    log(f"exporting {ev.export_samples} posterior samples to {run.posterior}")
+    log(f"exporting {ev.export_samples} posterior samples to {path}")
     if s.config.task == "classify":
         split = getattr(s.corpus, ev.split)
         tokens, lengths = pad_batch(split.sequences, pad_id=padding_id(s.corpus))
@@ -226,14 +238,15 @@ def export_posterior(s: Setup, history: dict | None, run: RunDir, log: Log) -> P
             bptt=s.config.trainer.bptt,
             history=history,
         )
-    tmp = run.root / f".posterior.{os.getpid()}.{time.time_ns()}.nc.tmp"
+    tmp = temporary_path(path)
     try:
         tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, run.posterior)
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return run.posterior
+    return path
+
 
 
 def _training_summary(history: dict) -> dict:
@@ -287,8 +300,9 @@ def _evaluate(s: Setup, history: dict, run: RunDir, log: Log, export: bool) -> d
     export_error = None
     if export and s.config.evaluation.export:
         try:
-            if export_posterior(s, history, run, log) is not None:
-                files.append(run.posterior.name)
+            written = export_posterior(s, history, free_name(run.posterior), log)
+            if written is not None:
+                files.append(written.name)
         except (ValueError, RuntimeError, OSError) as error:  # keep the evaluation regardless
             export_error = " ".join(str(error).split())
             log(f"warning: posterior.nc not written: {export_error}")
@@ -316,32 +330,77 @@ def _evaluate(s: Setup, history: dict, run: RunDir, log: Log, export: bool) -> d
 # --- entry points -------------------------------------------------------------------------------
 
 
+def _needed_splits(config: RunConfig, *, train: bool, evaluate: bool) -> tuple[str, ...]:
+    """The splits a step reads: their data must be the run's, and big enough."""
+    splits = ("train", "valid") if train else ()
+    if evaluate:
+        ev = config.evaluation
+        splits += (ev.split,)
+        if config.task == "lm" and config.guide.is_gaussian and ev.pruning:
+            splits += ("valid",)
+    return tuple(dict.fromkeys(splits))
+
+
+def _saved_data(run: RunDir, s_config: RunConfig, log: Log) -> RunData | None:
+    saved = read_run_data(run)
+    if saved is None and run.checkpoint.is_file():
+        log(
+            f"note: {run.root} has no vocab.json (written by an older bayesrnn); the vocabulary "
+            "is rebuilt from the data"
+        )
+    return saved
+
+
+def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
+    """Load the data (with the run's vocabulary once it has one) and build the model, checking
+    the data against the run's fingerprint: all before anything is written."""
+    saved = _saved_data(run, config, log) if run.checkpoint.is_file() else None
+    s = setup(config, log, None if saved is None else saved.vocabulary)
+    check_fits(config, s.corpus, needed)
+    if saved is not None:
+        changed = check_data(saved, s.corpus, needed, run)
+        if changed:
+            log(f"note: the {', '.join(changed)} split(s) changed since training; not used here")
+    return s, saved
+
+
 def run_job(
     config: RunConfig, out: str | os.PathLike[str], *, evaluate: bool = True, log: Log = stderr_log
 ) -> dict:
     """Train (resuming a killed run in ``out``), then evaluate and export unless ``evaluate`` is
-    False. Returns the metrics (or the training summary)."""
+    False. Returns the metrics (or the training summary). A finished run is not evaluated again:
+    its ``metrics.json`` is returned as it is (``evaluate_run`` makes a new evaluation)."""
     run = RunDir(Path(out).expanduser())
-    s = setup(config, log)  # data and model first: a bad config writes nothing
-    check_run_dir(run.root, config)
-    run.root.mkdir(parents=True, exist_ok=True)
-    if not run.config.is_file():
-        write_config(config, run.config, header=f"bayesrnn {__version__} resolved config")
-    began = time.perf_counter()
-    if config.task == "classify":
-        history = ClassifierTrainer(s, run.checkpoint).fit(log)
-    else:
-        history = train_language_model(s, run, log)
-    log(f"training finished in {time.perf_counter() - began:.1f} s")
-    write_json(run.history, history)
-    if not evaluate:
-        plot_elbo_trace(history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"])
-        return {"training": _training_summary(history)}
-    return _evaluate(s, history, run, log, export=True)
+    check_run_dir(run.root, config)  # a clashing directory is refused before any work
+    if evaluate and run.metrics.is_file():
+        log(
+            f"{run.root} is a finished run; its results are in {run.metrics} "
+            "(bayesrnn evaluate makes a new evaluation)"
+        )
+        return read_json(run.metrics)
+    s, saved = _prepare(config, run, _needed_splits(config, train=True, evaluate=evaluate), log)
+    with lock_run_dir(run.root, "bayesrnn run" if evaluate else "bayesrnn train"):
+        check_run_dir(run.root, config)  # again, now that no other process can write here
+        if run.checkpoint.is_file():
+            restore(s, run)  # a corrupt or foreign checkpoint is refused before training
+        if not run.config.is_file():
+            write_config(config, run.config, header=f"bayesrnn {__version__} resolved config")
+        if saved is None:
+            write_run_data(run, run_data_of(s.corpus, config.task))
+        began = time.perf_counter()
+        if config.task == "classify":
+            history = ClassifierTrainer(s, run.checkpoint).fit(log)
+        else:
+            history = train_language_model(s, run, log)
+        log(f"training finished in {time.perf_counter() - began:.1f} s")
+        write_json(run.history, history)
+        if not evaluate:
+            plot_elbo_trace(history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"])
+            return {"training": _training_summary(history)}
+        return _evaluate(s, history, run, log, export=True)
 
 
-def _load_run(out: str | os.PathLike[str], overrides: dict | None, log: Log):
-    run = RunDir(Path(out).expanduser())
+def _run_config(run: RunDir, overrides: dict | None) -> RunConfig:
     config = read_run_config(run)
     if overrides:
         unknown = sorted(set(overrides) - {"evaluation", "trainer"})
@@ -352,32 +411,79 @@ def _load_run(out: str | os.PathLike[str], overrides: dict | None, log: Log):
                 "training are fixed by the run"
             )
         config = apply_values(config, overrides, "command line")
-    s = setup(config, log)
+    return config
+
+
+def _load_run(run: RunDir, overrides: dict | None, log: Log, *, evaluate: bool):
+    config = _run_config(run, overrides)
+    if not run.checkpoint.is_file():
+        raise JobError(f"{run.root} has no checkpoint.pt: train it first (bayesrnn train/run)")
+    s, _ = _prepare(config, run, _needed_splits(config, train=False, evaluate=evaluate), log)
     payload = restore(s, run)
     history = payload["history"]
     history = history.to_dict() if isinstance(history, History) else dict(history)
-    return run, s, payload, history
+    return s, payload, history
+
+
+def _new_evaluation_dir(run: RunDir, force: bool) -> RunDir:
+    """Where an evaluation writes: the run itself the first time (or with ``force``), else a
+    fresh ``eval-N`` folder, so earlier results are never overwritten."""
+    if force or not run.metrics.exists():
+        return run
+    number = 2
+    while (run.root / f"eval-{number}").exists():
+        number += 1
+    return RunDir(run.root / f"eval-{number}")
 
 
 def evaluate_run(
-    out: str | os.PathLike[str], overrides: dict | None = None, *, log: Log = stderr_log
+    out: str | os.PathLike[str],
+    overrides: dict | None = None,
+    *,
+    log: Log = stderr_log,
+    force: bool = False,
 ) -> dict:
-    """Re-evaluate a trained run directory (``evaluation.*`` settings may be overridden)."""
-    run, s, payload, history = _load_run(out, overrides, log)
-    _warn_unfinished(s.config, payload, log)
-    return _evaluate(s, history, run, log, export=False)
+    """Re-evaluate a trained run directory (``evaluation.*`` settings may be overridden).
+
+    The first evaluation writes ``metrics.json`` and the plots into the run; later ones go to a
+    new ``eval-2``, ``eval-3``, ... folder inside it, unless ``force`` overwrites the first.
+    Returns the metrics, with ``"written_to"`` naming the folder.
+    """
+    run = RunDir(Path(out).expanduser())
+    s, payload, history = _load_run(run, overrides, log, evaluate=True)
+    with lock_run_dir(run.root, "bayesrnn evaluate"):
+        _warn_unfinished(s.config, payload, log)
+        target = _new_evaluation_dir(run, force)
+        target.root.mkdir(exist_ok=True)
+        try:
+            metrics = _evaluate(s, history, target, log, export=False)
+        except BaseException:
+            if target.root != run.root and not any(target.root.iterdir()):
+                target.root.rmdir()
+            raise
+    metrics["written_to"] = str(target.root)
+    return metrics
 
 
 def export_run(
-    out: str | os.PathLike[str], overrides: dict | None = None, *, log: Log = stderr_log
+    out: str | os.PathLike[str],
+    overrides: dict | None = None,
+    *,
+    log: Log = stderr_log,
+    force: bool = False,
 ) -> Path:
-    """Write ``posterior.nc`` for a trained run directory."""
-    reason = no_export_reason(read_run_config(RunDir(Path(out).expanduser())))
+    """Write ``posterior.nc`` for a trained run directory (``posterior-2.nc``, ... when one is
+    already there, unless ``force`` overwrites it)."""
+    run = RunDir(Path(out).expanduser())
+    reason = no_export_reason(_run_config(run, overrides))
     if reason is not None:
         raise JobError(f"nothing to export: {reason}")
-    run, s, payload, history = _load_run(out, overrides, log)
-    _warn_unfinished(s.config, payload, log)
-    return export_posterior(s, history, run, log)
+    s, payload, history = _load_run(run, overrides, log, evaluate=False)
+    with lock_run_dir(run.root, "bayesrnn export"):
+        _warn_unfinished(s.config, payload, log)
+        return export_posterior(
+            s, history, run.posterior if force else free_name(run.posterior), log
+        )
 
 
 def _warn_unfinished(config: RunConfig, payload: dict, log: Log) -> None:

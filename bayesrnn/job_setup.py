@@ -19,13 +19,15 @@ from bayesrnn.data import (
     ClassificationSplit,
     DataNotFoundError,
     LanguageCorpus,
-    classification_batches,
+    Vocabulary,
     load_embedded_corpus,
     load_polarity,
     load_ptb,
     load_text,
+    reencode_corpus,
 )
 from bayesrnn.inference import load_checkpoint, make_guide
+from bayesrnn.inference.checkpoint import CheckpointError
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
 from bayesrnn.models.priors import brnn_ptb_prior
 from bayesrnn.run_dir import JobError, RunDir
@@ -111,7 +113,8 @@ def build_prior(config: RunConfig):
     return None
 
 
-def build_model(config: RunConfig, corpus) -> torch.nn.Module:
+def build_model(config: RunConfig, vocab_size: int, n_classes: int | None) -> torch.nn.Module:
+    """The run's model for a vocabulary of ``vocab_size`` ids (and ``n_classes`` labels)."""
     m = config.model
     options = {
         "prior": build_prior(config),
@@ -121,8 +124,8 @@ def build_model(config: RunConfig, corpus) -> torch.nn.Module:
     }
     if config.task == "classify":
         return SequenceClassifier(
-            len(corpus.vocab),
-            corpus.n_classes,
+            vocab_size,
+            n_classes,
             m.embedding_size,
             m.hidden_size,
             m.num_layers,
@@ -131,7 +134,7 @@ def build_model(config: RunConfig, corpus) -> torch.nn.Module:
             **options,
         )
     return LanguageModel(
-        corpus.vocab_size,
+        vocab_size,
         m.embedding_size,
         m.hidden_size,
         m.num_layers,
@@ -145,22 +148,44 @@ def build_guide(config: RunConfig, model: torch.nn.Module):
     return make_guide(config.guide.name, model, **config.guide.options())
 
 
-def first_batch(config: RunConfig, corpus) -> tuple:
+def first_batch(config: RunConfig) -> tuple:
+    """A two-step batch of id 0 to call a guide once (autoguides build their parameters then;
+    only the shapes of the weight sites matter, which the data does not change)."""
+    tokens = torch.zeros(2, 2, dtype=torch.long)
     if config.task == "classify":
-        split = corpus.train
-        tokens, lengths, labels = next(
-            classification_batches(
-                split.sequences[:2], split.labels[:2], 2, pad_id=padding_id(corpus)
-            )
-        )
-        return tokens, labels, lengths
-    stream = corpus.train[:3]
-    return stream[:2].unsqueeze(1), stream[1:3].unsqueeze(1)
+        return tokens, torch.zeros(2, dtype=torch.long), torch.full((2,), 2)
+    return tokens, tokens.clone()
 
 
 def padding_id(corpus: ClassificationCorpus) -> int:
     pad = corpus.vocab.pad_id
     return 0 if pad is None else pad
+
+
+def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
+    """Refuse batch and window sizes the data cannot fill, before anything is written."""
+    tr = config.trainer
+    for split in splits:
+        part = getattr(corpus, split)
+        items = part.numel() if isinstance(part, torch.Tensor) else len(part)
+        if split == "test" and config.evaluation.max_tokens is not None:
+            items = min(items, config.evaluation.max_tokens)
+        if items == 0:
+            raise ConfigError(f"the {split} split of the data is empty")
+        if config.task == "classify":
+            continue
+        batch = tr.batch_size if split == "train" else tr.eval_batch_size
+        steps = items // batch
+        needed = tr.bptt + 1 if split == "train" else 2
+        if steps < needed:
+            key = "batch_size" if split == "train" else "eval_batch_size"
+            raise ConfigError(
+                f"the {split} split has {items} tokens: cut into trainer.{key}={batch} parallel "
+                f"sequences that is {steps} steps each, fewer than the {needed} that "
+                + (f"trainer.bptt={tr.bptt} needs" if split == "train" else "evaluation needs")
+                + f"; lower trainer.{key}"
+                + (" or trainer.bptt" if split == "train" else "")
+            )
 
 
 @dataclass
@@ -173,35 +198,78 @@ class Setup:
     guide: Any
 
 
-def setup(config: RunConfig, log: Log) -> Setup:
-    """Load data and build model and guide; a bad combination is a ConfigError."""
+def check_device(config: RunConfig) -> None:
     device = config.trainer.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}, but torch sees no CUDA device on this machine")
-    corpus = load_data(config)
-    log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
+
+
+def build(config: RunConfig, vocab_size: int, n_classes: int | None) -> tuple:
+    """Model and guide, seeded by the config; a bad combination is a ConfigError."""
+    check_device(config)
     seed_everything(config.trainer.seed)
     try:
-        model = build_model(config, corpus)
+        model = build_model(config, vocab_size, n_classes)
         guide = build_guide(config, model)
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error
+    except (RuntimeError, MemoryError) as error:  # e.g. hidden_size=10**10
+        if isinstance(error, RuntimeError) and "alloc" not in str(error).lower():
+            raise
+        raise ConfigError(
+            f"the model does not fit in memory (model.hidden_size={config.model.hidden_size}, "
+            f"model.embedding_size={config.model.embedding_size}, vocabulary {vocab_size})"
+        ) from None
+    return model, guide
+
+
+def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> Setup:
+    """Load data (encoded with ``vocabulary`` when given, a trained run's) and build model and
+    guide; a bad combination is a ConfigError."""
+    check_device(config)
+    corpus = load_data(config)
+    if vocabulary is not None:
+        corpus = reencode_corpus(corpus, vocabulary)
+    log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
+    model, guide = build(config, len(corpus.vocab), getattr(corpus, "n_classes", None))
     return Setup(config, corpus, model, guide)
 
 
 def restore(s: Setup, run: RunDir) -> dict:
-    """Load the trained model and guide from the run's checkpoint; returns the checkpoint."""
+    """Load the trained model and guide from the run's checkpoint; returns the checkpoint.
+
+    A checkpoint of another model, a foreign file or one holding non-finite parameters (a
+    diverged run) is a :class:`CheckpointError` that says what to do.
+    """
     if not run.checkpoint.is_file():
         raise JobError(f"{run.root} has no checkpoint.pt: train it first (bayesrnn train/run)")
     device = torch.device(s.config.trainer.device)
     payload = load_checkpoint(run.checkpoint, map_location=device)
     s.model.to(device)
+    try:
+        if isinstance(s.guide, torch.nn.Module):
+            s.guide.to(device)
+            if s.config.guide.name.startswith("auto_"):
+                # Autoguides create their parameters on their first call.
+                with torch.no_grad():
+                    s.guide(*(t.to(device) for t in first_batch(s.config)))
+            s.guide.load_state_dict(payload["guide"])
+        s.model.load_state_dict(payload["model"])
+        missing = [key for key in ("position", "history") if key not in payload]
+        if missing:  # what resume and evaluation read
+            raise KeyError(f"no {', '.join(missing)}")
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise CheckpointError(
+            f"{run.checkpoint} does not fit this run's model and guide ({type(error).__name__}: "
+            f"{reason}); delete it to train from the start, or restore it from a backup"
+        ) from None
+    tensors = [*s.model.state_dict().values()]
     if isinstance(s.guide, torch.nn.Module):
-        s.guide.to(device)
-        if s.config.guide.name.startswith("auto_"):
-            # Autoguides create their parameters on their first call.
-            with torch.no_grad():
-                s.guide(*(t.to(device) for t in first_batch(s.config, s.corpus)))
-        s.guide.load_state_dict(payload["guide"])
-    s.model.load_state_dict(payload["model"])
+        tensors += [*s.guide.state_dict().values()]
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+        raise CheckpointError(
+            f"{run.checkpoint} holds non-finite (NaN or infinite) parameters: the run diverged; "
+            "train a new run with a lower trainer.lr"
+        )
     return payload

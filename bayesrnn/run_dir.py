@@ -12,7 +12,15 @@ import torch
 
 from bayesrnn.config import RunConfig, comparable, config_from_dict, load_toml, write_text_atomic
 
-__all__ = ["JobError", "RunDir", "check_run_dir", "read_run_config", "write_json"]
+__all__ = [
+    "JobError",
+    "RunDir",
+    "check_run_dir",
+    "free_name",
+    "read_json",
+    "read_run_config",
+    "write_json",
+]
 
 
 class JobError(ValueError):
@@ -51,6 +59,27 @@ class RunDir:
     def posterior(self) -> Path:
         return self.root / "posterior.nc"
 
+    @property
+    def vocabulary(self) -> Path:
+        """The run's vocabulary, tokenizer and data fingerprint (``vocab.json``)."""
+        return self.root / "vocab.json"
+
+
+def free_name(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``stem-2.suffix``, ``stem-3...``."""
+    if not path.exists():
+        return path
+    number = 2
+    while (candidate := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
+        number += 1
+    return candidate
+
+
+def _is_scratch(path: Path) -> bool:
+    """The lock file and killed writers' temporaries: not a run's content."""
+    name = path.name
+    return name == ".lock" or (name.startswith(".") and name.endswith(".tmp"))
+
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
@@ -79,7 +108,7 @@ def check_run_dir(root: Path, config: RunConfig) -> bool:
                 "the same options to resume it"
             )
         return True
-    if root.is_dir() and any(root.iterdir()):
+    if root.is_dir() and any(not _is_scratch(p) for p in root.iterdir()):
         raise JobError(
             f"{root} is not empty and holds no bayesrnn run (no config.toml); "
             "choose a new or empty --out"
@@ -91,6 +120,17 @@ def read_run_config(run: RunDir) -> RunConfig:
     if not run.config.is_file():
         raise JobError(f"{run.root} is not a bayesrnn run directory (no config.toml)")
     return config_from_dict(load_toml(run.config), str(run.config))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run; unreadable or malformed is a JobError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise JobError(
+            f"{path} is corrupt ({' '.join(str(error).split())}); delete it and run the command "
+            "that wrote it again"
+        ) from None
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -114,7 +114,8 @@ def test_run_writes_metrics_plots_posterior_checkpoint_and_config(default_run):
 
     umask = os.umask(0)
     os.umask(umask)
-    for name in ("metrics.json", "config.toml", "history.json", "posterior.nc"):
+    files = ("metrics.json", "config.toml", "history.json", "posterior.nc", "checkpoint.pt")
+    for name in (*files, "vocab.json"):
         assert (default_run / name).stat().st_mode & 0o777 == 0o666 & ~umask
     assert not [p for p in default_run.iterdir() if p.name.startswith(".")]  # no temp files
 
@@ -130,28 +131,45 @@ def test_run_writes_metrics_plots_posterior_checkpoint_and_config(default_run):
 def test_evaluate_and_export_rebuild_the_run_from_its_directory(default_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(default_run, copy)
+    first = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
     before = json.loads((copy / "metrics.json").read_text())
     code, out, err = cli(
         capsys, "evaluate", "--out", str(copy), "--samples", "3", "--quiet",
         "--set", "evaluation.reversed_text=false", "--set", "evaluation.pruning=false",
     )  # fmt: skip
     assert code == 0, err
-    after = json.loads((copy / "metrics.json").read_text())
+    # a second evaluation goes to eval-2/ and leaves every earlier file as it was
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == first
+    after = json.loads((copy / "eval-2" / "metrics.json").read_text())
     assert after["test"]["mc_samples"] == 3
+    assert (copy / "eval-2" / "reliability.png").read_bytes().startswith(PNG_MAGIC)
     # the posterior mean comes from the checkpoint, so its perplexity is unchanged
     assert after["test"]["perplexity_mean"] == pytest.approx(
         before["test"]["perplexity_mean"], rel=1e-9
     )
-    assert "test perplexity" in out
+    assert "test perplexity" in out and "eval-2" in out
+    code, _, err = cli(capsys, "evaluate", "--out", str(copy), "--samples", "3", "--quiet")
+    assert code == 0 and (copy / "eval-3" / "metrics.json").is_file(), err
+    code, _, err = cli(
+        capsys, "evaluate", "--out", str(copy), "--samples", "3", "--quiet", "--force"
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((copy / "metrics.json").read_text())["test"]["mc_samples"] == 3
+    assert not (copy / "eval-4").exists()
 
-    (copy / "posterior.nc").unlink()
     code, out, err = cli(capsys, "export", "--out", str(copy), "--samples", "3", "--quiet")
     assert code == 0, err
-    tree = xr.open_datatree(copy / "posterior.nc", engine="h5netcdf")
+    assert (copy / "posterior.nc").read_bytes() == first["posterior.nc"]
+    assert "posterior-2.nc" in out
+    tree = xr.open_datatree(copy / "posterior-2.nc", engine="h5netcdf")
     try:
         assert tree["posterior"].sizes["draw"] == 3
     finally:
         tree.close()
+    code, _, err = cli(capsys, "export", "--out", str(copy), "--samples", "3", "--force")
+    assert code == 0 and not (copy / "posterior-3.nc").exists(), err
+    assert (copy / "posterior.nc").read_bytes() != first["posterior.nc"]
+    assert not [p for p in copy.iterdir() if p.name.startswith(".")]
 
 
 def test_train_then_evaluate_equals_run(default_run, tmp_path, capsys):

@@ -1,9 +1,16 @@
 """Corpora, vocabularies, token streams and downloads (no inference or model code)."""
 
-from bayesrnn.data.checksums import ChecksumError, DataNotFoundError, sha256_file, verify_sha256
+from bayesrnn.data.checksums import (
+    ChecksumError,
+    DataError,
+    DataNotFoundError,
+    sha256_file,
+    verify_sha256,
+)
 from bayesrnn.data.corpora import LanguageCorpus, load_ptb, load_text
 from bayesrnn.data.download import DownloadError, download_file, download_polarity, download_ptb
 from bayesrnn.data.embedded import load_embedded_corpus
+from bayesrnn.data.fingerprint import corpus_fingerprint, reencode_corpus
 from bayesrnn.data.polarity import (
     ClassificationCorpus,
     ClassificationSplit,
@@ -12,15 +19,18 @@ from bayesrnn.data.polarity import (
     pad_batch,
 )
 from bayesrnn.data.streams import batchify, check_token_ids, reverse_stream
+from bayesrnn.data.tokenizers import TOKENIZERS, tokenize_text
 from bayesrnn.data.vocab import EOS, PAD, UNK, Vocabulary
 
 __all__ = [
     "EOS",
     "PAD",
+    "TOKENIZERS",
     "UNK",
     "ChecksumError",
     "ClassificationCorpus",
     "ClassificationSplit",
+    "DataError",
     "DataNotFoundError",
     "DownloadError",
     "LanguageCorpus",
@@ -28,6 +38,7 @@ __all__ = [
     "batchify",
     "check_token_ids",
     "classification_batches",
+    "corpus_fingerprint",
     "download_file",
     "download_polarity",
     "download_ptb",
@@ -36,7 +47,9 @@ __all__ = [
     "load_ptb",
     "load_text",
     "pad_batch",
+    "reencode_corpus",
     "reverse_stream",
     "sha256_file",
+    "tokenize_text",
     "verify_sha256",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "KNOWN_SHA256",
     "ChecksumError",
+    "DataError",
     "DataNotFoundError",
     "sha256_file",
     "verify_sha256",
@@ -52,6 +53,10 @@ class ChecksumError(ValueError):
 
 class DataNotFoundError(FileNotFoundError):
     """A dataset folder or file is missing; the message says where we looked and how to get it."""
+
+
+class DataError(ValueError):
+    """A data file that cannot be used as given: empty, not text, too short to split, ..."""
 
 
 def sha256_file(path: str | Path) -> str:

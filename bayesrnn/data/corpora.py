@@ -13,8 +13,9 @@ from typing import Literal
 
 from torch import Tensor
 
-from bayesrnn.data.checksums import DataNotFoundError, verify_sha256
+from bayesrnn.data.checksums import DataError, DataNotFoundError, verify_sha256
 from bayesrnn.data.streams import check_token_ids
+from bayesrnn.data.tokenizers import SPACE_SYMBOL, char_tokens, split_lines, word_tokens
 from bayesrnn.data.vocab import EOS, UNK, Vocabulary
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
 
 Level = Literal["word", "char"]
 SPLITS = ("train", "valid", "test")
-SPACE_SYMBOL = "_"  # word boundary at character level, as in Mikolov's ptb.char files
 
 _PTB_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "word": ("ptb", tuple(f"ptb.{split}.txt" for split in SPLITS)),
@@ -47,6 +47,7 @@ class LanguageCorpus:
     vocab: Vocabulary
     name: str
     level: Level
+    tokenizer: str = "whitespace"  # a key of bayesrnn.data.tokenizers.TOKENIZERS
 
     def __post_init__(self) -> None:
         _check_level(self.level)
@@ -82,43 +83,21 @@ class LanguageCorpus:
         max_vocab: int | None = None,
         min_count: int = 1,
         unk_token: str | None = UNK,
+        tokenizer: str = "whitespace",
     ) -> LanguageCorpus:
         """Close every line with ``<eos>``, build the vocabulary from ``train``, encode all."""
         streams = [_flatten(lines) for lines in (train, valid, test)]
-        vocab = Vocabulary.build(
-            streams[0], max_size=max_vocab, min_count=min_count, unk_token=unk_token
-        )
+        try:
+            vocab = Vocabulary.build(
+                streams[0], max_size=max_vocab, min_count=min_count, unk_token=unk_token
+            )
+        except ValueError as error:
+            raise DataError(f"{name}: {error}") from error
         tensors = [vocab.encode(stream) for stream in streams]
-        return cls(*tensors, vocab=vocab, name=name, level=level)
+        return cls(*tensors, vocab=vocab, name=name, level=level, tokenizer=tokenizer)
 
 
 # --- tokenisation -------------------------------------------------------------------------------
-
-
-def split_lines(text: str) -> list[str]:
-    """Split on ``\\n`` only; drop the whitespace-only tail after the final newline.
-
-    Only ``\\n`` counts: ``str.splitlines`` also breaks on NEL/U+2028 and would inflate line
-    counts. The tail rule makes ``"a\\n"`` and the ptb.char files' ``"...\\n "`` end cleanly.
-    """
-    lines = text.split("\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
-def word_tokens(line: str) -> list[str]:
-    """Whitespace tokens of a line (PTB is already tokenised)."""
-    return line.split()
-
-
-def char_tokens(line: str, space_symbol: str = SPACE_SYMBOL) -> list[str]:
-    """Characters of a line, with each whitespace run shown as one ``space_symbol``.
-
-    With the default ``_`` a literal underscore in the text shares the boundary symbol, as in
-    Mikolov's ptb.char files; pass another symbol (e.g. ``"▁"``) where underscores matter.
-    """
-    return list(space_symbol.join(line.split()))
 
 
 def _flatten(lines: Iterable[Sequence[str]]) -> list[str]:
@@ -136,8 +115,16 @@ def _check_level(level: str) -> None:
 
 def _read_text(path: Path, encoding: str = "utf-8") -> str:
     # newline="" keeps "\r" so byte-level line structure is ours to interpret.
-    with open(path, encoding=encoding, newline="") as handle:
-        return handle.read()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder where a text file was expected")
+    try:
+        with open(path, encoding=encoding, newline="") as handle:
+            return handle.read()
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not {encoding} text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); convert it to {encoding} first"
+        ) from None
 
 
 # --- Penn Treebank ------------------------------------------------------------------------------
@@ -182,7 +169,7 @@ def load_ptb(root: str | Path, level: Level = "word", verify: bool = True) -> La
     lines = [[word_tokens(line) for line in split_lines(_read_text(p))] for p in paths]
     return LanguageCorpus.from_token_lines(
         f"ptb-{level}", level, *lines, unk_token=UNK if level == "word" else None
-    )
+    )  # both levels: whitespace-separated symbols, the "whitespace" tokenizer
 
 
 # --- any plain text -----------------------------------------------------------------------------
@@ -256,7 +243,7 @@ def load_text(
         n_test = _held_out_count(len(lines), test_fraction)
         n_train = len(lines) - n_valid - n_test
         if n_train < 1:
-            raise ValueError(
+            raise DataError(
                 f"{path} has {len(lines)} non-blank lines: too few to split into "
                 f"train/valid/test with fractions {valid_fraction}/{test_fraction}"
             )
@@ -264,7 +251,11 @@ def load_text(
         valid = lines[n_train : n_train + n_valid]
         test = lines[n_train + n_valid :]
     if not train:
-        raise ValueError(f"{path}: the training split has no non-blank lines")
+        raise DataError(f"{path}: the training split has no non-blank lines")
+    if level == "char" and space_symbol != SPACE_SYMBOL:
+        tokenizer = "custom"  # not one a saved run can replay
+    else:
+        tokenizer = "whitespace" if level == "word" else "characters"
     return LanguageCorpus.from_token_lines(
         path.stem if path.is_file() else path.name,
         level,
@@ -273,4 +264,5 @@ def load_text(
         test,
         max_vocab=max_vocab,
         min_count=min_count,
+        tokenizer=tokenizer,
     )

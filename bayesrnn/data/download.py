@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bayesrnn.data.atomic import atomic_write
 from bayesrnn.data.checksums import KNOWN_SHA256, ChecksumError, sha256_file
 
 __all__ = [
@@ -95,44 +96,43 @@ def _fail(url: str, err: BaseException) -> DownloadError:
 def download_file(
     url: str, dest: str | Path, sha256: str | None = None, timeout: float = 30
 ) -> Path:
-    """Download ``url`` to ``dest`` atomically, checking ``sha256`` when given.
+    """Download ``url`` to ``dest`` atomically, checking the length the server announced
+    (``Content-Length``) and ``sha256`` when given.
 
     Streams into a temporary file in ``dest``'s folder, then ``os.replace``; on any failure the
-    temporary file is removed and ``dest`` is left as it was. Returns ``dest``.
+    temporary file is removed and ``dest`` is left as it was. Returns ``dest``. The file gets
+    the umask's permissions, like any file the user writes.
     """
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"only http(s) URLs are supported, got {url!r}")
     dest = Path(dest).expanduser()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed and moved by hand below
-        dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
-    )
-    tmp = Path(handle.name)
-    try:
-        digest = hashlib.sha256()
-        with handle:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    while chunk := response.read(_CHUNK):
-                        digest.update(chunk)
-                        handle.write(chunk)
-            except (
-                urllib.error.URLError,
-                http.client.HTTPException,
-                TimeoutError,
-                ConnectionError,
-            ) as err:
-                raise _fail(url, err) from err
-            handle.flush()
-            os.fsync(handle.fileno())
+
+    def write(handle) -> None:
+        digest, received = hashlib.sha256(), 0
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                announced = response.headers.get("Content-Length")
+                while chunk := response.read(_CHUNK):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    received += len(chunk)
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,
+            TimeoutError,
+            ConnectionError,
+        ) as err:
+            raise _fail(url, err) from err
+        if announced is not None and announced.isdigit() and int(announced) != received:
+            raise DownloadError(
+                f"download of {url} was cut short: {received} of {announced} bytes arrived; "
+                "try again"
+            )
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256.lower():
             raise ChecksumError(url, sha256, actual)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+
+    return atomic_write(dest, write)
 
 
 def _is_good(path: Path, sha256: str) -> bool:

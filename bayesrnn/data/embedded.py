@@ -9,16 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 
-from bayesrnn.data.corpora import SPACE_SYMBOL, LanguageCorpus, Level, _check_level, char_tokens
+from bayesrnn.data.corpora import LanguageCorpus, Level, _check_level
+from bayesrnn.data.tokenizers import PYDOC_TOKEN, SPACE_SYMBOL, char_tokens
 
 __all__ = ["embedded_topic_paragraphs", "load_embedded_corpus"]
 
 # reST heading underlines ("*****", "=====") and table borders ("+----+----+") are layout.
 _RULE_CHARS = frozenset("*=-~^+|# ")
 _BLANK_LINES = re.compile(r"\n\s*\n")
-# Words (letters, digits, underscores: identifiers such as __init__ stay whole), or any single
-# other non-space character (punctuation becomes its own token).
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 _HELD_OUT_FRACTION = 0.05
 
 
@@ -85,7 +83,7 @@ def load_embedded_corpus(
     """
     _check_level(level)
     paragraphs = embedded_topic_paragraphs()
-    words = {name: [_TOKEN.findall(p) for p in paras] for name, paras in paragraphs.items()}
+    words = {name: [PYDOC_TOKEN.findall(p) for p in paras] for name, paras in paragraphs.items()}
     assignment = _assign_topics({name: sum(map(len, lines)) for name, lines in words.items()})
     if level == "word":
         lines_of = words
@@ -104,4 +102,7 @@ def load_embedded_corpus(
         splits["valid"],
         splits["test"],
         max_vocab=max_vocab,
+        tokenizer=f"pydoc-{'words' if level == 'word' else 'characters'}"
+        if space_symbol == SPACE_SYMBOL
+        else "custom",
     )

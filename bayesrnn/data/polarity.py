@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from bayesrnn.data.checksums import DataNotFoundError, verify_sha256
-from bayesrnn.data.corpora import split_lines, word_tokens
+from bayesrnn.data.tokenizers import split_lines, word_tokens
 from bayesrnn.data.vocab import PAD, UNK, Vocabulary
 
 __all__ = [
@@ -53,6 +53,7 @@ class ClassificationCorpus:
     vocab: Vocabulary
     name: str
     label_names: tuple[str, ...]
+    tokenizer: str = "whitespace"  # a key of bayesrnn.data.tokenizers.TOKENIZERS
 
     @property
     def n_classes(self) -> int:

@@ -2,35 +2,56 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from bayesrnn.data.atomic import atomic_write
+
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: truncated, foreign, or of another model."""
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` to a temporary file beside ``path`` and rename it into place.
 
-    A crash mid-write leaves the previous checkpoint untouched.
+    A crash mid-write leaves the previous checkpoint untouched. A failed write (a full disk,
+    which torch reports as a ``RuntimeError`` from its zip writer) is an ``OSError`` naming the
+    file, and the temporary file is gone.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(handle) -> None:
+        try:
             torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "write failed"
+            raise OSError(f"could not write {path} (is the disk full?): {first}") from error
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
+    """Read a checkpoint; an unreadable or foreign file is a :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # truncated zip, foreign pickle, refused global, ...
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason}); delete it to train from the "
+            "start, or restore it from a backup"
+        ) from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(
+            f"{path} is not a bayesrnn checkpoint (no model state in it); delete it to train "
+            "from the start, or restore it from a backup"
+        )
+    return payload

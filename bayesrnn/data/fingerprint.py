@@ -1,0 +1,87 @@
+"""A saved vocabulary applied to freshly loaded data, and a fingerprint of each split.
+
+A trained run keeps its vocabulary; data read again later is re-encoded with it (so ids never
+re-rank when counts change), and each split's sha256 over those ids says whether the data is
+still the data the run saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import torch
+from torch import Tensor
+
+from bayesrnn.data.checksums import DataError
+from bayesrnn.data.corpora import SPLITS, LanguageCorpus
+from bayesrnn.data.polarity import ClassificationCorpus, ClassificationSplit
+from bayesrnn.data.vocab import Vocabulary
+
+__all__ = ["corpus_fingerprint", "reencode_corpus"]
+
+Corpus = LanguageCorpus | ClassificationCorpus
+
+
+def _id_map(source: Vocabulary, target: Vocabulary) -> Tensor:
+    """For every id of ``source``, its token's id in ``target`` (−1 where ``target`` has none)."""
+    unk = -1 if target.unk_id is None else target.unk_id
+    ids = [target.token_to_id(t) if t in target else unk for t in source.itos]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _mapped(ids: Tensor, table: Tensor, target: Vocabulary, source: Vocabulary, where: str):
+    out = table[ids]
+    if out.numel() and int(out.min()) < 0:
+        token = source.id_to_token(int(ids[out < 0][0]))
+        raise DataError(
+            f"{where} holds the token {token!r}, which the run's vocabulary lacks (and it has "
+            "no <unk> to map it to)"
+        )
+    return out
+
+
+def reencode_corpus(corpus: Corpus, vocab: Vocabulary) -> Corpus:
+    """``corpus`` with every split encoded by ``vocab`` instead of its own vocabulary."""
+    if corpus.vocab == vocab:
+        return corpus
+    table = _id_map(corpus.vocab, vocab)
+    name = getattr(corpus, "name", "the data")
+    if isinstance(corpus, LanguageCorpus):
+        streams = {
+            split: _mapped(getattr(corpus, split), table, vocab, corpus.vocab, f"{name} {split}")
+            for split in SPLITS
+        }
+        return dataclasses.replace(corpus, vocab=vocab, **streams)
+
+    def split_of(split: str) -> ClassificationSplit:
+        part: ClassificationSplit = getattr(corpus, split)
+        where = f"{name} {split}"
+        sequences = [_mapped(s, table, vocab, corpus.vocab, where) for s in part.sequences]
+        return ClassificationSplit(sequences, part.labels, part.source_index)
+
+    return dataclasses.replace(corpus, vocab=vocab, **{s: split_of(s) for s in SPLITS})
+
+
+def _digest_stream(stream: Tensor) -> str:
+    return hashlib.sha256(stream.to(torch.int64).cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _digest_split(split: ClassificationSplit) -> str:
+    digest = hashlib.sha256()
+    for sequence, label in zip(split.sequences, split.labels.tolist(), strict=True):
+        digest.update(torch.tensor([sequence.numel(), label], dtype=torch.int64).numpy().tobytes())
+        digest.update(sequence.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(corpus: Corpus) -> dict[str, dict[str, int | str]]:
+    """Per split: its size (tokens or examples) and the sha256 of its ids (and labels)."""
+    out = {}
+    for split in SPLITS:
+        part = getattr(corpus, split)
+        if isinstance(part, Tensor):
+            out[split] = {"items": int(part.numel()), "sha256": _digest_stream(part)}
+        else:
+            out[split] = {"items": len(part), "sha256": _digest_split(part)}
+    return out

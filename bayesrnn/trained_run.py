@@ -1,0 +1,207 @@
+"""``load_run``: a trained run directory as Python objects, to score new text with it.
+
+The model is rebuilt from ``config.toml`` and ``vocab.json`` and loaded from ``checkpoint.pt``;
+the data the run was trained on is not read again (runs written before ``vocab.json`` existed
+rebuild their vocabulary from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bayesrnn.config import RunConfig
+from bayesrnn.data import Vocabulary, pad_batch, tokenize_text
+from bayesrnn.data.tokenizers import TOKENIZERS
+from bayesrnn.evaluation.stream_report import TokenAccumulator, report_from_accumulator
+from bayesrnn.inference import evaluate_stream, predict_sequences
+from bayesrnn.job_setup import Setup, build, quiet_log, restore, seed_everything, setup
+from bayesrnn.run_data import read_run_data
+from bayesrnn.run_dir import JobError, RunDir, read_json, read_run_config
+
+__all__ = ["TextScore", "TrainedRun", "load_run"]
+
+
+@dataclass(frozen=True, eq=False)
+class TextScore:
+    """How well a run's language model predicts a text.
+
+    ``token_entropy[i]`` is the predictive entropy (nats) of the distribution that predicted
+    token ``i`` of the encoded text; NaN for tokens that were not predicted (the first token of
+    each of the parallel sequences the text is cut into, and a remainder shorter than one).
+    """
+
+    perplexity: float
+    nll: float  # nats per predicted token
+    tokens: int  # predicted tokens
+    num_samples: int  # 0: the posterior mean
+    token_entropy: Tensor = field(repr=False)
+    token_ids: Tensor = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        entropy = self.token_entropy[~torch.isnan(self.token_entropy)]
+        return {
+            "perplexity": self.perplexity,
+            "nll": self.nll,
+            "tokens": self.tokens,
+            "num_samples": self.num_samples,
+            "mean_entropy": float(entropy.mean()) if entropy.numel() else math.nan,
+        }
+
+
+class TrainedRun:
+    """A trained run: ``model``, ``guide``, ``vocabulary``, ``config`` (and ``metrics``)."""
+
+    def __init__(self, path: Path, setup_: Setup, tokenizer: str, label_names) -> None:
+        self.path = path
+        self.config: RunConfig = setup_.config
+        self.model = setup_.model
+        self.guide = setup_.guide
+        self.vocabulary: Vocabulary = setup_.corpus.vocab
+        self.tokenizer = tokenizer
+        self.label_names = label_names
+        self._setup = setup_
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainedRun({str(self.path)!r}, task={self.config.task!r}, "
+            f"model={type(self.model).__name__}, vocabulary={len(self.vocabulary)})"
+        )
+
+    @property
+    def metrics(self) -> dict | None:
+        """The run's ``metrics.json`` (None before it was evaluated)."""
+        path = RunDir(self.path).metrics
+        return read_json(path) if path.is_file() else None
+
+    def encode(self, text: str) -> Tensor:
+        """``text`` as the run's token ids: its tokenizer, one ``<eos>`` per non-blank line."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if self.tokenizer not in TOKENIZERS:
+            raise JobError(
+                f"{self.path} was trained on data read by a tokenizer bayesrnn cannot replay "
+                f"({self.tokenizer!r}); encode the text with run.vocabulary yourself"
+            )
+        lines = tokenize_text(text, self.tokenizer)
+        eos = self.vocabulary.eos_token
+        tokens = [t for line in lines for t in (*line, *((eos,) if eos else ()))]
+        try:
+            return self.vocabulary.encode(tokens)
+        except ValueError as error:
+            raise JobError(
+                f"the text cannot be encoded with the run's vocabulary: {error}"
+            ) from None
+
+    def score_text(self, text: str, num_samples: int = 0) -> TextScore:
+        """Perplexity and per-token predictive entropy of ``text`` under the language model.
+
+        ``num_samples=0`` predicts with the posterior mean, S > 0 averages S posterior draws
+        (MC). Windows and parallel sequences are the run's (``trainer.bptt``,
+        ``trainer.eval_batch_size``), so the run's own test text gives ``metrics.json``'s
+        ``test.perplexity_mean`` (when the run did not cut it with ``evaluation.max_tokens``).
+        """
+        if self.config.task != "lm":
+            raise JobError("score_text needs a language model; this run classifies: classify_text")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples must be an integer >= 0, got {num_samples!r}")
+        ids = self.encode(text)
+        if ids.numel() < 2:
+            raise ValueError(f"the text has {ids.numel()} token(s); scoring needs at least 2")
+        tr = self.config.trainer
+        batch = min(tr.eval_batch_size, ids.numel() // 2)
+        accumulator = TokenAccumulator()
+        seed_everything(tr.seed + 1)
+        evaluate_stream(
+            self.model,
+            self.guide,
+            ids,
+            batch_size=batch,
+            bptt=tr.bptt,
+            num_samples=num_samples or None,
+            on_window=accumulator,
+        )
+        ev = self.config.evaluation
+        report = report_from_accumulator(
+            accumulator, num_samples or None, ev.n_bins, ev.bin_strategy
+        )
+        steps = ids.numel() // batch
+        entropy = torch.full((ids.numel(),), math.nan, dtype=torch.float64)
+        # predictions come window by window, row-major over (step, sequence); sequence b holds
+        # ids[b*steps:(b+1)*steps], and step r predicts its token r
+        rows = report.token_entropy.reshape(steps - 1, batch)
+        positions = torch.arange(batch).unsqueeze(0) * steps + torch.arange(1, steps).unsqueeze(1)
+        entropy[positions.reshape(-1)] = rows.reshape(-1)
+        return TextScore(
+            perplexity=report.perplexity,
+            nll=report.nll,
+            tokens=report.tokens,
+            num_samples=num_samples,
+            token_entropy=entropy,
+            token_ids=ids,
+        )
+
+    def classify_text(self, text: str, num_samples: int = 0) -> Tensor:
+        """Class probabilities (lines × classes) of each non-blank line of ``text``."""
+        if self.config.task != "classify":
+            raise JobError(
+                "classify_text needs a sentence classifier; this run is a language model"
+            )
+        lines = tokenize_text(text, self.tokenizer)
+        if not lines:
+            raise ValueError("the text has no non-blank lines to classify")
+        sequences = [self.vocabulary.encode(line or [self.vocabulary.itos[0]]) for line in lines]
+        pad = self.vocabulary.pad_id or 0
+        tokens, lengths = pad_batch(sequences, pad_id=pad)
+        seed_everything(self.config.trainer.seed + 1)
+        prediction = predict_sequences(
+            self.model, self.guide, tokens, lengths, num_samples=num_samples or None
+        )
+        return prediction.log_probs.exp()
+
+
+def load_run(path: str | os.PathLike[str], device: str | None = None) -> TrainedRun:
+    """Open a trained run directory (``bayesrnn run/train --out PATH``) for scoring.
+
+    ``device`` defaults to the run's own, or the CPU where that is a GPU this machine lacks.
+    """
+    run = RunDir(Path(path).expanduser())
+    config = read_run_config(run)
+    wanted = device or config.trainer.device
+    if device is None and wanted.startswith("cuda") and not torch.cuda.is_available():
+        wanted = "cpu"
+    if wanted != config.trainer.device:
+        config = dataclasses.replace(
+            config, trainer=dataclasses.replace(config.trainer, device=wanted)
+        )
+    saved = read_run_data(run)
+    if saved is None:  # an older run: the vocabulary comes from its data
+        s = setup(config, quiet_log)
+        tokenizer = getattr(s.corpus, "tokenizer", "whitespace")
+        labels = getattr(s.corpus, "label_names", None)
+    else:
+        model, guide = build(config, len(saved.vocabulary), saved.n_classes)
+        s = Setup(config, _VocabularyOnly(saved.vocabulary), model, guide)
+        tokenizer, labels = saved.tokenizer, saved.label_names
+    restore(s, run)
+    s.model.eval()
+    if isinstance(s.guide, torch.nn.Module):
+        s.guide.eval()
+    return TrainedRun(run.root, s, tokenizer, labels)
+
+
+@dataclass(frozen=True)
+class _VocabularyOnly:
+    """Stands in for a corpus where only the vocabulary is known."""
+
+    vocab: Vocabulary
