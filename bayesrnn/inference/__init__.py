@@ -1,6 +1,7 @@
 """Guides, ELBO, KL scaling over TBPTT windows, the trainer and stream prediction."""
 
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.divergence import DivergenceError, DivergenceGuard
 from bayesrnn.inference.dynamic import DynamicEvaluation, dynamic_evaluate
 from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
 from bayesrnn.inference.guides import (
@@ -28,6 +29,8 @@ from bayesrnn.inference.trainer import History, NonFiniteLossError, TBPTTTrainer
 __all__ = [
     "GUIDES",
     "DeterministicGuide",
+    "DivergenceError",
+    "DivergenceGuard",
     "DynamicEvaluation",
     "ELBOTerms",
     "GalDropoutGuide",

@@ -9,6 +9,12 @@ start. Window c of an epoch with C windows minimises
 (Fortunato et al. 2017, eqs. 4–5): the likelihood summed over the window's B·T tokens, the KL
 through :func:`bayesrnn.inference.scaling.scale_kl`. The optimiser sees this divided by B, the
 per-sequence normalisation that Zaremba's lr = 1 and clipping at 5 assume.
+
+A run that diverges stops with :class:`NonFiniteLossError`: at once for a NaN or infinite loss,
+gradient or parameter, and as its subclass :class:`DivergenceError` when the NLL per token stays
+above ``divergence_factor`` × log V (V the vocabulary) for ``divergence_patience`` windows in a
+row. Checkpoints are written only once their weights have scored a window within that ceiling
+(or when ``fit`` returns), so a diverged run leaves the last good checkpoint on disk.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,6 +32,12 @@ from tqdm.auto import tqdm
 
 from bayesrnn.data.streams import batchify, check_token_ids
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.divergence import (
+    DivergenceError,
+    DivergenceGuard,
+    NonFiniteLossError,
+    training_stopped,
+)
 from bayesrnn.inference.elbo import window_terms
 from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, safe_exp
 from bayesrnn.inference.scaling import scale_kl
@@ -33,9 +45,14 @@ from bayesrnn.inference.tbptt import Window, detach_state, model_window, plan_wi
 
 OPTIMIZERS = ("sgd", "adam")
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is untouched."""
+__all__ = [
+    "OPTIMIZERS",
+    "DivergenceError",
+    "History",
+    "NonFiniteLossError",
+    "TBPTTTrainer",
+    "TrainerConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,8 @@ class TrainerConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    divergence_factor: float | None = 10.0  # ceiling: factor × log V nats per token; None: off
+    divergence_patience: int = 5  # windows in a row above the ceiling before training stops
 
     def __post_init__(self) -> None:
         for name in (
@@ -68,6 +87,7 @@ class TrainerConfig:
             "constant_epochs",
             "num_particles",
             "eval_batch_size",
+            "divergence_patience",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -86,6 +106,13 @@ class TrainerConfig:
             raise ValueError(f"clip_norm must be None or positive, got {self.clip_norm!r}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        factor = self.divergence_factor
+        if factor is not None and (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not (factor > 0 and math.isfinite(factor))
+        ):
+            raise ValueError(f"divergence_factor must be None or a positive number, got {factor!r}")
 
     def learning_rate(self, epoch: int) -> float:
         """Constant for ``constant_epochs`` epochs, then divided by ``lr_decay`` each epoch."""
@@ -163,6 +190,15 @@ class TBPTTTrainer:
         self._position = (0, 0)  # (epoch, next window)
         self._state = None
         self._windows: list[Window] | None = None
+        # No ceiling for a model without a vocabulary size: only non-finite losses stop it.
+        self.guard = DivergenceGuard.uniform(
+            vocab or 0,
+            config.divergence_factor,
+            config.divergence_patience,
+            unit="token",
+            steps="windows",
+        )
+        self._pending: dict | None = None  # a checkpoint waiting for its weights to score
 
     # ------------------------------------------------------------------------------------
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -189,21 +225,27 @@ class TBPTTTrainer:
             self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
         cfg = self.config
         epoch, start_window = self._position
-        while epoch < cfg.epochs:
-            if self._windows is None or start_window == 0:
-                self._windows = plan_windows(
-                    self.train_data.shape[0],
-                    cfg.bptt,
-                    variable=cfg.variable_bptt,
-                    generator=self.generator,
-                )
-                self._state = None
-            stopped = self._run_epoch(epoch, start_window)
-            if stopped:
-                break
-            epoch, start_window = epoch + 1, 0
-            self._position = (epoch, 0)
-            self.save_checkpoint()
+        self._pending = None
+        try:
+            while epoch < cfg.epochs:
+                if self._windows is None or start_window == 0:
+                    self._windows = plan_windows(
+                        self.train_data.shape[0],
+                        cfg.bptt,
+                        variable=cfg.variable_bptt,
+                        generator=self.generator,
+                    )
+                    self._state = None
+                stopped = self._run_epoch(epoch, start_window)
+                if stopped:
+                    break
+                epoch, start_window = epoch + 1, 0
+                self._position = (epoch, 0)
+                self._checkpoint_due()
+        except BaseException:
+            self._pending = None  # never vouched for: a stopped run leaves the file on disk
+            raise
+        self._write_pending()
         return self.history
 
     def _run_epoch(self, epoch: int, start_window: int) -> bool:
@@ -234,6 +276,10 @@ class TBPTTTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = window_lr
             nll, kl = self._step(inputs, targets, scale, epoch, index)
+            if self.guard.suspect:  # the pending checkpoint's weights scored above the ceiling
+                self._pending = None
+            else:
+                self._write_pending()
             self._record(nll, kl, targets.numel())
             ratio = getattr(self.guide, "diagnostics", {}).get("sharpening_step_ratio")
             if ratio is not None:
@@ -248,7 +294,7 @@ class TBPTTTrainer:
             )
             self._position = (epoch, index + 1)
             if cfg.checkpoint_every and len(self.history.elbo) % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
+                self._checkpoint_due()
         bar.close()
         elapsed = time.perf_counter() - began
         self.history.epoch_lr.append(lr)
@@ -279,30 +325,25 @@ class TBPTTTrainer:
             except ValueError as error:  # distribution validation rejects non-finite weights
                 if self._parameters_finite():
                     raise
-                raise self._diverged(where, "non-finite parameters") from error
+                raise training_stopped(where, "non-finite parameters") from error
             loss = (terms.nll + terms.kl) / (cfg.batch_size * cfg.num_particles)
             if not bool(torch.isfinite(loss)):
-                raise self._diverged(where, f"non-finite loss ({float(loss)})")
+                raise training_stopped(where, f"non-finite loss ({float(loss.detach())})")
             loss.backward()
             nll += float(terms.nll.detach()) / cfg.num_particles
             kl += float(terms.kl.detach()) / cfg.num_particles
             state = terms.result[1] if isinstance(terms.result, tuple) else None
+        self.guard.update(nll / targets.numel(), where)  # scores the weights of the last step
         max_norm = cfg.clip_norm if cfg.clip_norm is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         if not bool(torch.isfinite(grad_norm)):
-            raise self._diverged(where, "non-finite gradient")
+            raise training_stopped(where, "non-finite gradient")
         self.optimizer.step()
         self._state = detach_state(state)
         return nll, kl
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())
-
-    @staticmethod
-    def _diverged(where: str, what: str) -> NonFiniteLossError:
-        return NonFiniteLossError(
-            f"{what} at {where}; training stopped, the last checkpoint is left as it was"
-        )
 
     def _record(self, nll: float, kl: float, tokens: int) -> None:
         self.history.elbo.append(-(nll + kl))
@@ -317,11 +358,31 @@ class TBPTTTrainer:
 
     # ------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write the resumable state now (``fit`` also does every N windows and each epoch)."""
+        """Write the resumable state now.
+
+        ``fit`` also checkpoints every N windows and at each epoch's end, but writes such a
+        checkpoint only after the next window has scored its weights within the divergence
+        ceiling (or when ``fit`` returns), so a diverging run never overwrites a good one.
+        """
         if self.checkpoint_path is None:
             return
+        save_checkpoint(self.checkpoint_path, self._payload())
+
+    def _checkpoint_due(self) -> None:
+        """Keep a copy of the state now, to be written once the next window vouches for it."""
+        if self.checkpoint_path is None:
+            return
+        # Weights stepped from ones that scored above the ceiling are suspect: no copy of them.
+        self._pending = None if self.guard.suspect else _cpu_copy(self._payload())
+
+    def _write_pending(self) -> None:
+        if self._pending is not None and self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, self._pending)
+        self._pending = None
+
+    def _payload(self) -> dict:
         windows = self._windows or []
-        payload = {
+        return {
             "model": self.model.state_dict(),
             "guide": self.guide.state_dict() if isinstance(self.guide, torch.nn.Module) else {},
             "optimizer": self.optimizer.state_dict(),
@@ -333,8 +394,8 @@ class TBPTTTrainer:
             "windows": torch.tensor([[w.start, w.length] for w in windows], dtype=torch.long),
             "history": self.history.to_dict(),
             "config": asdict(self.config),
+            "divergence_streak": self.guard.streak,
         }
-        save_checkpoint(self.checkpoint_path, payload)
 
     def _restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -349,3 +410,16 @@ class TBPTTTrainer:
         self._state = payload["state"]
         self._windows = [Window(int(s), int(n)) for s, n in payload["windows"].tolist()]
         self.history = History(**payload["history"])
+        self.guard.streak = int(payload.get("divergence_streak", 0))
+
+
+def _cpu_copy(value):
+    """A copy of a checkpoint payload that later training steps cannot change (tensors on CPU:
+    a pending checkpoint costs host memory, not accelerator memory)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, Mapping):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu_copy(item) for item in value)
+    return value

@@ -1,5 +1,6 @@
 """TBPTT trainer: windows, KL split over an epoch, state carry, resume, failures, autoguides."""
 
+import math
 from fractions import Fraction
 
 import pyro
@@ -7,7 +8,9 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 
+import bayesrnn.inference.trainer as trainer_module
 from bayesrnn.inference import (
+    DivergenceError,
     GalDropoutGuide,
     MeanFieldGuide,
     NonFiniteLossError,
@@ -201,6 +204,78 @@ def test_non_finite_loss_names_epoch_and_window_and_keeps_the_checkpoint(tmp_pat
     assert (tmp_path / "ckpt.pt").read_bytes() == checkpoint
 
 
+CEILING_7 = 10 * math.log(7)  # the default ceiling for 7 tokens: 10 × a uniform guess's NLL
+
+
+def test_a_finite_divergence_stops_naming_epoch_and_window_and_keeps_the_checkpoint(tmp_path):
+    """Adam at lr 1e6 (the issue's case): finite NLLs of ~1e6 nats per token, then no crash."""
+    _fresh(tmp_path, max_windows=3, optimizer="adam", lr=0.01).fit()
+    checkpoint = (tmp_path / "ckpt.pt").read_bytes()
+    wild = _fresh(tmp_path, optimizer="adam", lr=1e6)  # checkpoint_every=1
+    # Window 4 scores the good weights and its step blows them up; windows 5 to 9 are the five
+    # in a row above the ceiling. The state after window 4 was never vouched for: not written.
+    with pytest.raises(DivergenceError, match=r"at epoch 1, window 9: .* nats per token") as error:
+        wild.fit(resume=True)
+    assert "last good checkpoint is left intact" in str(error.value)
+    assert isinstance(error.value, NonFiniteLossError)
+    per_token = [n / t for n, t in zip(wild.history.nll, wild.history.tokens, strict=True)]
+    assert len(per_token) == 8 and max(per_token[:4]) < CEILING_7 < min(per_token[4:])
+    assert all(math.isfinite(v) for v in per_token)  # a finite divergence, not a NaN
+    assert (tmp_path / "ckpt.pt").read_bytes() == checkpoint
+
+
+@pytest.mark.parametrize("patience", [1, 3])
+def test_patience_counts_the_windows_in_a_row_above_the_ceiling(tmp_path, patience):
+    _fresh(tmp_path, max_windows=3).fit()
+    checkpoint = (tmp_path / "ckpt.pt").read_bytes()
+    broken = _fresh(tmp_path, divergence_patience=patience)
+    original = broken._restore
+
+    def restore_then_blow_up(payload):
+        original(payload)
+        with torch.no_grad():  # logits in the hundreds: a large but finite NLL
+            broken.guide.loc["decoder.weight"].mul_(1e3)
+
+    broken._restore = restore_then_blow_up
+    with pytest.raises(DivergenceError, match=rf"epoch 1, window {3 + patience}: "):
+        broken.fit(resume=True)
+    assert len(broken.history.nll) == 3 + patience - 1
+    assert (tmp_path / "ckpt.pt").read_bytes() == checkpoint
+
+
+def test_checkpoints_are_written_once_the_next_window_has_scored_their_weights(tmp_path):
+    trainer = _fresh(tmp_path, max_windows=5)  # checkpoint_every=1
+    steps, writes = [], []
+    step, save = trainer._step, trainer_module.save_checkpoint
+
+    def counting_step(*args):
+        steps.append(1)
+        return step(*args)
+
+    def spy(path, payload):
+        writes.append((len(steps), payload["position"]))
+        return save(path, payload)
+
+    trainer._step = counting_step
+    trainer_module.save_checkpoint = spy
+    try:
+        trainer.fit()
+    finally:
+        trainer_module.save_checkpoint = save
+    # the state after window k is written during window k + 1; the last one when fit returns
+    assert writes == [(2, [0, 1]), (3, [0, 2]), (4, [0, 3]), (5, [0, 4]), (5, [0, 5])]
+    assert trainer_module.load_checkpoint(tmp_path / "ckpt.pt")["position"] == [0, 5]
+
+
+def test_without_a_ceiling_a_diverged_run_reports_an_infinite_perplexity():
+    model = _lm()
+    guide = MeanFieldGuide(model)
+    config = _config(optimizer="adam", lr=1e6, divergence_factor=None)
+    history = TBPTTTrainer(model, guide, STREAM[:400], STREAM[:100], config=config).fit()
+    assert history.valid_perplexity == [math.inf]  # was OverflowError: math range error
+    assert min(n / t for n, t in zip(history.nll[1:], history.tokens[1:], strict=True)) > 1e3
+
+
 def test_bad_inputs():
     model = _lm()
     guide = MeanFieldGuide(model)
@@ -214,6 +289,12 @@ def test_bad_inputs():
         _config(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr_decay"):
         _config(lr_decay=0.5)
+    for factor in (0.0, -1.0, math.inf, math.nan, "10"):
+        with pytest.raises(ValueError, match="divergence_factor"):
+            _config(divergence_factor=factor)
+    with pytest.raises(ValueError, match="divergence_patience"):
+        _config(divergence_patience=0)
+    assert _config(divergence_factor=None).divergence_factor is None
 
 
 def test_learning_rate_schedule_is_zaremba_style():
