@@ -14,6 +14,7 @@ from bayesrnn.inference import (
     GalDropoutGuide,
     MeanFieldGuide,
     NonFiniteLossError,
+    SharpenedGuide,
     TBPTTTrainer,
     TrainerConfig,
     epoch_kl_scales,
@@ -169,6 +170,25 @@ def test_a_batch_first_model_trains_exactly_as_the_time_major_one():
         )
     assert results[1].tokens == results[0].tokens
     assert results[1].perplexity == pytest.approx(results[0].perplexity, rel=1e-5)
+
+
+def test_a_batch_first_model_trains_and_scores_sharpened_as_the_time_major_one():
+    """Posterior sharpening runs the model inside the guide, on the targets: same layout rule."""
+    torch.manual_seed(0)
+    time_major = _lm(vocab=12, hidden=8)
+    batch_first = _lm(vocab=12, hidden=8, batch_first=True)
+    batch_first.load_state_dict(time_major.state_dict())
+    guide, guide_bf = SharpenedGuide(time_major), SharpenedGuide(batch_first)
+    guide_bf.load_state_dict(guide.state_dict())
+    results = []
+    for model, g in ((time_major, guide), (batch_first, guide_bf)):
+        history = TBPTTTrainer(model, g, CYCLE[:300], config=_config(max_windows=4)).fit()
+        bound = evaluate_stream(model, g, CYCLE[:301], batch_size=3, bptt=7, sharpened=True)
+        results.append((history, bound))
+    (tm, tm_bound), (bf, bf_bound) = results
+    assert bf.nll == pytest.approx(tm.nll, rel=1e-5) and len(tm.nll) == 4
+    assert bf.sharpening_step_ratio == pytest.approx(tm.sharpening_step_ratio, rel=1e-4)
+    assert bf_bound.perplexity == pytest.approx(tm_bound.perplexity, rel=1e-5)
 
 
 def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(tmp_path):
