@@ -30,7 +30,7 @@ from bayesrnn.inference import (
     scale_kl,
     window_terms,
 )
-from bayesrnn.inference.trainer import NonFiniteLossError
+from bayesrnn.inference.divergence import DivergenceGuard, training_stopped
 from bayesrnn.job_setup import Log, Setup, first_batch, padding_id, seed_everything
 from bayesrnn.run_dir import RunDir
 
@@ -56,6 +56,13 @@ class ClassifierTrainer:
         }
         self.history |= {"epoch_lr": [], "epoch_seconds": []}
         self.position = (0, 0)
+        self.guard = DivergenceGuard.uniform(
+            s.model.num_classes,
+            self.cfg.divergence_factor,
+            self.cfg.divergence_patience,
+            unit="label",
+            steps="batches",
+        )
 
     def parameters(self) -> list[torch.nn.Parameter]:
         params = [*self.model.parameters(), *self.guide.parameters()]
@@ -116,14 +123,19 @@ class ClassifierTrainer:
             if cfg.max_windows is not None and len(self.history["elbo"]) >= cfg.max_windows:
                 bar.close()
                 return True
-            nll, kl = self._step(tokens.to(self.device), lengths, labels.to(self.device), count)
+            where = f"epoch {epoch + 1}, batch {index + 1}"
+            nll, kl = self._step(
+                tokens.to(self.device), lengths, labels.to(self.device), count, where
+            )
+            self.guard.update(nll / labels.numel(), where)
             for key, value in (("elbo", -(nll + kl)), ("nll", nll), ("kl", kl)):
                 self.history[key].append(value)
             self.history["tokens"].append(int(labels.numel()))
             bar.update(1)
             bar.set_postfix(nll=f"{nll / labels.numel():.3f}", kl=f"{kl:.4g}")
             self.position = (epoch, index + 1)
-            if cfg.checkpoint_every and len(self.history["elbo"]) % cfg.checkpoint_every == 0:
+            every = cfg.checkpoint_every
+            if every and len(self.history["elbo"]) % every == 0 and not self.guard.suspect:
                 self._checkpoint()
         bar.close()
         self.history["epoch_lr"].append(lr)
@@ -139,7 +151,7 @@ class ClassifierTrainer:
             )
         return False
 
-    def _step(self, tokens, lengths, labels, count: int) -> tuple[float, float]:
+    def _step(self, tokens, lengths, labels, count: int, where: str) -> tuple[float, float]:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         scale = 1.0 / count
@@ -150,7 +162,7 @@ class ClassifierTrainer:
             )
             loss = (terms.nll + terms.kl) / (labels.numel() * cfg.num_particles)
             if not bool(torch.isfinite(loss)):
-                raise NonFiniteLossError(f"non-finite loss ({float(loss)}); training stopped")
+                raise training_stopped(where, f"non-finite loss ({float(loss.detach())})")
             loss.backward()
             nll += float(terms.nll.detach()) / cfg.num_particles
             kl += float(terms.kl.detach()) / cfg.num_particles

@@ -15,7 +15,6 @@ Errors a user can fix (bad config, missing data, a clashing run directory) are r
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from bayesrnn.evaluation.pruning import pruning_curve
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, TrainerConfig, evaluate_stream
 from bayesrnn.inference.dynamic import dynamic_evaluate
+from bayesrnn.inference.predictive import safe_exp
 from bayesrnn.inference.trainer import History
 from bayesrnn.job_setup import (
     Log,
@@ -123,7 +123,7 @@ def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> d
         )
         # exp() of a bound this loose overflows: keep the per-token NLL bound as well
         metrics["nll_sharpened_bound"] = bound.nll_per_token
-        metrics["perplexity_sharpened_bound"] = _exp(bound.nll_per_token)
+        metrics["perplexity_sharpened_bound"] = safe_exp(bound.nll_per_token)
     if ev.dynamic_lr is not None:
         log(f"dynamic evaluation of {ev.split} (lr {ev.dynamic_lr})")
         dynamic = dynamic_evaluate(
@@ -136,7 +136,7 @@ def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> d
         )
         metrics["dynamic_lr"] = ev.dynamic_lr
         metrics["nll_dynamic"] = dynamic.nll_per_token
-        metrics["perplexity_dynamic"] = _exp(dynamic.nll_per_token)
+        metrics["perplexity_dynamic"] = safe_exp(dynamic.nll_per_token)
     files = [
         plot_reliability_diagram(report.mc.bins, run / "reliability.png", title="MC predictive")
     ]
@@ -158,11 +158,6 @@ def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> d
         )
     out["plots"] = [p.name for p in files]
     return out
-
-
-def _exp(value: float) -> float:
-    """exp, with +inf (written as null) instead of OverflowError."""
-    return math.exp(value) if value < 709.0 else math.inf
 
 
 def _pruning(s: Setup, log: Log) -> dict:
@@ -246,7 +241,6 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
         tmp.unlink(missing_ok=True)
         raise
     return path
-
 
 
 def _training_summary(history: dict) -> dict:

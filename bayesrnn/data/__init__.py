@@ -9,7 +9,7 @@ from bayesrnn.data.checksums import (
 )
 from bayesrnn.data.corpora import LanguageCorpus, load_ptb, load_text
 from bayesrnn.data.download import DownloadError, download_file, download_polarity, download_ptb
-from bayesrnn.data.embedded import load_embedded_corpus
+from bayesrnn.data.embedded import embedded_split_text, load_embedded_corpus
 from bayesrnn.data.fingerprint import corpus_fingerprint, reencode_corpus
 from bayesrnn.data.polarity import (
     ClassificationCorpus,
@@ -42,6 +42,7 @@ __all__ = [
     "download_file",
     "download_polarity",
     "download_ptb",
+    "embedded_split_text",
     "load_embedded_corpus",
     "load_polarity",
     "load_ptb",

@@ -12,7 +12,7 @@ import re
 from bayesrnn.data.corpora import LanguageCorpus, Level, _check_level
 from bayesrnn.data.tokenizers import PYDOC_TOKEN, SPACE_SYMBOL, char_tokens
 
-__all__ = ["embedded_topic_paragraphs", "load_embedded_corpus"]
+__all__ = ["embedded_split_text", "embedded_topic_paragraphs", "load_embedded_corpus"]
 
 # reST heading underlines ("*****", "=====") and table borders ("+----+----+") are layout.
 _RULE_CHARS = frozenset("*=-~^+|# ")
@@ -105,4 +105,25 @@ def load_embedded_corpus(
         tokenizer=f"pydoc-{'words' if level == 'word' else 'characters'}"
         if space_symbol == SPACE_SYMBOL
         else "custom",
+    )
+
+
+def embedded_split_text(split: str) -> str:
+    """The paragraphs of one split of the embedded corpus as text, one per line.
+
+    What ``load_run(path).score_text`` reads back into the split's exact token stream (the
+    ``pydoc-words`` / ``pydoc-characters`` tokenizers), e.g. to score a run's own test text.
+    """
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be train, valid or test, got {split!r}")
+    paragraphs = embedded_topic_paragraphs()
+    sizes = {
+        name: sum(len(PYDOC_TOKEN.findall(p)) for p in paras) for name, paras in paragraphs.items()
+    }
+    assignment = _assign_topics(sizes)
+    return "".join(
+        p + "\n"
+        for name in sorted(paragraphs)
+        if assignment[name] == split
+        for p in paragraphs[name]
     )

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from bayesrnn.data.streams import batchify, check_token_ids
+from bayesrnn.inference.predictive import safe_exp
 from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
 
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -138,7 +139,7 @@ def _stream_perplexity(model, weights: dict[str, Tensor], data: Tensor, bptt: in
         log_probs = torch.log_softmax(logits, dim=-1)
         nll -= float(log_probs.gather(-1, targets.unsqueeze(-1)).sum())
         tokens += targets.numel()
-    return math.exp(nll / tokens)
+    return safe_exp(nll / tokens)
 
 
 def pruning_curve(

@@ -41,8 +41,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError:
-        raise
+    except OSError as error:
+        if error.filename is not None:  # the file system refused: not the file's content
+            raise
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason}); delete it to train from the "
+            "start, or restore it from a backup"
+        ) from None
     except Exception as error:  # truncated zip, foreign pickle, refused global, ...
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise CheckpointError(

@@ -169,3 +169,39 @@ def test_download_polarity_verifies_members(shared_data: Path, tmp_path: Path):
         "rt-polaritydata.README.1.0.txt",
     ]
     assert load_polarity(tmp_path / "b").sizes() == {"train": 8_530, "valid": 1_066, "test": 1_066}
+
+
+class _CutShort(_QuietHandler):
+    """Announces 1000 bytes, sends 100, and closes: a transfer broken part-way."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"x" * 100)
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_a_truncated_transfer_without_a_checksum_is_refused(tmp_path: Path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/file.txt"
+        with pytest.raises(DownloadError):
+            download_file(url, tmp_path / "file.txt", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_downloads_follow_the_umask(data_url: str, tmp_path: Path):
+    import os
+
+    dest = download_file(f"{data_url}/ptb/ptb.valid.txt", tmp_path / "v.txt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask
