@@ -42,7 +42,9 @@ def test_sharpened_draw_steps_against_the_data_gradient():
     for (site, m), g in zip(mu.items(), grads, strict=True):
         expected = m.detach() - guide.eta(site).detach() * g
         torch.testing.assert_close(theta[site], expected, atol=1e-6, rtol=1e-5)
-    assert float(_nll(model, theta, tokens, targets)) < float(_nll(model, mu, tokens, targets))
+    assert float(_nll(model, theta, tokens, targets).detach()) < float(
+        _nll(model, mu, tokens, targets).detach()
+    )
 
 
 def test_training_draw_is_centred_on_the_sharpened_phi():
