@@ -16,6 +16,7 @@ Errors a user can fix (bad config, missing data, a clashing run directory) are r
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -452,8 +453,8 @@ def evaluate_run(
         try:
             metrics = _evaluate(s, history, target, log, export=False)
         except BaseException:
-            if target.root != run.root and not any(target.root.iterdir()):
-                target.root.rmdir()
+            if target.root != run.root:  # a new folder, half written: not a result
+                shutil.rmtree(target.root, ignore_errors=True)
             raise
     metrics["written_to"] = str(target.root)
     return metrics

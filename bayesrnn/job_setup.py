@@ -168,7 +168,8 @@ def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
     for split in splits:
         part = getattr(corpus, split)
         items = part.numel() if isinstance(part, torch.Tensor) else len(part)
-        if split == "test" and config.evaluation.max_tokens is not None:
+        cut = split == config.evaluation.split and config.evaluation.max_tokens is not None
+        if cut:
             items = min(items, config.evaluation.max_tokens)
         if items == 0:
             raise ConfigError(f"the {split} split of the data is empty")
@@ -185,6 +186,7 @@ def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
                 + (f"trainer.bptt={tr.bptt} needs" if split == "train" else "evaluation needs")
                 + f"; lower trainer.{key}"
                 + (" or trainer.bptt" if split == "train" else "")
+                + (" or raise evaluation.max_tokens" if cut and split != "train" else "")
             )
 
 

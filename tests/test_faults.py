@@ -461,3 +461,27 @@ def test_ctrl_c_at_any_stage_is_one_line_and_130(delay, area):
     out = area / "new"
     if out.exists():  # a rerun resumes (or starts) without complaint
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_refused_write_during_evaluation_leaves_no_half_folder(area, capsys, monkeypatch):
+    import bayesrnn.job as job_module
+
+    def refuse(path, payload):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(job_module, "write_json", refuse)
+    line = assert_fault(
+        capsys, area, ["evaluate", "--out", str(area / "run"), "--quiet"], "permission denied"
+    )
+    assert "metrics.json" in line
+    assert not (area / "run" / "eval-2").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders regardless")
+def test_a_read_only_run_directory(area, capsys):
+    run = area / "run"
+    run.chmod(0o555)
+    try:
+        assert_fault(capsys, area, ["evaluate", "--out", str(run), "--quiet"], "permission")
+    finally:
+        run.chmod(0o755)
