@@ -442,7 +442,7 @@ def test_rerunning_a_finished_run_changes_nothing(area, capsys):
     assert snapshot(area) == before
 
 
-@pytest.mark.parametrize("delay", [0.2, 1.5, 4.0])
+@pytest.mark.parametrize("delay", [0.2, 0.8, 1.5, 2.5, 4.0])
 def test_ctrl_c_at_any_stage_is_one_line_and_130(delay, area):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     argv = _run(area, "--set", "trainer.max_windows=100000", "--epochs", "50")
