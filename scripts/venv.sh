@@ -25,6 +25,6 @@ fi
 stamp="$venv/.bayesrnn-installed"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$root[dev]"
+    "$venv/bin/python" -m pip install --quiet -e "$root[dev,timeseries]"
     touch "$stamp"
 fi

@@ -19,22 +19,36 @@ def _check_stream(stream: object, name: str) -> Tensor:
 
 
 def batchify(stream: Tensor, n_sequences: int) -> Tensor:
-    """Cut a 1-D stream into ``n_sequences`` contiguous parallel sequences, time-major.
+    """Cut a stream into ``n_sequences`` contiguous parallel sequences, time-major.
 
     Column ``j`` holds tokens ``stream[j*steps:(j+1)*steps]`` with ``steps = len // n_sequences``;
     the remainder is dropped (Zaremba et al. 2014; awd-lstm). Truncated BPTT then walks down the
-    rows, carrying each column's hidden state from one window to the next.
+    rows, carrying each column's hidden state from one window to the next. A token stream is
+    1-D (ids, returned as int64, shape (steps, B)); a real-valued series is a float (N, F)
+    tensor of rows (returned as (steps, B, F), its dtype kept).
     """
-    _check_stream(stream, "stream")
+    if isinstance(stream, Tensor) and stream.is_floating_point():
+        if stream.dim() != 2:
+            raise ValueError(
+                f"a real-valued stream must be (N, F), got shape {tuple(stream.shape)}"
+            )
+    else:
+        _check_stream(stream, "stream")
     if isinstance(n_sequences, bool) or not isinstance(n_sequences, int) or n_sequences < 1:
         raise ValueError(f"n_sequences must be a positive int, got {n_sequences!r}")
-    if stream.numel() < n_sequences:
+    if stream.shape[0] < n_sequences:
         raise ValueError(
-            f"stream has {stream.numel()} tokens, fewer than n_sequences={n_sequences}"
+            f"stream has {stream.shape[0]} steps, fewer than n_sequences={n_sequences}"
         )
+    steps = stream.shape[0] // n_sequences
+    rest = stream.shape[1:]
+    if stream.is_floating_point():
+        if not bool(torch.isfinite(stream).all()):
+            raise ValueError("stream holds NaN or infinite values")
+        cut = stream[: steps * n_sequences].reshape(n_sequences, steps, *rest)
+        return cut.transpose(0, 1).contiguous()
     if int(stream.min()) < 0:
         raise ValueError(f"stream holds negative token ids (min {int(stream.min())})")
-    steps = stream.numel() // n_sequences
     return stream[: steps * n_sequences].long().view(n_sequences, steps).t().contiguous()
 
 

@@ -325,3 +325,38 @@ def predict_sequences(
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
+
+
+def observed_nll(
+    model, guide, stream: torch.Tensor, *, batch_size: int = 10, bptt: int = 35
+) -> StreamEvaluation:
+    """Posterior-mean NLL of any stream model: the negative log-density of its ``obs`` site.
+
+    For models that are not next-token classifiers (a regressor over real-valued rows): the
+    stream is cut like :func:`evaluate_stream`, the state carried, and ``tokens`` counts the
+    observed values.
+    """
+    data = batchify(stream, batch_size).to(module_device(model, guide))
+    windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
+    was_training = (model.training, guide.training)
+    model.eval()
+    guide.eval()
+    nll, count, state = 0.0, 0, None
+    try:
+        with torch.no_grad():
+            mean = None
+            for window in windows:
+                inputs, targets = model_window(model, data, window)
+                if mean is None:
+                    mean = posterior_mean(guide, inputs, targets, state=None)
+                conditioned = poutine.condition(model, data=mean)
+                trace = poutine.trace(conditioned).get_trace(inputs, targets, state=state)
+                site = trace.nodes["obs"]
+                log_p = site["fn"].log_prob(site["value"])
+                nll -= float(log_p.sum())
+                count += log_p.numel()
+                state = detach_state(trace.nodes["_RETURN"]["value"][1])
+    finally:
+        model.train(was_training[0])
+        guide.train(was_training[1])
+    return StreamEvaluation(nll, count)

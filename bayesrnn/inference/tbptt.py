@@ -61,7 +61,7 @@ def window_batch(
     end = window.start + window.length
     inputs, targets = data[window.start : end], data[window.start + 1 : end + 1]
     if batch_first:
-        return inputs.t(), targets.t()
+        return inputs.transpose(0, 1), targets.transpose(0, 1)
     return inputs, targets
 
 
@@ -80,7 +80,7 @@ def model_window(model, data: torch.Tensor, window: Window) -> tuple[torch.Tenso
 
 def to_model_layout(model, tokens: torch.Tensor) -> torch.Tensor:
     """A time-major (T, B) tensor in ``model``'s layout: (B, T) for a batch-first model."""
-    return tokens.t() if is_batch_first(model) else tokens
+    return tokens.transpose(0, 1) if is_batch_first(model) else tokens
 
 
 def time_major_logits(model, logits: torch.Tensor) -> torch.Tensor:

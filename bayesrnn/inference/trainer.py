@@ -39,7 +39,7 @@ from bayesrnn.inference.divergence import (
     training_stopped,
 )
 from bayesrnn.inference.elbo import window_terms
-from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, safe_exp
+from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, observed_nll, safe_exp
 from bayesrnn.inference.scaling import scale_kl
 from bayesrnn.inference.tbptt import Window, detach_state, model_window, plan_windows
 
@@ -136,6 +136,7 @@ class History:
     kl: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     valid_perplexity: list[float] = field(default_factory=list)
+    valid_nll: list[float] = field(default_factory=list)  # per value, real-valued streams
     epoch_lr: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
@@ -175,8 +176,9 @@ class TBPTTTrainer:
         self.model = model.to(self.device)
         self.guide = guide.to(self.device) if isinstance(guide, torch.nn.Module) else guide
         vocab = getattr(model, "vocab_size", None)
+        self._tokens = not (isinstance(train, torch.Tensor) and train.is_floating_point())
         for name, stream in (("train", train), ("valid", valid)):
-            if stream is not None and vocab is not None:
+            if stream is not None and vocab is not None and self._tokens:
                 check_token_ids(stream, vocab, name)
         self.train_data = batchify(train, config.batch_size).to(self.device)
         self.valid = valid
@@ -302,9 +304,14 @@ class TBPTTTrainer:
         self.history.tokens_per_second.append(seen / elapsed if elapsed > 0 else float("nan"))
         if self.valid is not None:
             result = self.evaluate(self.valid)
-            self.history.valid_perplexity.append(result.perplexity)
-            if cfg.progress:
-                tqdm.write(f"epoch {epoch + 1}: valid perplexity {result.perplexity:.2f}")
+            if self._tokens:
+                self.history.valid_perplexity.append(result.perplexity)
+                if cfg.progress:
+                    tqdm.write(f"epoch {epoch + 1}: valid perplexity {result.perplexity:.2f}")
+            else:
+                self.history.valid_nll.append(result.nll_per_token)
+                if cfg.progress:
+                    tqdm.write(f"epoch {epoch + 1}: valid NLL {result.nll_per_token:.4f} per value")
         return False
 
     def _step(self, inputs, targets, scale, epoch, index) -> tuple[float, float]:
@@ -352,8 +359,11 @@ class TBPTTTrainer:
         self.history.tokens.append(tokens)
 
     def evaluate(self, stream: torch.Tensor, **kwargs) -> StreamEvaluation:
-        """Posterior-mean perplexity of a stream (keyword arguments go to evaluate_stream)."""
+        """Posterior-mean perplexity of a token stream (keyword arguments go to
+        evaluate_stream), or the NLL per value of a real-valued one (``observed_nll``)."""
         options = {"batch_size": self.config.eval_batch_size, "bptt": self.config.bptt} | kwargs
+        if not self._tokens:
+            return observed_nll(self.model, self.guide, stream.to(self.device), **options)
         return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)
 
     # ------------------------------------------------------------------------------------
