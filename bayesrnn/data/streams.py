@@ -30,7 +30,8 @@ def batchify(stream: Tensor, n_sequences: int) -> Tensor:
     if isinstance(stream, Tensor) and stream.is_floating_point():
         if stream.dim() != 2:
             raise ValueError(
-                f"a real-valued stream must be (N, F), got shape {tuple(stream.shape)}"
+                "a stream is 1-D integer token ids or a real-valued (N, F) series; got a float "
+                f"tensor of shape {tuple(stream.shape)}"
             )
     else:
         _check_stream(stream, "stream")
