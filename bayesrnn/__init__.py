@@ -13,13 +13,13 @@ __version__ = "0.1.0"
 __all__ = ["TrainedRun", "__version__", "load_run"]
 
 if TYPE_CHECKING:
-    from bayesrnn.trained_run import TrainedRun, load_run
+    from bayesrnn.app.trained_run import TrainedRun, load_run
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: ``import bayesrnn`` (and the CLI's --help) stays free of torch.
     if name in ("load_run", "TrainedRun"):
-        from bayesrnn import trained_run
+        from bayesrnn.app import trained_run
 
         return getattr(trained_run, name)
     raise AttributeError(f"module 'bayesrnn' has no attribute {name!r}")

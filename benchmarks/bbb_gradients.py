@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from bayesrnn.config import resolve_config
+from bayesrnn.app.config_files import resolve_config
 from bayesrnn.data import load_ptb
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference import make_guide

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from bayesrnn.config import gal_prior_scale, resolve_config
+from bayesrnn.app.config_files import resolve_config
+from bayesrnn.app.presets import gal_prior_scale
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import TBPTTTrainer, evaluate_stream, make_guide
@@ -131,7 +132,7 @@ def build(method: Method, vocab: int, train_tokens: int):
     elif method.prior == "mixture-row":
         prior = brnn_ptb_prior()
     else:
-        # Gal's per-step weight decay 1e-7 as a prior (derivation in bayesrnn.config and
+        # Gal's per-step weight decay 1e-7 as a prior (derivation in bayesrnn.app.config and
         # bayesrnn.inference.guides.gal): C·B = train tokens / BPTT, keep probability 0.5.
         prior = GaussianPrior(gal_prior_scale(1e-7, 0.5, train_tokens / SMALL.trainer.bptt))
     deterministic = ("decoder.bias",) if method.prior in ("mixture", "mixture-row") else ()

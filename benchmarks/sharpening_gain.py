@@ -19,11 +19,11 @@ import statistics
 
 import torch
 
+from bayesrnn.app.pipeline import _load_run, quiet_log
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.guides.sharpened import window_nll_gradient
 from bayesrnn.inference.predictive import _run, _target_log_probs, sample_weights
 from bayesrnn.inference.tbptt import Window, window_batch
-from bayesrnn.job import _load_run, quiet_log
 
 
 def main() -> None:

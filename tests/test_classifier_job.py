@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from bayesrnn.classifier_job import ClassifierTrainer
-from bayesrnn.config import resolve_config
+from bayesrnn.app.classifier_task import ClassifierTrainer
+from bayesrnn.app.config_files import resolve_config
+from bayesrnn.app.setup import Setup, build, quiet_log
 from bayesrnn.data import ClassificationCorpus, ClassificationSplit, Vocabulary
 from bayesrnn.inference.divergence import DivergenceError, NonFiniteLossError
-from bayesrnn.job_setup import Setup, build, quiet_log
 
 
 def _split(count: int, seed: int) -> ClassificationSplit:

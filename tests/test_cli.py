@@ -16,8 +16,9 @@ import pytest
 import torch
 import xarray as xr
 
-from bayesrnn.cli import main
-from bayesrnn.config import PRESETS, resolve_config
+from bayesrnn.app.cli import main
+from bayesrnn.app.config_files import resolve_config
+from bayesrnn.app.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -356,7 +357,7 @@ def _arguments(out: Path, windows: int) -> list[str]:
 
 
 def _command(out: Path, windows: int) -> list[str]:
-    return [sys.executable, "-m", "bayesrnn.cli", *_arguments(out, windows)]
+    return [sys.executable, "-m", "bayesrnn.app.cli", *_arguments(out, windows)]
 
 
 def _env() -> dict[str, str]:

@@ -5,18 +5,16 @@ import tomllib
 
 import pytest
 
-from bayesrnn.config import (
-    PRESETS,
-    ConfigError,
-    RunConfig,
+from bayesrnn.app.config import ConfigError, RunConfig
+from bayesrnn.app.config_files import (
     comparable,
     config_to_dict,
     dumps_toml,
-    gal_prior_scale,
     parse_override,
     resolve_config,
     write_config,
 )
+from bayesrnn.app.presets import PRESETS, gal_prior_scale
 from bayesrnn.inference import TrainerConfig
 
 REQUIRED = (
@@ -235,7 +233,7 @@ def test_data_paths_become_absolute(tmp_path, monkeypatch):
 
 
 def test_both_mixture_priors_and_the_kl_estimator_are_selectable(tmp_path):
-    from bayesrnn.job_setup import build_prior
+    from bayesrnn.app.setup import build_prior
     from bayesrnn.models import ScaleMixturePrior
 
     row = resolve_config(overrides=["model.prior_per=row", "guide.kl=sample"])

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bayesrnn.cli import main
-from bayesrnn.run_lock import lock_run_dir
+from bayesrnn.app.cli import main
+from bayesrnn.app.run_lock import lock_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -335,7 +335,7 @@ def test_two_runs_started_together_on_one_directory(area):
     out = area / "shared-out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     commands = [
-        [sys.executable, "-m", "bayesrnn.cli", *_run(area, "--seed", str(seed), out=out.name)]
+        [sys.executable, "-m", "bayesrnn.app.cli", *_run(area, "--seed", str(seed), out=out.name)]
         for seed in (1, 2)
     ]
     processes = [
@@ -447,7 +447,7 @@ def test_ctrl_c_at_any_stage_is_one_line_and_130(delay, area):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     argv = _run(area, "--set", "trainer.max_windows=100000", "--epochs", "50")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bayesrnn.cli", *argv],
+        [sys.executable, "-m", "bayesrnn.app.cli", *argv],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -464,7 +464,7 @@ def test_ctrl_c_at_any_stage_is_one_line_and_130(delay, area):
 
 
 def test_a_refused_write_during_evaluation_leaves_no_half_folder(area, capsys, monkeypatch):
-    import bayesrnn.job as job_module
+    import bayesrnn.app.pipeline as job_module
 
     def refuse(path, payload):
         raise PermissionError(13, "Permission denied", str(path))

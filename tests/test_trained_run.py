@@ -11,10 +11,10 @@ import torch
 from pyro import poutine
 
 import bayesrnn
-from bayesrnn.cli import main
+from bayesrnn.app.cli import main
+from bayesrnn.app.run_dir import JobError
 from bayesrnn.data import Vocabulary, embedded_split_text
 from bayesrnn.inference import posterior_mean
-from bayesrnn.run_dir import JobError
 
 SMALL = [
     "--quiet",

@@ -23,7 +23,7 @@ Relation to weight decay. The trainer's step minimises (NLL + KL/C)/B over C win
 sequences, whose KL gradient is l²M/((1−p)·C·B). Gal's code instead shrinks every weight by λ
 after each SGD step (lr 1) on the same per-sequence loss, so the two agree when
 l² = λ(1−p)·C·B: Gal's λ = 1e-7 on PTB (C·B = 929,589/35 windows × sequences, p = 0.5) is a
-prior scale 1/l ≈ 27.4 (``bayesrnn.config.gal_prior_scale``). The trainer adds KL/C to each of
+prior scale 1/l ≈ 27.4 (``bayesrnn.app.presets.gal_prior_scale``). The trainer adds KL/C to each of
 the C windows of an epoch.
 
 Mask scopes. ``"sequence"`` (default, the paper's method): one mask per sequence shared by all

@@ -13,7 +13,8 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from bayesrnn.config import ConfigError, RunConfig
+from bayesrnn.app.config import ConfigError, RunConfig
+from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
     ClassificationSplit,
@@ -30,7 +31,6 @@ from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
 from bayesrnn.models.priors import brnn_ptb_prior
-from bayesrnn.run_dir import JobError, RunDir
 
 __all__ = ["Log", "Setup", "load_data", "quiet_log", "restore", "setup", "stderr_log"]
 

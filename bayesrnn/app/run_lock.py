@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bayesrnn.run_dir import JobError
+from bayesrnn.app.run_dir import JobError
 
 try:
     import fcntl

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bayesrnn.app.run_dir import RunDir
+from bayesrnn.app.setup import Log, Setup, first_batch, padding_id, seed_everything
 from bayesrnn.data import ClassificationSplit, classification_batches
 from bayesrnn.evaluation import (
     brier_score,
@@ -31,8 +33,6 @@ from bayesrnn.inference import (
     window_terms,
 )
 from bayesrnn.inference.divergence import DivergenceGuard, training_stopped
-from bayesrnn.job_setup import Log, Setup, first_batch, padding_id, seed_everything
-from bayesrnn.run_dir import RunDir
 
 __all__ = ["ClassifierTrainer", "classifier_predictions", "evaluate_classifier"]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bayesrnn.app.run_dir import JobError, RunDir, read_json, write_json
 from bayesrnn.data import (
     ClassificationCorpus,
     LanguageCorpus,
     Vocabulary,
     corpus_fingerprint,
 )
-from bayesrnn.run_dir import JobError, RunDir, read_json, write_json
 
 __all__ = ["RunData", "check_data", "read_run_data", "run_data_of", "write_run_data"]
 

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bayesrnn.config import RunConfig
+from bayesrnn.app.config import RunConfig
+from bayesrnn.app.run_data import read_run_data
+from bayesrnn.app.run_dir import JobError, RunDir, read_json, read_run_config
+from bayesrnn.app.setup import Setup, build, quiet_log, restore, seed_everything, setup
 from bayesrnn.data import Vocabulary, pad_batch, tokenize_text
 from bayesrnn.data.tokenizers import TOKENIZERS
 from bayesrnn.evaluation.stream_report import TokenAccumulator, report_from_accumulator
 from bayesrnn.inference import evaluate_stream, predict_sequences
-from bayesrnn.job_setup import Setup, build, quiet_log, restore, seed_everything, setup
-from bayesrnn.run_data import read_run_data
-from bayesrnn.run_dir import JobError, RunDir, read_json, read_run_config
 
 __all__ = ["TextScore", "TrainedRun", "load_run"]
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from bayesrnn.config import RunConfig, comparable, config_from_dict, load_toml, write_text_atomic
+from bayesrnn.app.config import RunConfig
+from bayesrnn.app.config_files import comparable, config_from_dict, load_toml, write_text_atomic
 
 __all__ = [
     "JobError",

@@ -23,8 +23,31 @@ from pathlib import Path
 import torch
 
 from bayesrnn import __version__
-from bayesrnn.classifier_job import ClassifierTrainer, evaluate_classifier
-from bayesrnn.config import ConfigError, RunConfig, apply_values, config_to_dict, write_config
+from bayesrnn.app.classifier_task import ClassifierTrainer, evaluate_classifier
+from bayesrnn.app.config import ConfigError, RunConfig
+from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
+from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
+from bayesrnn.app.run_dir import (
+    JobError,
+    RunDir,
+    check_run_dir,
+    free_name,
+    read_json,
+    read_run_config,
+    write_json,
+)
+from bayesrnn.app.run_lock import lock_run_dir
+from bayesrnn.app.setup import (
+    Log,
+    Setup,
+    check_fits,
+    padding_id,
+    quiet_log,
+    restore,
+    seed_everything,
+    setup,
+    stderr_log,
+)
 from bayesrnn.data import pad_batch
 from bayesrnn.data.atomic import temporary_path
 from bayesrnn.evaluation import (
@@ -39,29 +62,7 @@ from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, TrainerConfig, eval
 from bayesrnn.inference.dynamic import dynamic_evaluate
 from bayesrnn.inference.predictive import safe_exp
 from bayesrnn.inference.trainer import History
-from bayesrnn.job_setup import (
-    Log,
-    Setup,
-    check_fits,
-    padding_id,
-    quiet_log,
-    restore,
-    seed_everything,
-    setup,
-    stderr_log,
-)
 from bayesrnn.models import weight_sites
-from bayesrnn.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
-from bayesrnn.run_dir import (
-    JobError,
-    RunDir,
-    check_run_dir,
-    free_name,
-    read_json,
-    read_run_config,
-    write_json,
-)
-from bayesrnn.run_lock import lock_run_dir
 
 __all__ = [
     "JobError",

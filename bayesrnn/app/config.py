@@ -1,0 +1,296 @@
+"""Run configuration: the typed sections of a run and their checks.
+
+A run is described by one :class:`RunConfig` with five sections, ``data``, ``model``, ``guide``,
+``trainer`` (exactly :class:`bayesrnn.inference.TrainerConfig`) and ``evaluation``. Presets are
+in :mod:`bayesrnn.app.presets`; TOML files, ``--set`` overrides and the layering of all of them
+in :mod:`bayesrnn.app.config_files`.
+"""
+
+import math
+import re
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
+from bayesrnn.inference.mixture_kl import check_quadrature_order
+from bayesrnn.inference.trainer import TrainerConfig
+
+NONE = "none"
+TASKS = ("lm", "classify")
+DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity")
+LEVELS = ("word", "char")
+PRIORS = ("scale_mixture", "gaussian", "none")
+MIXTURE_PER = ("weight", "row")
+GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank")
+GAUSSIAN_GUIDES = ("mean_field", "sharpened", "auto_normal")
+SECTIONS = ("data", "model", "guide", "trainer", "evaluation")
+TOP_LEVEL = ("task", "preset")
+# Keys that change where or how visibly a run executes, not what it computes; a run directory
+# may be resumed with other values. data.dir is here because every named data set is checked
+# against pinned sha256 sums, so moving the files does not change the data.
+RUNTIME_KEYS = frozenset({"trainer.device", "trainer.progress", "data.dir"})
+
+PTB_TRAIN_TOKENS = 929_589  # Mikolov's ptb.train.txt with <eos> (bayesrnn.data.load_ptb)
+POLARITY_TRAIN_EXAMPLES = 8_530  # 80% of 10,662 snippets (load_polarity's default split)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: unknown key or preset, wrong type, inconsistent values."""
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data.
+
+    ``source``: embedded, ptb, ptb-char, polarity, or a text file/folder path; ``dir``: the
+    folder holding ptb/, ptb_char/ or rt-polarity/; ``level``: word or char for embedded and
+    text files; ``max_vocab``: vocabulary cap; ``split_seed``: the polarity split;
+    ``max_examples``: keep the first N sentences of each polarity split (quick runs).
+    """
+
+    source: str = "embedded"
+    dir: str | None = None
+    level: str = "word"
+    max_vocab: int | None = None
+    split_seed: int = 0
+    max_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("data.level", self.level, LEVELS)
+        _check_optional_positive("data.max_vocab", self.max_vocab)
+        _check_optional_positive("data.max_examples", self.max_examples)
+
+    @property
+    def is_path(self) -> bool:
+        return self.source not in DATA_SOURCES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape, prior and deterministic regularisers.
+
+    ``prior``: scale_mixture (``prior_pi``, ``prior_sigma1``, ``prior_sigma2``; ``prior_per``
+    "weight": one mixture draw per weight, the paper's eq. 18; "row": per row as DeepMind's
+    brnn_ptb.py computes it, see :func:`bayesrnn.models.priors.brnn_ptb_prior`), gaussian
+    (``prior_scale``) or none (a plain network for the baselines); ``deterministic``: weight
+    sites kept as point estimates; ``init_range``: U(−r, r) initialisation, none for torch's;
+    the rates from ``naive_dropout`` to ``weight_drop`` and ``mask_scope`` are
+    :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's.
+    """
+
+    embedding_size: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    cell: str = "lstm"
+    tie_weights: bool = False
+    init_range: float | None = None
+    pooling: str = "last"
+    prior: str = "scale_mixture"
+    prior_scale: float = 1.0
+    prior_pi: float = 0.25
+    prior_sigma1: float = math.exp(-1.0)
+    prior_sigma2: float = math.exp(-7.0)
+    prior_per: str = "weight"
+    deterministic: tuple[str, ...] = ("decoder.bias",)
+    naive_dropout: float = 0.0
+    locked_input: float = 0.0
+    locked_hidden: float = 0.0
+    locked_output: float = 0.0
+    embedding_dropout: float = 0.0
+    zoneout_c: float = 0.0
+    zoneout_h: float = 0.0
+    weight_drop: float = 0.0
+    mask_scope: str = "sequence"
+
+    REGULARISERS: typing.ClassVar[tuple[str, ...]] = (
+        "naive_dropout",
+        "locked_input",
+        "locked_hidden",
+        "locked_output",
+        "embedding_dropout",
+        "zoneout_c",
+        "zoneout_h",
+        "weight_drop",
+        "mask_scope",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            _check_optional_positive(f"model.{name}", getattr(self, name))
+        _check_choice("model.prior", self.prior, PRIORS)
+        _check_choice("model.prior_per", self.prior_per, MIXTURE_PER)
+        _check_choice("model.pooling", self.pooling, ("last", "mean"))
+
+    def regularisers(self) -> dict[str, float | str]:
+        return {name: getattr(self, name) for name in self.REGULARISERS}
+
+
+@dataclass(frozen=True)
+class GuideConfig:
+    """The variational posterior; only the options of the chosen ``name`` are used.
+
+    mean_field/sharpened: ``init_scale`` ("fortunato" or a float), ``kl`` ("expected": the KL
+    against a scale mixture computed from (μ, σ), by ``quadrature_order``-node Gauss–Hermite per
+    weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
+    ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
+    gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``.
+    """
+
+    name: str = "mean_field"
+    init_scale: str | float = "fortunato"
+    kl: str = "expected"
+    quadrature_order: int = 8
+    sigma0: float = 0.02
+    eta_init: float | None = None
+    eta_max: float | None = None
+    dropout_embedding: float = 0.0
+    dropout_input: float = 0.0
+    dropout_hidden: float = 0.0
+    dropout_output: float = 0.0
+    mask_scope: str = "sequence"
+
+    def __post_init__(self) -> None:
+        _check_choice("guide.name", self.name, GUIDE_NAMES)
+        _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
+        try:
+            check_quadrature_order(self.quadrature_order)
+        except ValueError as error:
+            raise ConfigError(f"guide.{error}") from None
+        for name in ("eta_init", "eta_max"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ConfigError(f"guide.{name} must be none or a positive number, got {value!r}")
+
+    @property
+    def is_gaussian(self) -> bool:
+        """A diagonal Gaussian posterior: signal-to-noise pruning applies."""
+        return self.name in GAUSSIAN_GUIDES
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options for :func:`bayesrnn.inference.make_guide`."""
+        gaussian = {
+            "init_scale": self.init_scale,
+            "kl": self.kl,
+            "quadrature_order": self.quadrature_order,
+        }
+        if self.name == "mean_field":
+            return gaussian
+        if self.name == "sharpened":
+            return {
+                **gaussian,
+                "sigma0": self.sigma0,
+                "eta_init": self.eta_init,
+                "eta_max": self.eta_max,
+            }
+        if self.name == "gal":
+            return {
+                "embedding": self.dropout_embedding,
+                "input": self.dropout_input,
+                "hidden": self.dropout_hidden,
+                "output": self.dropout_output,
+                "scope": self.mask_scope,
+            }
+        return {}
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What ``evaluate`` computes on ``split`` after training, and what ``export`` writes.
+
+    ``mc_samples``: draws averaged (in probability) for the MC predictive; ``n_bins`` and
+    ``bin_strategy``: calibration bins; ``reversed_text``: Fortunato's entropy gap and the OOD
+    AUROC; ``sharpened_bound``: the upper bound of a sharpened guide; ``pruning`` and
+    ``pruning_fractions``: the SNR curve on valid (Gaussian guides); ``export`` and
+    ``export_samples``: posterior.nc; ``max_tokens``: evaluate only the first N tokens;
+    ``dynamic_lr``: also evaluate dynamically with this lr (none: not at all).
+    """
+
+    split: str = "test"
+    mc_samples: int = 10
+    n_bins: int = 15
+    bin_strategy: str = "width"
+    reversed_text: bool = True
+    sharpened_bound: bool = True
+    pruning: bool = True
+    pruning_fractions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
+    export: bool = True
+    export_samples: int = 10
+    max_tokens: int | None = None
+    dynamic_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("evaluation.split", self.split, ("valid", "test"))
+        lr = self.dynamic_lr
+        if lr is not None and (
+            isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 <= lr < math.inf
+        ):
+            raise ConfigError(f"evaluation.dynamic_lr must be none or a number >= 0, got {lr!r}")
+        _check_choice("evaluation.bin_strategy", self.bin_strategy, ("width", "mass"))
+        for name in ("mc_samples", "n_bins", "export_samples"):
+            _check_optional_positive(f"evaluation.{name}", getattr(self, name))
+        _check_optional_positive("evaluation.max_tokens", self.max_tokens)
+        if any(not 0.0 <= f <= 1.0 for f in self.pruning_fractions):
+            raise ConfigError("evaluation.pruning_fractions must lie in [0, 1]")
+
+
+# The offline default. Measured on this corpus (135 windows an epoch): a 1x128 LSTM costs
+# ~0.23 CPU-s a window against ~0.75 for 1x256, so 4 epochs fit in a few minutes on 2 cores.
+# SGD at lr 1 matched Adam (lr 3e-3) over 2 epochs (1x256: valid perplexity 148 vs 154); the
+# lr is halved for the last epoch as in Zaremba's small schedule.
+DEFAULT_TRAINER = TrainerConfig(
+    batch_size=20,
+    bptt=35,
+    epochs=4,
+    lr=1.0,
+    constant_epochs=3,
+    lr_decay=2.0,
+    clip_norm=5.0,
+    checkpoint_every=25,
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``preset`` records which preset the values started from."""
+
+    task: str = "lm"
+    preset: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: DEFAULT_TRAINER)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("task", self.task, TASKS)
+        _check_trainer(self.trainer)
+
+
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+
+
+def _check_trainer(trainer: TrainerConfig) -> None:
+    """What TrainerConfig leaves to the run: a seed torch accepts, a device name torch knows."""
+    seed = trainer.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"trainer.seed must be an integer in [0, 2**32), got {seed!r}")
+    if not isinstance(trainer.device, str) or not _DEVICE.fullmatch(trainer.device):
+        raise ConfigError(
+            f"trainer.device must be cpu, cuda, cuda:N or mps, got {trainer.device!r}"
+        )
+
+
+def _check_choice(name: str, value: object, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_optional_positive(name: str, value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
