@@ -10,6 +10,7 @@ from bayesrnn.models.priors import (
     ScaleMixturePrior,
     brnn_ptb_prior,
 )
+from bayesrnn.models.regressor import Forecast, SequenceRegressor
 from bayesrnn.models.regularisers import Regularisers, mc_dropout
 from bayesrnn.models.rnn import BayesianGRU, BayesianLSTM, BayesianRNN, BayesianRNNBase
 
@@ -18,6 +19,7 @@ __all__ = [
     "BayesianLSTM",
     "BayesianRNN",
     "BayesianRNNBase",
+    "Forecast",
     "GaussianPrior",
     "GroupedScaleMixture",
     "LanguageModel",
@@ -25,6 +27,7 @@ __all__ = [
     "ScaleMixtureNormal",
     "ScaleMixturePrior",
     "SequenceClassifier",
+    "SequenceRegressor",
     "bayesianize",
     "brnn_ptb_prior",
     "mc_dropout",
