@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bayesrnn import __version__
-from bayesrnn.app.classifier_task import ClassifierTrainer, evaluate_classifier
+from bayesrnn.app.classifier_task import evaluate_classifier, train_classifier
 from bayesrnn.app.config import ConfigError, RunConfig
 from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
 from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
@@ -258,7 +258,7 @@ def _training_summary(history: dict) -> dict:
         "epoch_lr": history["epoch_lr"],
     }
     for key in ("valid_perplexity", "valid_accuracy", "valid_nll"):
-        if key in history:
+        if history.get(key):
             out[key] = history[key]
     return out
 
@@ -385,7 +385,7 @@ def run_job(
             write_run_data(run, run_data_of(s.corpus, config.task))
         began = time.perf_counter()
         if config.task == "classify":
-            history = ClassifierTrainer(s, run.checkpoint).fit(log)
+            history = train_classifier(s, run.checkpoint, log)
         else:
             history = train_language_model(s, run, log)
         log(f"training finished in {time.perf_counter() - began:.1f} s")

@@ -1,5 +1,6 @@
-"""Guides, ELBO, KL scaling over TBPTT windows, the trainer and stream prediction."""
+"""Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, and prediction."""
 
+from bayesrnn.inference.batching import SequenceBatches, StreamWindows
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.divergence import DivergenceError, DivergenceGuard
 from bayesrnn.inference.dynamic import DynamicEvaluation, dynamic_evaluate
@@ -16,6 +17,7 @@ from bayesrnn.inference.predictive import (
     SequencePrediction,
     StreamEvaluation,
     evaluate_stream,
+    observed_nll,
     posterior_mean,
     predict_sequences,
     safe_exp,
@@ -24,7 +26,13 @@ from bayesrnn.inference.predictive import (
 )
 from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
 from bayesrnn.inference.tbptt import Window, model_window, plan_windows, window_batch
-from bayesrnn.inference.trainer import History, NonFiniteLossError, TBPTTTrainer, TrainerConfig
+from bayesrnn.inference.trainer import (
+    History,
+    NonFiniteLossError,
+    SVITrainer,
+    TBPTTTrainer,
+    TrainerConfig,
+)
 
 __all__ = [
     "GUIDES",
@@ -38,9 +46,12 @@ __all__ = [
     "LatentScaleMessenger",
     "MeanFieldGuide",
     "NonFiniteLossError",
+    "SVITrainer",
+    "SequenceBatches",
     "SequencePrediction",
     "SharpenedGuide",
     "StreamEvaluation",
+    "StreamWindows",
     "TBPTTTrainer",
     "TrainerConfig",
     "Window",
@@ -51,6 +62,7 @@ __all__ = [
     "load_checkpoint",
     "make_guide",
     "model_window",
+    "observed_nll",
     "plan_windows",
     "posterior_mean",
     "predict_sequences",

@@ -30,7 +30,8 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from bayesrnn.data.streams import batchify, check_token_ids
+from bayesrnn.data.streams import check_token_ids
+from bayesrnn.inference.batching import Batch, SequenceBatches, StreamWindows
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.divergence import (
     DivergenceError,
@@ -39,9 +40,9 @@ from bayesrnn.inference.divergence import (
     training_stopped,
 )
 from bayesrnn.inference.elbo import window_terms
-from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, observed_nll, safe_exp
+from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, observed_nll
 from bayesrnn.inference.scaling import scale_kl
-from bayesrnn.inference.tbptt import Window, detach_state, model_window, plan_windows
+from bayesrnn.inference.tbptt import detach_state
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -136,7 +137,8 @@ class History:
     kl: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     valid_perplexity: list[float] = field(default_factory=list)
-    valid_nll: list[float] = field(default_factory=list)  # per value, real-valued streams
+    valid_nll: list[float] = field(default_factory=list)  # per value or label
+    valid_accuracy: list[float] = field(default_factory=list)  # classifiers
     epoch_lr: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     tokens_per_second: list[float] = field(default_factory=list)
@@ -146,59 +148,55 @@ class History:
         return asdict(self)
 
 
-class TBPTTTrainer:
-    """Trains a Pyro (model, guide) pair on a token stream by SVI over TBPTT windows.
+Validate = Callable[[], dict[str, float]]
 
-    ``model(tokens, targets, state=state)`` must return ``(output, new_state)``. Model and guide
-    get each window as (T, B) token tensors, or (B, T) when the model has ``batch_first=True``;
-    the carried state is (layers, B, H) either way. Works with the bayesrnn guides and with Pyro
-    autoguides. ``checkpoint_path`` with ``checkpoint_every``
-    writes a checkpoint every N windows (and at each epoch's end); ``fit(resume=True)``
-    continues from it and gives the same numbers as an uninterrupted run with the same seed.
+
+class SVITrainer:
+    """Trains a Pyro (model, guide) pair by SVI, one ``batching`` step at a time.
+
+    ``batching`` is a :class:`~bayesrnn.inference.batching.StreamWindows` (TBPTT over a stream,
+    the model called as ``model(inputs, targets, state=state)`` returning ``(output, state)``)
+    or a :class:`~bayesrnn.inference.batching.SequenceBatches` (padded labelled sequences,
+    ``model(tokens, labels, lengths)``). Each of an epoch's C steps minimises its NLL plus KL/C,
+    divided by the strategy's divisor. Both share checkpointing with exact resume, divergence
+    handling, progress and history. ``validate()`` runs after each epoch and returns
+    ``{history field: value}`` (e.g. ``{"valid_perplexity": 93.1}``). ``outcomes`` (vocabulary
+    size, classes) sets the divergence ceiling, ``factor`` × log(outcomes) per item.
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         guide: Callable,
-        train: torch.Tensor,
-        valid: torch.Tensor | None = None,
+        batching: StreamWindows | SequenceBatches,
         config: TrainerConfig | None = None,
         *,
         checkpoint_path: str | Path | None = None,
-        **overrides,
+        validate: Validate | None = None,
+        outcomes: int | None = None,
+        unit: str = "item",
     ) -> None:
         config = config or TrainerConfig()
-        if overrides:
-            config = TrainerConfig.from_dict({**asdict(config), **overrides})
         self.config = config
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.guide = guide.to(self.device) if isinstance(guide, torch.nn.Module) else guide
-        vocab = getattr(model, "vocab_size", None)
-        self._tokens = not (isinstance(train, torch.Tensor) and train.is_floating_point())
-        for name, stream in (("train", train), ("valid", valid)):
-            if stream is not None and vocab is not None and self._tokens:
-                check_token_ids(stream, vocab, name)
-        self.train_data = batchify(train, config.batch_size).to(self.device)
-        self.valid = valid
+        self.batching = batching.to(self.device)
+        self.validate = validate
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.generator = torch.Generator().manual_seed(config.seed)
-        plan_windows(
-            self.train_data.shape[0], config.bptt
-        )  # a window longer than the data fails here
         self.history = History()
         self.optimizer: torch.optim.Optimizer | None = None
-        self._position = (0, 0)  # (epoch, next window)
+        self._position = (0, 0)  # (epoch, next step)
         self._state = None
-        self._windows: list[Window] | None = None
-        # No ceiling for a model without a vocabulary size: only non-finite losses stop it.
+        self._plan: list | None = None
+        # No ceiling without a number of outcomes: only non-finite losses stop the run.
         self.guard = DivergenceGuard.uniform(
-            vocab or 0,
+            outcomes or 0,
             config.divergence_factor,
             config.divergence_patience,
-            unit="token",
-            steps="windows",
+            unit=unit,
+            steps=f"{batching.step_name}s",
         )
         self._pending: dict | None = None  # a checkpoint waiting for its weights to score
 
@@ -209,39 +207,38 @@ class TBPTTTrainer:
             params += list(self.guide.parameters())
         return [p for p in dict.fromkeys(params) if p.requires_grad]
 
+    def _call_kwargs(self) -> dict:
+        return {"state": self._state} if self.batching.carries_state else {}
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         # Autoguides create their parameters on first call: run the guide once beforehand.
-        inputs, targets = model_window(self.model, self.train_data, Window(0, 1))
+        first = self.batching.first(self.model)
+        state = {"state": None} if self.batching.carries_state else {}
         with torch.no_grad():  # traced: a guide's factor sites warn when run bare
-            poutine.trace(self.guide).get_trace(inputs, targets, state=None)
+            poutine.trace(self.guide).get_trace(*first, **state)
         cfg = self.config
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         return torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def fit(self, resume: bool = False) -> History:
-        """Train for ``config.epochs`` epochs (or ``max_windows`` windows in all)."""
+        """Train for ``config.epochs`` epochs (or ``max_windows`` steps in all)."""
         torch.manual_seed(self.config.seed)
         self.optimizer = self._build_optimizer()
         if resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
             self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
         cfg = self.config
-        epoch, start_window = self._position
+        epoch, start = self._position
         self._pending = None
         try:
             while epoch < cfg.epochs:
-                if self._windows is None or start_window == 0:
-                    self._windows = plan_windows(
-                        self.train_data.shape[0],
-                        cfg.bptt,
-                        variable=cfg.variable_bptt,
-                        generator=self.generator,
-                    )
+                if self._plan is None or start == 0:
+                    self._plan = self.batching.plan(self.generator)
                     self._state = None
-                stopped = self._run_epoch(epoch, start_window)
+                stopped = self._run_epoch(epoch, start)
                 if stopped:
                     break
-                epoch, start_window = epoch + 1, 0
+                epoch, start = epoch + 1, 0
                 self._position = (epoch, 0)
                 self._checkpoint_due()
         except BaseException:
@@ -250,15 +247,15 @@ class TBPTTTrainer:
         self._write_pending()
         return self.history
 
-    def _run_epoch(self, epoch: int, start_window: int) -> bool:
+    def _run_epoch(self, epoch: int, start: int) -> bool:
         cfg = self.config
-        windows = self._windows
-        scale = 1.0 / len(windows)
+        plan = self._plan
+        scale = 1.0 / len(plan)
         lr = cfg.learning_rate(epoch)
         began, seen = time.perf_counter(), 0
         bar = tqdm(
-            total=len(windows),
-            initial=start_window,
+            total=len(plan),
+            initial=start,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not cfg.progress,
             mininterval=0.1 if sys.stderr.isatty() else 30.0,  # logs to a file stay small
@@ -268,31 +265,28 @@ class TBPTTTrainer:
         self.model.train()
         if isinstance(self.guide, torch.nn.Module):
             self.guide.train()
-        for index in range(start_window, len(windows)):
+        for index in range(start, len(plan)):
             if cfg.max_windows is not None and len(self.history.elbo) >= cfg.max_windows:
                 bar.close()
                 return True
-            window = windows[index]
-            inputs, targets = model_window(self.model, self.train_data, window)
-            window_lr = lr * window.length / cfg.bptt if cfg.variable_bptt else lr
+            batch = self.batching.batch(self.model, plan[index])
             for group in self.optimizer.param_groups:
-                group["lr"] = window_lr
-            nll, kl = self._step(inputs, targets, scale, epoch, index)
+                group["lr"] = lr * batch.lr_factor
+            nll, kl = self._step(batch, scale, epoch, index)
             if self.guard.suspect:  # the pending checkpoint's weights scored above the ceiling
                 self._pending = None
             else:
                 self._write_pending()
-            self._record(nll, kl, targets.numel())
+            self._record(nll, kl, batch.items)
             ratio = getattr(self.guide, "diagnostics", {}).get("sharpening_step_ratio")
             if ratio is not None:
                 self.history.sharpening_step_ratio.append(ratio)
-            seen += targets.numel()
+            seen += batch.items
             bar.update(1)
             bar.set_postfix(
                 elbo=f"{-(nll + kl):.4g}",
-                nll=f"{nll / targets.numel():.3f}",
+                nll=f"{nll / batch.items:.3f}",
                 kl=f"{kl:.4g}",
-                ppl=f"{safe_exp(nll / targets.numel()):.1f}",
             )
             self._position = (epoch, index + 1)
             if cfg.checkpoint_every and len(self.history.elbo) % cfg.checkpoint_every == 0:
@@ -302,21 +296,21 @@ class TBPTTTrainer:
         self.history.epoch_lr.append(lr)
         self.history.epoch_seconds.append(elapsed)
         self.history.tokens_per_second.append(seen / elapsed if elapsed > 0 else float("nan"))
-        if self.valid is not None:
-            result = self.evaluate(self.valid)
-            if self._tokens:
-                self.history.valid_perplexity.append(result.perplexity)
-                if cfg.progress:
-                    tqdm.write(f"epoch {epoch + 1}: valid perplexity {result.perplexity:.2f}")
-            else:
-                self.history.valid_nll.append(result.nll_per_token)
-                if cfg.progress:
-                    tqdm.write(f"epoch {epoch + 1}: valid NLL {result.nll_per_token:.4f} per value")
+        if self.validate is not None:
+            results = self.validate()
+            for key, value in results.items():
+                getattr(self.history, key).append(value)
+            if cfg.progress:
+                shown = ", ".join(
+                    f"{k.replace('_', ' ')} {v:.2f}" if "perplexity" in k else f"{k} {v:.4f}"
+                    for k, v in results.items()
+                )
+                tqdm.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
         return False
 
-    def _step(self, inputs, targets, scale, epoch, index) -> tuple[float, float]:
+    def _step(self, batch: Batch, scale: float, epoch: int, index: int) -> tuple[float, float]:
         cfg = self.config
-        where = f"epoch {epoch + 1}, window {index + 1}"
+        where = f"epoch {epoch + 1}, {self.batching.step_name} {index + 1}"
         self.optimizer.zero_grad(set_to_none=True)
         nll = kl = 0.0
         state = None
@@ -325,22 +319,22 @@ class TBPTTTrainer:
                 terms = window_terms(
                     scale_kl(self.model, scale),
                     scale_kl(self.guide, scale),
-                    inputs,
-                    targets,
-                    state=self._state,
+                    *batch.args,
+                    **self._call_kwargs(),
                 )
             except ValueError as error:  # distribution validation rejects non-finite weights
                 if self._parameters_finite():
                     raise
                 raise training_stopped(where, "non-finite parameters") from error
-            loss = (terms.nll + terms.kl) / (cfg.batch_size * cfg.num_particles)
+            loss = (terms.nll + terms.kl) / (batch.divisor * cfg.num_particles)
             if not bool(torch.isfinite(loss)):
                 raise training_stopped(where, f"non-finite loss ({float(loss.detach())})")
             loss.backward()
             nll += float(terms.nll.detach()) / cfg.num_particles
             kl += float(terms.kl.detach()) / cfg.num_particles
-            state = terms.result[1] if isinstance(terms.result, tuple) else None
-        self.guard.update(nll / targets.numel(), where)  # scores the weights of the last step
+            if self.batching.carries_state:
+                state = terms.result[1] if isinstance(terms.result, tuple) else None
+        self.guard.update(nll / batch.items, where)  # scores the weights of the last step
         max_norm = cfg.clip_norm if cfg.clip_norm is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         if not bool(torch.isfinite(grad_norm)):
@@ -352,26 +346,18 @@ class TBPTTTrainer:
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
-    def _record(self, nll: float, kl: float, tokens: int) -> None:
+    def _record(self, nll: float, kl: float, items: int) -> None:
         self.history.elbo.append(-(nll + kl))
         self.history.nll.append(nll)
         self.history.kl.append(kl)
-        self.history.tokens.append(tokens)
-
-    def evaluate(self, stream: torch.Tensor, **kwargs) -> StreamEvaluation:
-        """Posterior-mean perplexity of a token stream (keyword arguments go to
-        evaluate_stream), or the NLL per value of a real-valued one (``observed_nll``)."""
-        options = {"batch_size": self.config.eval_batch_size, "bptt": self.config.bptt} | kwargs
-        if not self._tokens:
-            return observed_nll(self.model, self.guide, stream.to(self.device), **options)
-        return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)
+        self.history.tokens.append(items)
 
     # ------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Write the resumable state now.
 
-        ``fit`` also checkpoints every N windows and at each epoch's end, but writes such a
-        checkpoint only after the next window has scored its weights within the divergence
+        ``fit`` also checkpoints every N steps and at each epoch's end, but writes such a
+        checkpoint only after the next step has scored its weights within the divergence
         ceiling (or when ``fit`` returns), so a diverging run never overwrites a good one.
         """
         if self.checkpoint_path is None:
@@ -379,7 +365,7 @@ class TBPTTTrainer:
         save_checkpoint(self.checkpoint_path, self._payload())
 
     def _checkpoint_due(self) -> None:
-        """Keep a copy of the state now, to be written once the next window vouches for it."""
+        """Keep a copy of the state now, to be written once the next step vouches for it."""
         if self.checkpoint_path is None:
             return
         # Weights stepped from ones that scored above the ceiling are suspect: no copy of them.
@@ -391,7 +377,6 @@ class TBPTTTrainer:
         self._pending = None
 
     def _payload(self) -> dict:
-        windows = self._windows or []
         return {
             "model": self.model.state_dict(),
             "guide": self.guide.state_dict() if isinstance(self.guide, torch.nn.Module) else {},
@@ -401,7 +386,7 @@ class TBPTTTrainer:
             "window_rng": self.generator.get_state(),
             "position": list(self._position),
             "state": self._state,
-            "windows": torch.tensor([[w.start, w.length] for w in windows], dtype=torch.long),
+            "plan": self.batching.encode(self._plan or []),
             "history": self.history.to_dict(),
             "config": asdict(self.config),
             "divergence_streak": self.guard.streak,
@@ -418,9 +403,76 @@ class TBPTTTrainer:
         self.generator.set_state(payload["window_rng"])
         self._position = tuple(payload["position"])
         self._state = payload["state"]
-        self._windows = [Window(int(s), int(n)) for s, n in payload["windows"].tolist()]
-        self.history = History(**payload["history"])
+        stored = payload["plan"] if "plan" in payload else payload["windows"]  # before 0.1.1
+        self._plan = self.batching.decode(stored)
+        known = {f.name for f in fields(History)}
+        self.history = History(**{k: v for k, v in payload["history"].items() if k in known})
         self.guard.streak = int(payload.get("divergence_streak", 0))
+
+
+class TBPTTTrainer(SVITrainer):
+    """SVI over truncated-BPTT windows of a stream: :class:`SVITrainer` with
+    :class:`StreamWindows`, validated by perplexity (token streams) or NLL per value (real-valued
+    (N, F) streams) of ``valid``.
+
+    ``model(tokens, targets, state=state)`` must return ``(output, new_state)``. Model and guide
+    get each window as (T, B) token tensors, or (B, T) when the model has ``batch_first=True``;
+    the carried state is (layers, B, H) either way. Works with the bayesrnn guides and with Pyro
+    autoguides. ``checkpoint_path`` with ``checkpoint_every`` writes a checkpoint every N
+    windows (and at each epoch's end); ``fit(resume=True)`` continues from it and gives the same
+    numbers as an uninterrupted run with the same seed.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        guide: Callable,
+        train: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        config: TrainerConfig | None = None,
+        *,
+        checkpoint_path: str | Path | None = None,
+        **overrides,
+    ) -> None:
+        config = config or TrainerConfig()
+        if overrides:
+            config = TrainerConfig.from_dict({**asdict(config), **overrides})
+        vocab = getattr(model, "vocab_size", None)
+        self._tokens = not (isinstance(train, torch.Tensor) and train.is_floating_point())
+        for name, stream in (("train", train), ("valid", valid)):
+            if stream is not None and vocab is not None and self._tokens:
+                check_token_ids(stream, vocab, name)
+        batching = StreamWindows(train, config.batch_size, config.bptt, config.variable_bptt)
+        super().__init__(
+            model,
+            guide,
+            batching,
+            config,
+            checkpoint_path=checkpoint_path,
+            validate=None if valid is None else self._validate,
+            outcomes=vocab if self._tokens else None,
+            unit="token" if self._tokens else "value",
+        )
+        self.valid = valid
+
+    @property
+    def train_data(self) -> torch.Tensor:
+        """The batchified training stream, (steps, B) or (steps, B, F)."""
+        return self.batching.data
+
+    def _validate(self) -> dict[str, float]:
+        result = self.evaluate(self.valid)
+        if self._tokens:
+            return {"valid_perplexity": result.perplexity}
+        return {"valid_nll": result.nll_per_token}
+
+    def evaluate(self, stream: torch.Tensor, **kwargs) -> StreamEvaluation:
+        """Posterior-mean perplexity of a token stream (keyword arguments go to
+        evaluate_stream), or the NLL per value of a real-valued one (``observed_nll``)."""
+        options = {"batch_size": self.config.eval_batch_size, "bptt": self.config.bptt} | kwargs
+        if not self._tokens:
+            return observed_nll(self.model, self.guide, stream.to(self.device), **options)
+        return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)
 
 
 def _cpu_copy(value):
