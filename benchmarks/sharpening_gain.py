@@ -19,7 +19,7 @@ import statistics
 
 import torch
 
-from bayesrnn.app.pipeline import _load_run, quiet_log
+from bayesrnn.app.pipeline import load_run_for
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.guides.sharpened import window_nll_gradient
 from bayesrnn.inference.predictive import _run, _target_log_probs, sample_weights
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    _, s, _, history = _load_run(args.run, None, quiet_log)
+    s, _, history = load_run_for(args.run)
     model, guide = s.model, s.guide
     guide.eval()  # a plain q(φ) draw, no sharpening inside the guide
     cfg = s.config.trainer

@@ -26,6 +26,8 @@ from bayesrnn import __version__
 from bayesrnn.app.classifier_task import evaluate_classifier, train_classifier
 from bayesrnn.app.config import ConfigError, RunConfig
 from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
+from bayesrnn.app.export import export_posterior, no_export_reason
+from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
 from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
 from bayesrnn.app.run_dir import (
     JobError,
@@ -41,26 +43,15 @@ from bayesrnn.app.setup import (
     Log,
     Setup,
     check_fits,
-    padding_id,
     quiet_log,
     restore,
-    seed_everything,
     setup,
     stderr_log,
 )
-from bayesrnn.data import pad_batch
-from bayesrnn.data.atomic import temporary_path
 from bayesrnn.evaluation import (
     plot_elbo_trace,
-    plot_entropy_histograms,
-    plot_pruning_curve,
-    plot_reliability_diagram,
 )
-from bayesrnn.evaluation.pruning import pruning_curve
-from bayesrnn.evaluation.stream_report import language_model_report
-from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, TrainerConfig, evaluate_stream
-from bayesrnn.inference.dynamic import dynamic_evaluate
-from bayesrnn.inference.predictive import safe_exp
+from bayesrnn.inference import TrainerConfig
 from bayesrnn.inference.trainer import History
 from bayesrnn.models import weight_sites
 
@@ -73,176 +64,6 @@ __all__ = [
     "run_job",
     "stderr_log",
 ]
-
-
-# --- language model -----------------------------------------------------------------------------
-
-
-def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:
-    trainer = TBPTTTrainer(
-        s.model,
-        s.guide,
-        s.corpus.train,
-        s.corpus.valid,
-        s.config.trainer,
-        checkpoint_path=run.checkpoint,
-    )
-    if run.checkpoint.is_file():
-        log(f"resuming from {run.checkpoint}")
-    history = trainer.fit(resume=True)
-    # fit() checkpoints every N windows and at epoch ends; a max_windows stop may fall between.
-    trainer.save_checkpoint()
-    return history.to_dict()
-
-
-def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> dict:
-    ev, tr = s.config.evaluation, s.config.trainer
-    stream = s.corpus.split(ev.split)
-    if ev.max_tokens is not None:
-        stream = stream[: ev.max_tokens]
-    seed_everything(tr.seed + 1)
-    guide = s.guide
-    log(
-        f"evaluating {ev.split} ({stream.numel()} tokens): posterior mean, "
-        f"MC with {ev.mc_samples} samples" + (", reversed text" if ev.reversed_text else "")
-    )
-    report = language_model_report(
-        s.model,
-        guide,
-        stream,
-        num_samples=ev.mc_samples,
-        batch_size=tr.eval_batch_size,
-        bptt=tr.bptt,
-        n_bins=ev.n_bins,
-        strategy=ev.bin_strategy,
-        reversed_text=ev.reversed_text,
-        sharpened=False,
-    )
-    metrics = report.metrics()
-    if isinstance(s.guide, SharpenedGuide) and ev.sharpened_bound:
-        bound = evaluate_stream(
-            s.model, s.guide, stream, batch_size=tr.eval_batch_size, bptt=tr.bptt, sharpened=True
-        )
-        # exp() of a bound this loose overflows: keep the per-token NLL bound as well
-        metrics["nll_sharpened_bound"] = bound.nll_per_token
-        metrics["perplexity_sharpened_bound"] = safe_exp(bound.nll_per_token)
-    if ev.dynamic_lr is not None:
-        log(f"dynamic evaluation of {ev.split} (lr {ev.dynamic_lr})")
-        dynamic = dynamic_evaluate(
-            s.model,
-            s.guide,
-            stream,
-            lr=ev.dynamic_lr,
-            batch_size=tr.eval_batch_size,
-            bptt=tr.bptt,
-        )
-        metrics["dynamic_lr"] = ev.dynamic_lr
-        metrics["nll_dynamic"] = dynamic.nll_per_token
-        metrics["perplexity_dynamic"] = safe_exp(dynamic.nll_per_token)
-    files = [
-        plot_reliability_diagram(report.mc.bins, run / "reliability.png", title="MC predictive")
-    ]
-    if report.reversed_mc is not None:
-        files.append(
-            plot_entropy_histograms(
-                report.mc.token_entropy,
-                report.reversed_mc.token_entropy,
-                run / "entropy.png",
-                labels=("forward text", "reversed text"),
-            )
-        )
-    out = {ev.split: metrics}
-    if s.config.guide.is_gaussian and ev.pruning:
-        pruning = _pruning(s, log)
-        out["pruning"] = pruning
-        files.append(
-            plot_pruning_curve(pruning["fractions"], pruning["perplexities"], run / "pruning.png")
-        )
-    out["plots"] = [p.name for p in files]
-    return out
-
-
-def _pruning(s: Setup, log: Log) -> dict:
-    ev, tr = s.config.evaluation, s.config.trainer
-    log(f"pruning curve on valid at fractions {list(ev.pruning_fractions)}")
-    curve = pruning_curve(
-        s.model,
-        s.guide,
-        s.corpus.valid,
-        fractions=ev.pruning_fractions,
-        batch_size=tr.eval_batch_size,
-        bptt=tr.bptt,
-    )
-    return {
-        "split": "valid",
-        "fractions": list(curve.fractions),
-        "perplexities": list(curve.perplexities),
-        "zeroed": list(curve.zeroed),
-        "total_weights": curve.total,
-    }
-
-
-# --- exports and reports ------------------------------------------------------------------------
-
-
-def no_export_reason(config: RunConfig) -> str | None:
-    """Why a run has no ArviZ export, or None when it has one."""
-    if config.guide.name == "none":
-        return "a deterministic network has no posterior to export"
-    if config.guide.name == "gal":
-        return "Gal's Bernoulli-mixture posterior has no density (log q) for the ArviZ export"
-    return None
-
-
-def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Path | None:
-    """Write ``path`` (an ArviZ DataTree) from the trained model on the evaluation split.
-
-    Held-out data: its log-likelihood compares guides; for PSIS-LOO of the approximate posterior
-    export the training data instead (see ``bayesrnn.evaluation.arviz_export``).
-    """
-    reason = no_export_reason(s.config)
-    if reason is not None:
-        log(f"posterior.nc skipped: {reason}")
-        return None
-    from bayesrnn.evaluation.arviz_export import export_classifier, export_language_model
-
-    ev = s.config.evaluation
-    device = torch.device(s.config.trainer.device)
-    guide = s.guide
-    seed_everything(s.config.trainer.seed + 2)
-    log(f"exporting {ev.export_samples} posterior samples to {path}")
-    if s.config.task == "classify":
-        split = getattr(s.corpus, ev.split)
-        tokens, lengths = pad_batch(split.sequences, pad_id=padding_id(s.corpus))
-        tree = export_classifier(
-            s.model,
-            guide,
-            tokens.to(device),
-            lengths,
-            split.labels.to(device),
-            num_samples=ev.export_samples,
-        )
-    else:
-        stream = s.corpus.split(ev.split)
-        if ev.max_tokens is not None:
-            stream = stream[: ev.max_tokens]
-        tree = export_language_model(
-            s.model,
-            guide,
-            stream.to(device),
-            num_samples=ev.export_samples,
-            batch_size=s.config.trainer.eval_batch_size,
-            bptt=s.config.trainer.bptt,
-            history=history,
-        )
-    tmp = temporary_path(path)
-    try:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _training_summary(history: dict) -> dict:
@@ -419,6 +240,12 @@ def _load_run(run: RunDir, overrides: dict | None, log: Log, *, evaluate: bool):
     history = payload["history"]
     history = history.to_dict() if isinstance(history, History) else dict(history)
     return s, payload, history
+
+
+def load_run_for(out: str | os.PathLike[str], *, evaluate: bool = True):
+    """``(setup, checkpoint payload, history)`` of a trained run, its data loaded and checked
+    (for benchmarks and studies that need the training data too; see also ``load_run``)."""
+    return _load_run(RunDir(Path(out).expanduser()), None, quiet_log, evaluate=evaluate)
 
 
 def _new_evaluation_dir(run: RunDir, force: bool) -> RunDir:

@@ -1,0 +1,78 @@
+"""A run's ArviZ file: posterior draws of the weights and predictions as a DataTree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from bayesrnn.app.config import RunConfig
+from bayesrnn.app.setup import (
+    Log,
+    Setup,
+    padding_id,
+    seed_everything,
+)
+from bayesrnn.data import pad_batch
+from bayesrnn.data.atomic import temporary_path
+
+
+def no_export_reason(config: RunConfig) -> str | None:
+    """Why a run has no ArviZ export, or None when it has one."""
+    if config.guide.name == "none":
+        return "a deterministic network has no posterior to export"
+    if config.guide.name == "gal":
+        return "Gal's Bernoulli-mixture posterior has no density (log q) for the ArviZ export"
+    return None
+
+
+def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Path | None:
+    """Write ``path`` (an ArviZ DataTree) from the trained model on the evaluation split.
+
+    Held-out data: its log-likelihood compares guides; for PSIS-LOO of the approximate posterior
+    export the training data instead (see ``bayesrnn.evaluation.arviz_export``).
+    """
+    reason = no_export_reason(s.config)
+    if reason is not None:
+        log(f"posterior.nc skipped: {reason}")
+        return None
+    from bayesrnn.evaluation.arviz_export import export_classifier, export_language_model
+
+    ev = s.config.evaluation
+    device = torch.device(s.config.trainer.device)
+    guide = s.guide
+    seed_everything(s.config.trainer.seed + 2)
+    log(f"exporting {ev.export_samples} posterior samples to {path}")
+    if s.config.task == "classify":
+        split = getattr(s.corpus, ev.split)
+        tokens, lengths = pad_batch(split.sequences, pad_id=padding_id(s.corpus))
+        tree = export_classifier(
+            s.model,
+            guide,
+            tokens.to(device),
+            lengths,
+            split.labels.to(device),
+            num_samples=ev.export_samples,
+        )
+    else:
+        stream = s.corpus.split(ev.split)
+        if ev.max_tokens is not None:
+            stream = stream[: ev.max_tokens]
+        tree = export_language_model(
+            s.model,
+            guide,
+            stream.to(device),
+            num_samples=ev.export_samples,
+            batch_size=s.config.trainer.eval_batch_size,
+            bptt=s.config.trainer.bptt,
+            history=history,
+        )
+    tmp = temporary_path(path)
+    try:
+        tree.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

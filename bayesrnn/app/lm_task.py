@@ -1,0 +1,127 @@
+"""The language-model task of a run: TBPTT training, then perplexity, calibration, uncertainty,
+the reversed-text test, dynamic evaluation and the pruning curve."""
+
+from __future__ import annotations
+
+from bayesrnn.app.run_dir import (
+    RunDir,
+)
+from bayesrnn.app.setup import (
+    Log,
+    Setup,
+    seed_everything,
+)
+from bayesrnn.evaluation import (
+    plot_entropy_histograms,
+    plot_pruning_curve,
+    plot_reliability_diagram,
+)
+from bayesrnn.evaluation.pruning import pruning_curve
+from bayesrnn.evaluation.stream_report import language_model_report
+from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, evaluate_stream
+from bayesrnn.inference.dynamic import dynamic_evaluate
+from bayesrnn.inference.predictive import safe_exp
+
+
+def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:
+    trainer = TBPTTTrainer(
+        s.model,
+        s.guide,
+        s.corpus.train,
+        s.corpus.valid,
+        s.config.trainer,
+        checkpoint_path=run.checkpoint,
+    )
+    if run.checkpoint.is_file():
+        log(f"resuming from {run.checkpoint}")
+    history = trainer.fit(resume=True)
+    # fit() checkpoints every N windows and at epoch ends; a max_windows stop may fall between.
+    trainer.save_checkpoint()
+    return history.to_dict()
+
+
+def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> dict:
+    ev, tr = s.config.evaluation, s.config.trainer
+    stream = s.corpus.split(ev.split)
+    if ev.max_tokens is not None:
+        stream = stream[: ev.max_tokens]
+    seed_everything(tr.seed + 1)
+    guide = s.guide
+    log(
+        f"evaluating {ev.split} ({stream.numel()} tokens): posterior mean, "
+        f"MC with {ev.mc_samples} samples" + (", reversed text" if ev.reversed_text else "")
+    )
+    report = language_model_report(
+        s.model,
+        guide,
+        stream,
+        num_samples=ev.mc_samples,
+        batch_size=tr.eval_batch_size,
+        bptt=tr.bptt,
+        n_bins=ev.n_bins,
+        strategy=ev.bin_strategy,
+        reversed_text=ev.reversed_text,
+        sharpened=False,
+    )
+    metrics = report.metrics()
+    if isinstance(s.guide, SharpenedGuide) and ev.sharpened_bound:
+        bound = evaluate_stream(
+            s.model, s.guide, stream, batch_size=tr.eval_batch_size, bptt=tr.bptt, sharpened=True
+        )
+        # exp() of a bound this loose overflows: keep the per-token NLL bound as well
+        metrics["nll_sharpened_bound"] = bound.nll_per_token
+        metrics["perplexity_sharpened_bound"] = safe_exp(bound.nll_per_token)
+    if ev.dynamic_lr is not None:
+        log(f"dynamic evaluation of {ev.split} (lr {ev.dynamic_lr})")
+        dynamic = dynamic_evaluate(
+            s.model,
+            s.guide,
+            stream,
+            lr=ev.dynamic_lr,
+            batch_size=tr.eval_batch_size,
+            bptt=tr.bptt,
+        )
+        metrics["dynamic_lr"] = ev.dynamic_lr
+        metrics["nll_dynamic"] = dynamic.nll_per_token
+        metrics["perplexity_dynamic"] = safe_exp(dynamic.nll_per_token)
+    files = [
+        plot_reliability_diagram(report.mc.bins, run / "reliability.png", title="MC predictive")
+    ]
+    if report.reversed_mc is not None:
+        files.append(
+            plot_entropy_histograms(
+                report.mc.token_entropy,
+                report.reversed_mc.token_entropy,
+                run / "entropy.png",
+                labels=("forward text", "reversed text"),
+            )
+        )
+    out = {ev.split: metrics}
+    if s.config.guide.is_gaussian and ev.pruning:
+        pruning = _pruning(s, log)
+        out["pruning"] = pruning
+        files.append(
+            plot_pruning_curve(pruning["fractions"], pruning["perplexities"], run / "pruning.png")
+        )
+    out["plots"] = [p.name for p in files]
+    return out
+
+
+def _pruning(s: Setup, log: Log) -> dict:
+    ev, tr = s.config.evaluation, s.config.trainer
+    log(f"pruning curve on valid at fractions {list(ev.pruning_fractions)}")
+    curve = pruning_curve(
+        s.model,
+        s.guide,
+        s.corpus.valid,
+        fractions=ev.pruning_fractions,
+        batch_size=tr.eval_batch_size,
+        bptt=tr.bptt,
+    )
+    return {
+        "split": "valid",
+        "fractions": list(curve.fractions),
+        "perplexities": list(curve.perplexities),
+        "zeroed": list(curve.zeroed),
+        "total_weights": curve.total,
+    }

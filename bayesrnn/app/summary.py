@@ -1,0 +1,64 @@
+"""A few human-readable lines of a run's results (the full set is in metrics.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def summarise(metrics: dict[str, Any], out: str) -> str:
+    """A few human-readable lines of the results; the full set is in metrics.json."""
+    lines = [f"results in {out}/"]
+    training = metrics.get("training", {})
+    if training.get("valid_perplexity"):
+        lines.append(
+            f"  valid perplexity by epoch: {[round(v, 2) for v in training['valid_perplexity']]}"
+        )
+    for split in ("test", "valid"):
+        result = metrics.get(split)
+        if not isinstance(result, dict):
+            continue
+        if "perplexity_mean" in result:
+            mc = result["mc"]
+            lines.append(
+                f"  {split} perplexity: {fmt(result['perplexity_mean'])} (posterior mean), "
+                f"{fmt(result['perplexity_mc'])} (MC, {result['mc_samples']} samples)"
+            )
+            if "perplexity_dynamic" in result:
+                lines.append(
+                    f"  dynamic evaluation (lr {result['dynamic_lr']}): perplexity "
+                    f"{fmt(result['perplexity_dynamic'])} (posterior mean, adapted per window)"
+                )
+            if "nll_sharpened_bound" in result:
+                lines.append(
+                    f"  sharpened bound: perplexity <= {fmt(result['perplexity_sharpened_bound'])}"
+                    f" (NLL <= {fmt(result['nll_sharpened_bound'])} nats/token)"
+                )
+        else:
+            mc = result["mc"]
+            lines.append(
+                f"  {split} accuracy: {fmt(result['accuracy_mean'])} (posterior mean), "
+                f"{fmt(result['accuracy_mc'])} (MC, {result['mc_samples']} samples)"
+            )
+        lines.append(
+            f"  calibration (MC): ECE {fmt(mc['ece'])}, MCE {fmt(mc['mce'])}, "
+            f"Brier {fmt(mc['brier'])}, NLL {fmt(mc['nll'])}"
+        )
+        if "mutual_information" in mc:
+            lines.append(
+                f"  entropy (MC): predictive {fmt(mc['predictive_entropy'])}, mutual "
+                f"information {fmt(mc['mutual_information'])} nats"
+            )
+        rev = result.get("reversed")
+        if rev:
+            lines.append(
+                f"  reversed text: entropy gap {fmt(rev['entropy_gap_mean'])} (mean), "
+                f"{fmt(rev['entropy_gap_mc'])} (MC) nats/word; "
+                f"AUROC {fmt(rev['auroc_entropy'])}"
+            )
+    if "files" in metrics:
+        lines.append(f"  files: {', '.join(metrics['files'])}, metrics.json")
+    return "\n".join(lines)
