@@ -18,6 +18,12 @@ from bayesrnn.data.polarity import (
     load_polarity,
     pad_batch,
 )
+from bayesrnn.data.series import (
+    SeriesCorpus,
+    load_csv_series,
+    load_statsmodels_series,
+    split_series,
+)
 from bayesrnn.data.streams import batchify, check_token_ids, reverse_stream
 from bayesrnn.data.tokenizers import TOKENIZERS, tokenize_text
 from bayesrnn.data.vocab import EOS, PAD, UNK, Vocabulary
@@ -34,6 +40,7 @@ __all__ = [
     "DataNotFoundError",
     "DownloadError",
     "LanguageCorpus",
+    "SeriesCorpus",
     "Vocabulary",
     "batchify",
     "check_token_ids",
@@ -43,14 +50,17 @@ __all__ = [
     "download_polarity",
     "download_ptb",
     "embedded_split_text",
+    "load_csv_series",
     "load_embedded_corpus",
     "load_polarity",
     "load_ptb",
+    "load_statsmodels_series",
     "load_text",
     "pad_batch",
     "reencode_corpus",
     "reverse_stream",
     "sha256_file",
+    "split_series",
     "tokenize_text",
     "verify_sha256",
 ]

@@ -1,0 +1,317 @@
+"""Real-valued time series for forecasting: chronological splits, train-only scaling, loaders.
+
+A :class:`SeriesCorpus` holds three float32 tensors of rows (N_split, F): the ``targets``
+columns first, then covariates, each column standardised with the mean and standard deviation
+of the *training* split only, so nothing about the valid or test periods leaks into the inputs.
+Splits are chronological and complete: train, then valid, then test, every row in exactly one.
+
+Loaders: :func:`load_statsmodels_series` (``"sunspots"``, ``"co2"``: data that ship with
+statsmodels, no download; needs the ``timeseries`` extra) and :func:`load_csv_series` (any CSV
+through pandas). Bad data is a :class:`~bayesrnn.data.checksums.DataError` with a one-line
+message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bayesrnn.data.checksums import DataError, DataNotFoundError
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "MIN_SPLIT_ROWS",
+    "STATSMODELS_SERIES",
+    "SeriesCorpus",
+    "load_csv_series",
+    "load_statsmodels_series",
+    "split_series",
+]
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+MIN_SPLIT_ROWS = 2  # one row to predict from and one to predict, in every split
+STATSMODELS_SERIES = ("sunspots", "co2")
+_EXTRA_HINT = "install the timeseries extra: pip install 'bayesrnn[timeseries]'"
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesCorpus:
+    """Train/valid/test rows of a (multivariate) series, scaled with training statistics.
+
+    ``train``, ``valid``, ``test``: float32 (N_split, F); ``columns``: the F column names, the
+    ``targets`` target columns first; ``mean``, ``scale``: (F,) float64, fitted on train
+    (population standard deviation; a column constant on train gets scale 1); ``times``: per
+    split, the time of each row (years, dates or row numbers) as a NumPy array, for plots.
+    A scaled value v is ``(raw − mean) / scale``.
+    """
+
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    columns: tuple[str, ...]
+    targets: int
+    mean: Tensor
+    scale: Tensor
+    times: Mapping[str, np.ndarray]
+    name: str
+
+    def __post_init__(self) -> None:
+        features = len(self.columns)
+        if not 1 <= self.targets <= features:
+            raise ValueError(f"targets must lie in [1, {features}], got {self.targets!r}")
+        for split in SPLITS:
+            rows = getattr(self, split)
+            if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[1] != features:
+                raise ValueError(f"SeriesCorpus.{split} must be a (N, {features}) tensor")
+            if len(self.times[split]) != rows.shape[0]:
+                raise ValueError(f"SeriesCorpus.times[{split!r}] must have one time per row")
+        for name in ("mean", "scale"):
+            if tuple(getattr(self, name).shape) != (features,):
+                raise ValueError(f"SeriesCorpus.{name} must have shape ({features},)")
+
+    @property
+    def num_features(self) -> int:
+        return len(self.columns)
+
+    @property
+    def target_columns(self) -> tuple[str, ...]:
+        return self.columns[: self.targets]
+
+    @property
+    def test_start(self) -> int:
+        """The row of :meth:`full` where the test split begins."""
+        return self.train.shape[0] + self.valid.shape[0]
+
+    def split(self, name: str) -> Tensor:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return getattr(self, name)
+
+    def full(self) -> Tensor:
+        """All rows in time order, (N, F): train, then valid, then test."""
+        return torch.cat([self.train, self.valid, self.test])
+
+    def full_times(self) -> np.ndarray:
+        return np.concatenate([self.times[split] for split in SPLITS])
+
+    def sizes(self) -> dict[str, int]:
+        """Rows per split."""
+        return {split: int(getattr(self, split).shape[0]) for split in SPLITS}
+
+    def _column_index(self, column: int | str) -> int:
+        if isinstance(column, str):
+            if column not in self.columns:
+                raise ValueError(f"column {column!r} is not one of {list(self.columns)}")
+            return self.columns.index(column)
+        if isinstance(column, bool) or not isinstance(column, int):
+            raise ValueError(f"column must be an index or a name, got {column!r}")
+        if not -len(self.columns) <= column < len(self.columns):
+            raise ValueError(f"column {column} is out of range for {len(self.columns)} columns")
+        return column % len(self.columns)
+
+    def unscale(self, values: Tensor | np.ndarray | float, column: int | str = 0) -> Tensor:
+        """Scaled values of one column back in the data's units: v·scale + mean (float64)."""
+        index = self._column_index(column)
+        values = torch.as_tensor(values, dtype=torch.float64)
+        return values * self.scale[index] + self.mean[index]
+
+    def unscale_spread(self, values: Tensor | np.ndarray | float, column: int | str = 0) -> Tensor:
+        """Spreads of one column (scales, interval widths, RMSE, CRPS) in the data's units."""
+        index = self._column_index(column)
+        return torch.as_tensor(values, dtype=torch.float64) * self.scale[index]
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or not all(f > 0 for f in values) or not math.isclose(sum(values), 1.0):
+        raise ValueError(
+            f"fractions must be three positive numbers (train, valid, test) summing to 1, got "
+            f"{tuple(fractions)!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _as_matrix(values: object, columns: Sequence[str]) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"series values must be numeric: {error}") from error
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != len(columns):
+        raise DataError(
+            f"series values must be (N, {len(columns)}) for columns {list(columns)}, "
+            f"got shape {array.shape}"
+        )
+    missing = ~np.isfinite(array)
+    if missing.any():
+        row, col = (int(i) for i in np.argwhere(missing)[0])
+        raise DataError(
+            f"column {columns[col]!r} has {int(missing[:, col].sum())} missing or non-finite "
+            f"values (first at row {row}); fill or drop them before loading"
+        )
+    return array
+
+
+def split_series(
+    values: np.ndarray | Tensor | Sequence,
+    columns: Sequence[str],
+    *,
+    targets: int = 1,
+    name: str = "series",
+    times: np.ndarray | Sequence | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> SeriesCorpus:
+    """Split raw rows (N, F) chronologically and scale them with the training statistics.
+
+    The first ``targets`` columns are the forecast targets. Train gets ``floor(f_train·N)``
+    rows, valid ``floor(f_valid·N)``, test the rest; each split needs at least
+    :data:`MIN_SPLIT_ROWS` rows. ``times`` (N,) defaults to the row numbers.
+    """
+    columns = tuple(str(c) for c in columns)
+    if not columns or len(set(columns)) != len(columns):
+        raise ValueError(f"columns must be distinct names, got {list(columns)}")
+    if (
+        isinstance(targets, bool)
+        or not isinstance(targets, int)
+        or not 1 <= targets <= len(columns)
+    ):
+        raise ValueError(f"targets must be an integer in [1, {len(columns)}], got {targets!r}")
+    f_train, f_valid, _ = _check_fractions(fractions)
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    array = _as_matrix(values, columns)
+    total = array.shape[0]
+    n_train, n_valid = math.floor(f_train * total), math.floor(f_valid * total)
+    sizes = (n_train, n_valid, total - n_train - n_valid)
+    if min(sizes) < MIN_SPLIT_ROWS:
+        raise DataError(
+            f"series {name!r} of {total} rows is too short to split with fractions "
+            f"{tuple(fractions)}: got {dict(zip(SPLITS, sizes, strict=True))} rows, each split "
+            f"needs at least {MIN_SPLIT_ROWS}"
+        )
+    stamps = np.arange(total) if times is None else np.asarray(times)
+    if stamps.shape != (total,):
+        raise ValueError(f"times must have one entry per row ({total}), got {stamps.shape}")
+    train = array[:n_train]
+    mean = train.mean(0)
+    scale = train.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    scaled = ((array - mean) / scale).astype(np.float32)
+    bounds = np.cumsum((0, *sizes))
+    parts = {s: slice(int(bounds[i]), int(bounds[i + 1])) for i, s in enumerate(SPLITS)}
+    return SeriesCorpus(
+        **{s: torch.from_numpy(scaled[parts[s]].copy()) for s in SPLITS},
+        columns=columns,
+        targets=targets,
+        mean=torch.from_numpy(mean),
+        scale=torch.from_numpy(scale),
+        times={s: stamps[parts[s]] for s in SPLITS},
+        name=name,
+    )
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError as error:
+        raise ImportError(f"reading series needs pandas; {_EXTRA_HINT}") from error
+    return pandas
+
+
+def load_statsmodels_series(
+    name: str = "sunspots", *, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> SeriesCorpus:
+    """A real series bundled with statsmodels (no download), split and scaled.
+
+    - ``"sunspots"`` (default): yearly mean sunspot number ``SUNACTIVITY``, 1700–2008, 309
+      values; ``times`` are the years.
+    - ``"co2"``: weekly atmospheric CO₂ at Mauna Loa (ppm), 1958-03-29 to 2001-12-29, 2284
+      weeks; ``times`` are the dates. The 59 weeks without a measurement are **filled by linear
+      interpolation** between the nearest measured weeks (the weeks are evenly spaced, so in
+      time as in position).
+
+    Needs statsmodels (the ``timeseries`` extra), imported only when called.
+    """
+    if name not in STATSMODELS_SERIES:
+        raise ValueError(f"unknown statsmodels series {name!r}; known: {list(STATSMODELS_SERIES)}")
+    try:
+        from statsmodels import datasets
+    except ImportError as error:
+        raise ImportError(f"load_statsmodels_series needs statsmodels; {_EXTRA_HINT}") from error
+    if name == "sunspots":
+        frame = datasets.sunspots.load_pandas().data
+        values = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)
+        times = frame["YEAR"].to_numpy().astype(np.int64)
+        column = "SUNACTIVITY"
+    else:
+        frame = datasets.co2.load_pandas().data
+        values = frame["co2"].interpolate(method="linear").to_numpy(dtype=np.float64)
+        times = frame.index.to_numpy()
+        column = "co2"
+    return split_series(values, (column,), name=name, times=times, fractions=fractions)
+
+
+def load_csv_series(
+    path: str | Path,
+    target: str | Sequence[str],
+    covariates: Sequence[str] = (),
+    *,
+    time: str | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    name: str | None = None,
+) -> SeriesCorpus:
+    """Any CSV with a header row: the ``target`` column(s), then ``covariates``, split and scaled.
+
+    Rows are taken in file order (sort the file by time first). ``time`` names a column to keep
+    as the rows' times (not a feature); without it the times are row numbers. Every chosen
+    column must be numeric and complete: a missing value is a DataError (fill or drop it
+    first), as is a missing column (the message lists those the file has).
+    """
+    pandas = _pandas()
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"no CSV file at {path}")
+    targets = [target] if isinstance(target, str) else list(target)
+    covariates = [covariates] if isinstance(covariates, str) else list(covariates)
+    wanted = targets + covariates
+    if not targets:
+        raise ValueError("target must name at least one column")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"a column is named twice among target and covariates: {wanted}")
+    try:
+        frame = pandas.read_csv(path)
+    except (pandas.errors.EmptyDataError, pandas.errors.ParserError, UnicodeDecodeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"cannot read {path} as CSV: {message}") from error
+    available = [str(c) for c in frame.columns]
+    absent = [c for c in [*wanted, *([time] if time else [])] if c not in available]
+    if absent:
+        raise DataError(f"{path.name}: no column {absent}; the file has columns {available}")
+    for column in wanted:
+        if not pandas.api.types.is_numeric_dtype(frame[column]):
+            bad = pandas.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()
+            example = frame[column][bad].iloc[0] if bad.any() else frame[column].iloc[0]
+            raise DataError(
+                f"{path.name}: column {column!r} is not numeric (e.g. {str(example)!r})"
+            )
+    values = frame[wanted].to_numpy(dtype=np.float64)
+    times = None if time is None else frame[time].to_numpy()
+    try:
+        return split_series(
+            values,
+            wanted,
+            targets=len(targets),
+            name=name or path.stem,
+            times=times,
+            fractions=fractions,
+        )
+    except DataError as error:
+        raise DataError(f"{path.name}: {error}") from error
