@@ -26,6 +26,11 @@ from bayesrnn.evaluation.forecast import (
     pit_histogram,
     predict_series,
 )
+from bayesrnn.evaluation.forecast_plots import (
+    plot_forecast_fan,
+    plot_interval_reliability,
+    plot_pit_histogram,
+)
 from bayesrnn.evaluation.ood import (
     aupr,
     auroc,
@@ -93,6 +98,9 @@ __all__ = [
     "pit_histogram",
     "plot_elbo_trace",
     "plot_entropy_histograms",
+    "plot_forecast_fan",
+    "plot_interval_reliability",
+    "plot_pit_histogram",
     "plot_pruning_curve",
     "plot_reliability_diagram",
     "predict_series",

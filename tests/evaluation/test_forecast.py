@@ -311,3 +311,94 @@ def test_predict_series_mc_dropout_under_gal():
     draws = predict_series(model, guide, series, 10, num_samples=4)
     assert draws.shape == (4, 15, 1)
     assert not torch.allclose(draws.loc[0], draws.loc[1])  # masks on: MC dropout
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path, returned):
+    assert returned == path
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
+
+
+def _plot_data(n=40, draws=5):
+    generator = torch.Generator().manual_seed(0)
+    loc = torch.randn(draws, n, 2, generator=generator, dtype=torch.float64)
+    scale = torch.rand(draws, n, 2, generator=generator, dtype=torch.float64) + 0.5
+    observed = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return Forecast(loc, scale), observed
+
+
+def test_forecast_plots_write_pngs(tmp_path):
+    from bayesrnn.evaluation.forecast_plots import (
+        plot_forecast_fan,
+        plot_interval_reliability,
+        plot_pit_histogram,
+    )
+
+    draws, observed = _plot_data()
+    path = tmp_path / "fan" / "fan.png"
+    dates = np.arange("2000-01", "2005-11", dtype="datetime64[M]")  # 70 months
+    history = torch.randn(30)
+    _assert_png(
+        path,
+        plot_forecast_fan(
+            draws,
+            observed,
+            path,
+            times=dates[30:],
+            history=history,
+            history_times=dates[:30],
+            column=1,
+            transform=lambda v: v * 10 + 300,
+            title="co2",
+        ),
+    )
+    plain = tmp_path / "plain" / "fan.png"
+    _assert_png(plain, plot_forecast_fan(draws[:1], observed[:, 0], str(plain)))
+    pit = forecast_metrics(draws, observed)["pit"]
+    hist = tmp_path / "pit" / "pit.png"
+    _assert_png(hist, plot_pit_histogram(pit, hist, bins=8, title="PIT"))
+    reliability = tmp_path / "rel" / "reliability.png"
+    curves = {"model": pit, "climatology": torch.rand(80)}
+    _assert_png(reliability, plot_interval_reliability(curves, reliability))
+    single = tmp_path / "single" / "reliability.png"
+    _assert_png(single, plot_interval_reliability(pit, single, levels=(0.5, 0.9)))
+
+
+def test_forecast_plots_reject_bad_input(tmp_path):
+    from bayesrnn.evaluation.forecast_plots import (
+        plot_forecast_fan,
+        plot_interval_reliability,
+        plot_pit_histogram,
+    )
+
+    draws, observed = _plot_data()
+    png = tmp_path / "x.png"
+    with pytest.raises(ValueError, match="png"):
+        plot_forecast_fan(draws, observed, tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match="observed"):
+        plot_forecast_fan(draws, observed[:-1], png)
+    with pytest.raises(ValueError, match="times"):
+        plot_forecast_fan(draws, observed, png, times=np.arange(3))
+    with pytest.raises(ValueError, match="column"):
+        plot_forecast_fan(draws, observed, png, column=2)
+    with pytest.raises(ValueError, match="levels"):
+        plot_forecast_fan(draws, observed, png, levels=(0.5, 1.0))
+    with pytest.raises(ValueError, match="pit"):
+        plot_pit_histogram(torch.tensor([0.2, 1.3]), png)
+    with pytest.raises(ValueError, match="pit"):
+        plot_pit_histogram([], png)
+    with pytest.raises(ValueError, match="bins"):
+        plot_pit_histogram(torch.rand(10), png, bins=1)
+    with pytest.raises(ValueError, match="pit"):
+        plot_interval_reliability({"model": torch.tensor([float("nan")])}, png)
+    with pytest.raises(ValueError, match="levels"):
+        plot_interval_reliability(torch.rand(10), png, levels=(0.0, 0.5))
+    assert not png.exists()
