@@ -1,6 +1,7 @@
 """What users decide with: calibration, uncertainty, OOD scores, pruning, ArviZ export, plots."""
 
 from bayesrnn.evaluation.arviz_export import export_classifier, export_language_model, to_datatree
+from bayesrnn.evaluation.arviz_forecast import export_forecaster
 from bayesrnn.evaluation.calibration import (
     PositionCalibration,
     ReliabilityBins,
@@ -80,6 +81,7 @@ __all__ = [
     "expected_calibration_error",
     "expected_entropy",
     "export_classifier",
+    "export_forecaster",
     "export_language_model",
     "flatten_tokens",
     "forecast_metrics",

@@ -1,0 +1,153 @@
+"""Export a forecaster's posterior and its one-step predictions to an ArviZ 1.x ``DataTree``.
+
+Like :mod:`bayesrnn.evaluation.arviz_export` (one chain of S draws), for a
+:class:`~bayesrnn.models.SequenceRegressor` walked over a whole series. Each draw θ_s is held
+for the whole series (warm-up history included, the hidden state carried from row 0); the
+observations are the target values of rows ``start`` … N − 1. Groups:
+
+- ``posterior``: the chosen weight sites (default: the biases), when the model has any;
+- ``log_likelihood["obs"]``: log p(y_{t,d} | θ_s, y_{<t}) per value, dims
+  (chain, draw, step, target): the D outputs are independent given θ_s, so the per-value terms
+  sum to the row's log-likelihood;
+- ``posterior_predictive["obs"]``: one value per step and target drawn from draw s's
+  predictive, real-valued;
+- ``observed_data["obs"]``: the observed values (step, target);
+- ``sample_stats`` (guides with a density: mean-field, sharpened, autoguides): ``log_q``,
+  ``log_prior``, ``log_p`` = log p(θ_s) + Σ log p(y | θ_s) and ``kl``, as in
+  :mod:`~bayesrnn.evaluation.arviz_export`. Gal's Bernoulli mixture has no density: no
+  ``sample_stats`` then.
+
+Coordinate ``step`` is each observation's row in ``series``; ``target`` its column name.
+``arviz_stats.loo_pit(tree)`` gives the LOO-PIT of every value. Under Gal's guide (or any model
+with dropout masks) the masks are on (MC dropout): draw s is one network with one set of masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from pyro import poutine
+
+from bayesrnn.evaluation.arviz_export import (
+    _check_complete,
+    _check_num_samples,
+    _choose_sites,
+    _draw,
+    _history_traces,
+    _log_density,
+    _root_attrs,
+    evaluation_mode,
+    to_datatree,
+)
+from bayesrnn.evaluation.forecast import _check_series, series_inputs
+from bayesrnn.inference.guides.gal import GalDropoutGuide
+from bayesrnn.inference.predictive import module_device, sample_weights
+from bayesrnn.models.bayesian import weight_sites
+from bayesrnn.models.regressor import Forecast
+from bayesrnn.models.regularisers import mc_dropout
+
+__all__ = ["export_forecaster"]
+
+
+def _forecast_of(model, trace, start: int) -> Forecast:
+    forecast = trace.nodes["_RETURN"]["value"][0]
+    batch_dim = 0 if getattr(model, "batch_first", False) else 1
+    return forecast.map(lambda t: t.select(batch_dim, 0)[start - 1 :].detach().double())
+
+
+def export_forecaster(
+    model,
+    guide,
+    series: torch.Tensor,
+    start: int,
+    num_samples: int = 100,
+    *,
+    sites: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+    history=None,
+) -> xr.DataTree:
+    """S posterior draws of a forecaster and their one-step predictions of rows ``start`` …
+    N − 1 of ``series`` (N, F), as an ArviZ DataTree (see the module docstring).
+
+    ``sites`` picks the weight sites of ``posterior`` (default: the biases);
+    ``target_names`` names the D target columns (default ``y0``, ``y1``, …); ``history`` (a
+    trainer ``History``) fills the ``optimization`` group. ``arviz_stats.loo_pit`` needs the
+    draws to be at least 25 or so for its Pareto smoothing.
+    """
+    num_samples = _check_num_samples(num_samples)
+    series, start = _check_series(model, series, start)
+    outputs = int(getattr(model, "output_size", 1))
+    names = [f"y{d}" for d in range(outputs)] if target_names is None else list(target_names)
+    if len(names) != outputs or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"target_names must be {outputs} strings, got {target_names!r}")
+    has_sites = bool(weight_sites(model))
+    chosen = _choose_sites(model, sites) if has_sites or sites is not None else []
+    densities = has_sites and not isinstance(guide, GalDropoutGuide)
+    device = module_device(model, guide)
+    inputs, targets = series_inputs(model, series.to(device))
+    observed = series[start:, :outputs].to(device).double()
+
+    posterior: dict[str, list[np.ndarray]] = {site: [] for site in chosen}
+    log_lik, predictive, log_q, log_prior = [], [], [], []
+    with evaluation_mode(model, guide), torch.no_grad(), mc_dropout(model):
+        for _ in range(num_samples):
+            if densities:
+                weights, lq = _draw(guide, (inputs, targets), {})
+                log_q.append(lq)
+            else:
+                weights = sample_weights(guide, inputs, targets)
+            _check_complete(model, weights)
+            conditioned = poutine.condition(model, data=weights)
+            trace = poutine.trace(conditioned).get_trace(inputs)
+            log_prior.append(
+                sum(
+                    _log_density(site["fn"], site["value"])
+                    for name, site in trace.nodes.items()
+                    if site["type"] == "sample" and name in weights
+                )
+            )
+            forecast = _forecast_of(model, trace, start)
+            log_lik.append(forecast.log_prob(observed).cpu().numpy())
+            predictive.append(forecast.sample().cpu().numpy())
+            for site in chosen:
+                posterior[site].append(weights[site].cpu().numpy())
+
+    def stacked(per_draw: list) -> np.ndarray:
+        return np.stack(per_draw)[np.newaxis]  # (chain=1, draw, ...)
+
+    log_lik_array = stacked(log_lik)
+    sample_stats = None
+    if densities:
+        q, prior = (np.asarray(v, dtype=np.float64)[np.newaxis] for v in (log_q, log_prior))
+        total = log_lik_array.sum(axis=(2, 3))
+        sample_stats = {"log_q": q, "log_prior": prior, "log_p": prior + total, "kl": q - prior}
+    optimization, trace_dims = (None, {}) if history is None else _history_traces(history)
+    extra = {}
+    df = model.df() if hasattr(model, "df") and callable(model.df) else None
+    if df is not None:
+        extra["df"] = [float(v) for v in df.detach().cpu()]
+    return to_datatree(
+        posterior={site: stacked(v) for site, v in posterior.items()} or None,
+        posterior_predictive={"obs": stacked(predictive)},
+        log_likelihood={"obs": log_lik_array},
+        observed_data={"obs": observed.cpu().numpy()},
+        sample_stats=sample_stats,
+        coords={"step": np.arange(start, series.shape[0]), "target": np.asarray(names)},
+        dims={"obs": ["step", "target"]},
+        attrs={
+            "/": _root_attrs(
+                model,
+                guide,
+                observations="one-step forecasts of rows start … N − 1; coordinate = row",
+                start=int(start),
+                rows=int(series.shape[0]),
+                likelihood=str(getattr(model, "likelihood", "gaussian")),
+                **extra,
+            )
+        },
+        optimization=optimization,
+        optimization_dims=trace_dims,
+    )
