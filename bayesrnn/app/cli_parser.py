@@ -25,6 +25,10 @@ your own settings:
   bayesrnn run --set guide.name=gal --set model.prior=gaussian --set guide.dropout_hidden=0.3
   bayesrnn run --config my.toml         a TOML file with any keys of a run's config.toml
 
+forecasting a real series (needs the timeseries extra: statsmodels):
+  bayesrnn run --task forecast --data sunspots --out sun
+  bayesrnn run --task forecast --data sales.csv --set data.target=units --out sales
+
 sentence classification (rt-polarity):
   bayesrnn download polarity --data-dir ~/data
   bayesrnn run --preset gal-polarity --data-dir ~/data
@@ -94,7 +98,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--data",
         metavar="SOURCE",
         help="embedded (default, no download), ptb, ptb-char, polarity, or a path to a text "
-        "file or a folder with train/valid/test files",
+        "file or a folder with train/valid/test files; forecasting: sunspots (default), co2, "
+        "or a CSV file with --set data.target=COLUMN",
     )
     what.add_argument(
         "--data-dir",
@@ -103,8 +108,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--task",
-        choices=("lm", "classify"),
-        help="lm: next-token language model (default); classify: sentence polarity",
+        choices=("lm", "classify", "forecast"),
+        help="lm: next-token language model (default); classify: sentence polarity; forecast: "
+        "one-step-ahead forecasts of a real series (starts from the forecast preset)",
     )
     how = parser.add_argument_group("how to run")
     how.add_argument(

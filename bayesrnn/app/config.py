@@ -18,8 +18,10 @@ from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.trainer import TrainerConfig
 
 NONE = "none"
-TASKS = ("lm", "classify")
-DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity")
+TASKS = ("lm", "classify", "forecast")
+SERIES_SOURCES = ("sunspots", "co2")  # statsmodels' bundled series (the timeseries extra)
+DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
+LIKELIHOODS = ("gaussian", "student_t")
 LEVELS = ("word", "char")
 PRIORS = ("scale_mixture", "gaussian", "none")
 MIXTURE_PER = ("weight", "row")
@@ -50,7 +52,9 @@ class DataConfig:
     ``source``: embedded, ptb, ptb-char, polarity, or a text file/folder path; ``dir``: the
     folder holding ptb/, ptb_char/ or rt-polarity/; ``level``: word or char for embedded and
     text files; ``max_vocab``: vocabulary cap; ``split_seed``: the polarity split;
-    ``max_examples``: keep the first N sentences of each polarity split (quick runs).
+    ``max_examples``: keep the first N sentences of each polarity split (quick runs);
+    forecasting: ``source`` sunspots, co2 or a CSV file, ``target`` its column to forecast
+    (CSV only) and ``covariates`` further input columns.
     """
 
     source: str = "embedded"
@@ -59,6 +63,8 @@ class DataConfig:
     max_vocab: int | None = None
     split_seed: int = 0
     max_examples: int | None = None
+    target: str | None = None
+    covariates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("data.level", self.level, LEVELS)
@@ -80,7 +86,8 @@ class ModelConfig:
     (``prior_scale``) or none (a plain network for the baselines); ``deterministic``: weight
     sites kept as point estimates; ``init_range``: U(−r, r) initialisation, none for torch's;
     the rates from ``naive_dropout`` to ``weight_drop`` and ``mask_scope`` are
-    :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's.
+    :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's, ``likelihood``
+    (gaussian or student_t) the forecaster's.
     """
 
     embedding_size: int = 128
@@ -90,6 +97,7 @@ class ModelConfig:
     tie_weights: bool = False
     init_range: float | None = None
     pooling: str = "last"
+    likelihood: str = "gaussian"
     prior: str = "scale_mixture"
     prior_scale: float = 1.0
     prior_pi: float = 0.25
@@ -125,6 +133,7 @@ class ModelConfig:
         _check_choice("model.prior", self.prior, PRIORS)
         _check_choice("model.prior_per", self.prior_per, MIXTURE_PER)
         _check_choice("model.pooling", self.pooling, ("last", "mean"))
+        _check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
 
     def regularisers(self) -> dict[str, float | str]:
         return {name: getattr(self, name) for name in self.REGULARISERS}

@@ -185,10 +185,12 @@ def resolve_config(
     """Layer defaults < preset < config file < ``--set`` overrides < flags.
 
     A config file may name its own preset (``preset = "gal-medium"``); ``preset`` (the
-    ``--preset`` flag) wins over it. Relative data paths are made absolute.
+    ``--preset`` flag) wins over it. Without one, ``task = "forecast"`` starts from the
+    ``forecast`` preset, anything else from ``default``. Relative data paths are made absolute.
     """
     file_values = load_toml(config_file) if config_file is not None else {}
-    name = preset or file_values.get("preset") or "default"
+    task = (flags or {}).get("task") or file_values.get("task")
+    name = preset or file_values.get("preset") or ("forecast" if task == "forecast" else "default")
     if not isinstance(name, str):
         raise ConfigError(f"preset must be a string, got {name!r}")
     config = _with_preset(name)

@@ -44,7 +44,15 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
     guide = s.guide
     seed_everything(s.config.trainer.seed + 2)
     log(f"exporting {ev.export_samples} posterior samples to {path}")
-    if s.config.task == "classify":
+    if s.config.task == "forecast":
+        from bayesrnn.app.forecast_task import forecast_range
+        from bayesrnn.evaluation.arviz_forecast import export_forecaster
+
+        rows, start = forecast_range(s.corpus, ev.split)
+        tree = export_forecaster(
+            s.model, guide, rows.to(device), start, num_samples=ev.export_samples
+        )
+    elif s.config.task == "classify":
         split = getattr(s.corpus, ev.split)
         tokens, lengths = pad_batch(split.sequences, pad_id=padding_id(s.corpus))
         tree = export_classifier(

@@ -27,6 +27,7 @@ from bayesrnn.app.classifier_task import evaluate_classifier, train_classifier
 from bayesrnn.app.config import ConfigError, RunConfig
 from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
 from bayesrnn.app.export import export_posterior, no_export_reason
+from bayesrnn.app.forecast_task import evaluate_forecaster
 from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
 from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
 from bayesrnn.app.run_dir import (
@@ -92,7 +93,11 @@ def _describe(s: Setup) -> dict:
     return {
         "data": {
             "name": getattr(corpus, "name", s.config.data.source),
-            "vocab_size": len(corpus.vocab),
+            **(
+                {"vocab_size": len(corpus.vocab)}
+                if hasattr(corpus, "vocab")
+                else {"columns": list(corpus.columns), "targets": corpus.targets}
+            ),
             "sizes": corpus.sizes(),
         },
         "model": {
@@ -108,6 +113,8 @@ def _evaluate(s: Setup, history: dict, run: RunDir, log: Log, export: bool) -> d
     began = time.perf_counter()
     if s.config.task == "classify":
         results = evaluate_classifier(s, run, log)
+    elif s.config.task == "forecast":
+        results = evaluate_forecaster(s, run, log)
     else:
         results = evaluate_language_model(s, history, run, log)
     elbo = plot_elbo_trace(history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"])
@@ -155,6 +162,8 @@ def _needed_splits(config: RunConfig, *, train: bool, evaluate: bool) -> tuple[s
         splits += (ev.split,)
         if config.task == "lm" and config.guide.is_gaussian and ev.pruning:
             splits += ("valid",)
+        if config.task == "forecast":  # the rows before the split are the forecasts' history
+            splits += ("train",) + (("valid",) if ev.split == "test" else ())
     return tuple(dict.fromkeys(splits))
 
 

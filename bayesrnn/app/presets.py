@@ -130,6 +130,38 @@ PRESETS: dict[str, Preset] = {
             {},
         ),
         Preset(
+            "forecast",
+            "one-step-ahead forecasting of a real series (yearly sunspots by default): 1x32 "
+            "Bayesian LSTM, Gaussian likelihood with an input-dependent scale, mean-field "
+            "posterior, Adam",
+            "bayesrnn (the papers' posterior on a forecaster; no paper configuration)",
+            "none; compare with the persistence and climatology baselines in metrics.json",
+            {
+                "task": "forecast",
+                "data": {"source": "sunspots"},
+                "model": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "prior": "gaussian",
+                    "prior_scale": 1.0,
+                    "deterministic": [],
+                },
+                "guide": {"name": "mean_field"},
+                "trainer": {
+                    "batch_size": 4,
+                    "bptt": 20,
+                    "epochs": 60,
+                    "optimizer": "adam",
+                    "lr": 1e-2,
+                    "lr_decay": 1.0,
+                    "clip_norm": 5.0,
+                    "eval_batch_size": 1,
+                    "checkpoint_every": 50,
+                },
+                "evaluation": {"mc_samples": 50, "export_samples": 20},
+            },
+        ),
+        Preset(
             "zaremba-small",
             "2x200 LSTM, no regularisation, BPTT 20, 13 epochs, lr halved after epoch 4",
             _Z,

@@ -27,26 +27,39 @@ _FORMAT = 1
 class RunData:
     """What a run knows about its data without reading it again."""
 
-    vocabulary: Vocabulary
+    vocabulary: Vocabulary | None  # None for a real-valued series
     tokenizer: str
     task: str
     name: str
     splits: dict[str, dict] = field(default_factory=dict)  # split -> {"items", "sha256"}
     label_names: tuple[str, ...] | None = None
+    series: dict | None = None  # forecasting: columns, target count, train mean and scale
 
     @property
     def n_classes(self) -> int | None:
         return None if self.label_names is None else len(self.label_names)
 
 
-def run_data_of(corpus: LanguageCorpus | ClassificationCorpus, task: str) -> RunData:
+def _series_info(corpus) -> dict | None:
+    if not hasattr(corpus, "columns"):
+        return None
+    return {
+        "columns": list(corpus.columns),
+        "targets": int(corpus.targets),
+        "mean": [float(v) for v in corpus.mean],
+        "scale": [float(v) for v in corpus.scale],
+    }
+
+
+def run_data_of(corpus, task: str) -> RunData:
     return RunData(
-        vocabulary=corpus.vocab,
+        vocabulary=getattr(corpus, "vocab", None),
         tokenizer=getattr(corpus, "tokenizer", "whitespace"),
         task=task,
         name=getattr(corpus, "name", ""),
         splits=corpus_fingerprint(corpus),
         label_names=getattr(corpus, "label_names", None),
+        series=_series_info(corpus),
     )
 
 
@@ -60,7 +73,8 @@ def write_run_data(run: RunDir, data: RunData) -> None:
             "tokenizer": data.tokenizer,
             "label_names": None if data.label_names is None else list(data.label_names),
             "splits": data.splits,
-            "vocabulary": data.vocabulary.to_dict(),
+            "vocabulary": None if data.vocabulary is None else data.vocabulary.to_dict(),
+            "series": data.series,
         },
     )
 
@@ -74,13 +88,15 @@ def read_run_data(run: RunDir) -> RunData | None:
         if raw["format"] != _FORMAT:
             raise ValueError(f"format {raw['format']!r}, this version reads {_FORMAT}")
         labels = raw["label_names"]
+        vocabulary = raw["vocabulary"]
         return RunData(
-            vocabulary=Vocabulary.from_dict(raw["vocabulary"]),
+            vocabulary=None if vocabulary is None else Vocabulary.from_dict(vocabulary),
             tokenizer=str(raw["tokenizer"]),
             task=str(raw["task"]),
             name=str(raw["data"]),
             splits={k: dict(v) for k, v in raw["splits"].items()},
             label_names=None if labels is None else tuple(labels),
+            series=raw.get("series"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise JobError(

@@ -13,7 +13,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from bayesrnn.app.config import ConfigError, RunConfig
+from bayesrnn.app.config import DATA_SOURCES, SERIES_SOURCES, ConfigError, RunConfig
 from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
@@ -29,7 +29,13 @@ from bayesrnn.data import (
 )
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
-from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
+from bayesrnn.models import (
+    GaussianPrior,
+    LanguageModel,
+    ScaleMixturePrior,
+    SequenceClassifier,
+    SequenceRegressor,
+)
 from bayesrnn.models.priors import brnn_ptb_prior
 
 __all__ = ["Log", "Setup", "load_data", "quiet_log", "restore", "setup", "stderr_log"]
@@ -61,9 +67,36 @@ def _data_dir(config: RunConfig) -> Path:
     return root
 
 
-def load_data(config: RunConfig) -> LanguageCorpus | ClassificationCorpus:
-    """The corpus named by ``config.data`` for ``config.task``."""
+def _load_series(config: RunConfig):
+    from bayesrnn.data.series import load_csv_series, load_statsmodels_series
+
+    data = config.data
+    if data.source in SERIES_SOURCES:
+        if data.target is not None or data.covariates:
+            raise ConfigError(
+                f"--data {data.source} has one column; data.target and data.covariates are for "
+                "CSV files"
+            )
+        return load_statsmodels_series(data.source)
+    if data.source in DATA_SOURCES:
+        raise ConfigError(
+            f"--task forecast needs a real-valued series: --data {', '.join(SERIES_SOURCES)} or "
+            f"a CSV file, not {data.source}"
+        )
+    if data.target is None:
+        raise ConfigError(
+            f"--data {data.source}: name the column to forecast with --set data.target=COLUMN"
+        )
+    return load_csv_series(data.source, data.target, data.covariates)
+
+
+def load_data(config: RunConfig):
+    """The corpus named by ``config.data`` for ``config.task`` (a series for forecasting)."""
     data, source = config.data, config.data.source
+    if config.task == "forecast":
+        return _load_series(config)
+    if source in SERIES_SOURCES:
+        raise ConfigError(f"{source} is a real-valued series: add --task forecast")
     if config.task == "classify":
         if source != "polarity":
             raise ConfigError(
@@ -113,8 +146,9 @@ def build_prior(config: RunConfig):
     return None
 
 
-def build_model(config: RunConfig, vocab_size: int, n_classes: int | None) -> torch.nn.Module:
-    """The run's model for a vocabulary of ``vocab_size`` ids (and ``n_classes`` labels)."""
+def build_model(config: RunConfig, size: int, outputs: int | None) -> torch.nn.Module:
+    """The run's model: ``size`` is the vocabulary (lm, classify) or the features per row
+    (forecast); ``outputs`` the classes (classify) or target columns (forecast)."""
     m = config.model
     options = {
         "prior": build_prior(config),
@@ -122,10 +156,23 @@ def build_model(config: RunConfig, vocab_size: int, n_classes: int | None) -> to
         "regularisers": m.regularisers(),
         "init_range": m.init_range,
     }
+    if config.task == "forecast":
+        return SequenceRegressor(
+            size,
+            m.hidden_size,
+            m.num_layers,
+            m.cell,
+            output_size=outputs,
+            likelihood=m.likelihood,
+            prior=options["prior"],
+            deterministic=options["deterministic"],
+            regularisers=options["regularisers"],
+            init_range=options["init_range"],
+        )
     if config.task == "classify":
         return SequenceClassifier(
-            vocab_size,
-            n_classes,
+            size,
+            outputs,
             m.embedding_size,
             m.hidden_size,
             m.num_layers,
@@ -134,7 +181,7 @@ def build_model(config: RunConfig, vocab_size: int, n_classes: int | None) -> to
             **options,
         )
     return LanguageModel(
-        vocab_size,
+        size,
         m.embedding_size,
         m.hidden_size,
         m.num_layers,
@@ -148,10 +195,13 @@ def build_guide(config: RunConfig, model: torch.nn.Module):
     return make_guide(config.guide.name, model, **config.guide.options())
 
 
-def first_batch(config: RunConfig) -> tuple:
-    """A two-step batch of id 0 to call a guide once (autoguides build their parameters then;
+def first_batch(config: RunConfig, model: torch.nn.Module) -> tuple:
+    """A two-step batch of zeros to call a guide once (autoguides build their parameters then;
     only the shapes of the weight sites matter, which the data does not change)."""
     tokens = torch.zeros(2, 2, dtype=torch.long)
+    if config.task == "forecast":
+        rows = torch.zeros(2, 2, model.input_size)
+        return rows, rows.clone()
     if config.task == "classify":
         return tokens, torch.zeros(2, dtype=torch.long), torch.full((2,), 2)
     return tokens, tokens.clone()
@@ -167,7 +217,7 @@ def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
     tr = config.trainer
     for split in splits:
         part = getattr(corpus, split)
-        items = part.numel() if isinstance(part, torch.Tensor) else len(part)
+        items = part.shape[0] if isinstance(part, torch.Tensor) else len(part)  # tokens or rows
         cut = split == config.evaluation.split and config.evaluation.max_tokens is not None
         if cut:
             items = min(items, config.evaluation.max_tokens)
@@ -206,12 +256,19 @@ def check_device(config: RunConfig) -> None:
         raise ConfigError(f"--device {device}, but torch sees no CUDA device on this machine")
 
 
-def build(config: RunConfig, vocab_size: int, n_classes: int | None) -> tuple:
+def model_sizes(corpus, task: str) -> tuple[int, int | None]:
+    """``(size, outputs)`` for :func:`build_model` from a loaded corpus."""
+    if task == "forecast":
+        return int(corpus.train.shape[1]), int(corpus.targets)
+    return len(corpus.vocab), getattr(corpus, "n_classes", None)
+
+
+def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     """Model and guide, seeded by the config; a bad combination is a ConfigError."""
     check_device(config)
     seed_everything(config.trainer.seed)
     try:
-        model = build_model(config, vocab_size, n_classes)
+        model = build_model(config, size, outputs)
         guide = build_guide(config, model)
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error
@@ -220,7 +277,7 @@ def build(config: RunConfig, vocab_size: int, n_classes: int | None) -> tuple:
             raise
         raise ConfigError(
             f"the model does not fit in memory (model.hidden_size={config.model.hidden_size}, "
-            f"model.embedding_size={config.model.embedding_size}, vocabulary {vocab_size})"
+            f"model.embedding_size={config.model.embedding_size}, input size {size})"
         ) from None
     return model, guide
 
@@ -233,7 +290,7 @@ def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> 
     if vocabulary is not None:
         corpus = reencode_corpus(corpus, vocabulary)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
-    model, guide = build(config, len(corpus.vocab), getattr(corpus, "n_classes", None))
+    model, guide = build(config, *model_sizes(corpus, config.task))
     return Setup(config, corpus, model, guide)
 
 
@@ -254,7 +311,7 @@ def restore(s: Setup, run: RunDir) -> dict:
             if s.config.guide.name.startswith("auto_"):
                 # Autoguides create their parameters on their first call.
                 with torch.no_grad():
-                    s.guide(*(t.to(device) for t in first_batch(s.config)))
+                    s.guide(*(t.to(device) for t in first_batch(s.config, s.model)))
             s.guide.load_state_dict(payload["guide"])
         s.model.load_state_dict(payload["model"])
         missing = [key for key in ("position", "history") if key not in payload]

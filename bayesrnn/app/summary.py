@@ -21,6 +21,9 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
         result = metrics.get(split)
         if not isinstance(result, dict):
             continue
+        if "baselines" in result:
+            lines += _forecast_lines(split, result)
+            continue
         if "perplexity_mean" in result:
             mc = result["mc"]
             lines.append(
@@ -62,3 +65,15 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
     if "files" in metrics:
         lines.append(f"  files: {', '.join(metrics['files'])}, metrics.json")
     return "\n".join(lines)
+
+
+def _forecast_lines(split: str, result: dict[str, Any]) -> list[str]:
+    base = result["baselines"]
+    return [
+        f"  {split} ({result['steps']} steps, MC {result['mc_samples']} samples): CRPS "
+        f"{fmt(result['crps'])}, NLL {fmt(result['nll'])}, RMSE {fmt(result['rmse'])}",
+        f"  interval coverage: 50% -> {fmt(result['coverage_50'])}, 90% -> "
+        f"{fmt(result['coverage_90'])}",
+        f"  baselines CRPS: persistence {fmt(base['persistence']['crps'])}, climatology "
+        f"{fmt(base['climatology']['crps'])}",
+    ]

@@ -190,7 +190,11 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
         tokenizer = getattr(s.corpus, "tokenizer", "whitespace")
         labels = getattr(s.corpus, "label_names", None)
     else:
-        model, guide = build(config, len(saved.vocabulary), saved.n_classes)
+        if saved.series is not None:
+            sizes = (len(saved.series["columns"]), saved.series["targets"])
+        else:
+            sizes = (len(saved.vocabulary), saved.n_classes)
+        model, guide = build(config, *sizes)
         s = Setup(config, _VocabularyOnly(saved.vocabulary), model, guide)
         tokenizer, labels = saved.tokenizer, saved.label_names
     restore(s, run)

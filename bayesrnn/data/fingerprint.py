@@ -64,7 +64,8 @@ def reencode_corpus(corpus: Corpus, vocab: Vocabulary) -> Corpus:
 
 
 def _digest_stream(stream: Tensor) -> str:
-    return hashlib.sha256(stream.to(torch.int64).cpu().contiguous().numpy().tobytes()).hexdigest()
+    kind = torch.float32 if stream.is_floating_point() else torch.int64  # series rows or ids
+    return hashlib.sha256(stream.to(kind).cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _digest_split(split: ClassificationSplit) -> str:
@@ -76,12 +77,13 @@ def _digest_split(split: ClassificationSplit) -> str:
 
 
 def corpus_fingerprint(corpus: Corpus) -> dict[str, dict[str, int | str]]:
-    """Per split: its size (tokens or examples) and the sha256 of its ids (and labels)."""
+    """Per split: its size (tokens, examples or rows) and the sha256 of its ids (and labels) or
+    of its (scaled) rows."""
     out = {}
     for split in SPLITS:
         part = getattr(corpus, split)
         if isinstance(part, Tensor):
-            out[split] = {"items": int(part.numel()), "sha256": _digest_stream(part)}
+            out[split] = {"items": int(part.shape[0]), "sha256": _digest_stream(part)}
         else:
             out[split] = {"items": len(part), "sha256": _digest_split(part)}
     return out

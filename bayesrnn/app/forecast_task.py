@@ -1,0 +1,102 @@
+"""The forecasting task of a run: one-step-ahead predictive distributions of a real series,
+scored in the data's units against the persistence and climatology baselines."""
+
+from __future__ import annotations
+
+import torch
+
+from bayesrnn.app.run_dir import RunDir
+from bayesrnn.app.setup import Log, Setup, seed_everything
+from bayesrnn.data.series import SeriesCorpus
+from bayesrnn.evaluation.forecast import baselines, forecast_metrics, predict_series
+from bayesrnn.models.regressor import Forecast
+
+__all__ = ["evaluate_forecaster", "forecast_range", "in_units"]
+
+LEVELS = (0.5, 0.9)
+
+
+def forecast_range(corpus: SeriesCorpus, split: str) -> tuple[torch.Tensor, int]:
+    """The rows a split's forecasts read (everything before it is warm-up history) and the
+    row where the split begins."""
+    sizes = corpus.sizes()
+    start = sizes["train"] if split == "valid" else corpus.test_start
+    end = start + sizes[split]
+    return corpus.full()[:end], start
+
+
+def in_units(forecast: Forecast, corpus: SeriesCorpus) -> Forecast:
+    """Scaled forecasts of the target columns back in the data's units."""
+    d = forecast.loc.shape[-1]
+    mean = corpus.mean[:d].to(forecast.loc)
+    scale = corpus.scale[:d].to(forecast.loc)
+    return Forecast(forecast.loc * scale + mean, forecast.scale * scale, forecast.df)
+
+
+def _units(values: torch.Tensor, corpus: SeriesCorpus) -> torch.Tensor:
+    d = values.shape[-1]
+    return values.double() * corpus.scale[:d] + corpus.mean[:d]
+
+
+def _public(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, torch.Tensor)}
+
+
+def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
+    """Posterior-mean and MC forecasts of the evaluation split, their scores (CRPS, NLL, RMSE,
+    MAE, central-interval coverage and width, PIT histogram) and the baselines' scores."""
+    from bayesrnn.evaluation.forecast_plots import (
+        plot_forecast_fan,
+        plot_interval_reliability,
+        plot_pit_histogram,
+    )
+
+    ev, corpus = s.config.evaluation, s.corpus
+    d = corpus.targets
+    rows, start = forecast_range(corpus, ev.split)
+    seed_everything(s.config.trainer.seed + 1)
+    log(
+        f"forecasting {ev.split} ({rows.shape[0] - start} steps, history {start}): posterior "
+        f"mean, MC with {ev.mc_samples} samples"
+    )
+    mean = in_units(predict_series(s.model, s.guide, rows, start, None), corpus)
+    mc = in_units(predict_series(s.model, s.guide, rows, start, ev.mc_samples), corpus)
+    observed = _units(rows[start:, :d], corpus)
+    previous = _units(rows[start - 1 : -1, :d], corpus)
+    train = _units(corpus.train[:, :d], corpus)
+    scores_mean = forecast_metrics(mean, observed.to(mean.loc), levels=LEVELS)
+    scores_mc = forecast_metrics(mc, observed.to(mc.loc), levels=LEVELS)
+    naive = baselines(train, observed, previous, levels=LEVELS)
+    times = corpus.full_times()
+    files = [
+        plot_forecast_fan(
+            mc,
+            observed,
+            run / "forecast.png",
+            times=times[start : rows.shape[0]],
+            history=_units(rows[:start, :d], corpus)[-4 * observed.shape[0] :, 0],
+            history_times=times[:start][-4 * observed.shape[0] :],
+            levels=LEVELS,
+            title=f"{corpus.name}: one-step-ahead forecasts of {ev.split} (MC, data units)",
+        ),
+        plot_pit_histogram(scores_mc["pit"], run / "pit.png", title="PIT of the MC forecast"),
+        plot_interval_reliability(
+            {
+                "bayesrnn (MC)": scores_mc["pit"],
+                **{name: scores["pit"] for name, scores in naive.items()},
+            },
+            run / "intervals.png",
+        ),
+    ]
+    metrics = {
+        key: scores_mc[key] for key in ("crps", "nll", "rmse", "mae", "coverage_50", "coverage_90")
+    }
+    metrics |= {
+        "steps": int(observed.shape[0]),
+        "mc_samples": ev.mc_samples,
+        "units": "the data's (scaled back from the training mean and standard deviation)",
+        "posterior_mean": _public(scores_mean),
+        "mc": _public(scores_mc),
+        "baselines": {name: _public(scores) for name, scores in naive.items()},
+    }
+    return {ev.split: metrics, "plots": [p.name for p in files]}
