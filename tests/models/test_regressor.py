@@ -292,3 +292,31 @@ def test_a_forecaster_trained_on_a_noisy_sine_recovers_its_noise_scale():
     assert abs(mean_scale - noise_scale) < 0.25 * noise_scale, mean_scale
     rmse = float((predicted.loc - held_out[:, 0]).pow(2).mean().sqrt())
     assert rmse < 1.25 * noise_scale, rmse
+
+
+def test_a_batch_first_regressor_trains_as_its_time_major_twin():
+    series = _series(300)
+    runs = []
+    for batch_first in (False, True):
+        torch.manual_seed(0)
+        model = SequenceRegressor(2, 6, batch_first=batch_first)
+        guide = make_guide("mean_field", model)
+        history = TBPTTTrainer(
+            model,
+            guide,
+            series[:240],
+            series[240:],
+            batch_size=4,
+            bptt=10,
+            epochs=2,
+            lr=0.01,
+            optimizer="adam",
+            progress=False,
+        ).fit()
+        runs.append(history)
+    torch.testing.assert_close(
+        torch.tensor(runs[1].elbo), torch.tensor(runs[0].elbo), rtol=1e-5, atol=1e-3
+    )
+    torch.testing.assert_close(
+        torch.tensor(runs[1].valid_nll), torch.tensor(runs[0].valid_nll), rtol=1e-5, atol=1e-5
+    )
