@@ -354,7 +354,7 @@ def observed_nll(
                 site = trace.nodes["obs"]
                 log_p = site["fn"].log_prob(site["value"])
                 nll -= float(log_p.sum())
-                count += log_p.numel()
+                count += site["value"].numel()  # values, also where the site sums D outputs
                 state = detach_state(trace.nodes["_RETURN"]["value"][1])
     finally:
         model.train(was_training[0])

@@ -1,0 +1,80 @@
+"""``bayesrnn run --task forecast``: a real series through the whole pipeline, and its faults."""
+
+import json
+import math
+
+import pytest
+
+from bayesrnn.app.cli import main
+
+pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
+
+QUICK = ["--quiet", "--epochs", "3", "--samples", "5", "--set", "evaluation.export_samples=4"]
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def sunspots_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("forecast") / "sun"
+    assert main(["run", "--task", "forecast", "--data", "sunspots", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def test_a_forecast_run_writes_scores_baselines_plots_and_posterior(sunspots_run):
+    metrics = json.loads((sunspots_run / "metrics.json").read_text())
+    test = metrics["test"]
+    for key in ("crps", "nll", "rmse", "coverage_50", "coverage_90"):
+        assert math.isfinite(test[key]), key
+    assert 0.0 <= test["coverage_50"] <= test["coverage_90"] <= 1.0
+    for name in ("persistence", "climatology"):
+        assert math.isfinite(test["baselines"][name]["crps"])
+    assert test["steps"] == metrics["data"]["sizes"]["test"]
+    names = {p.name for p in sunspots_run.iterdir()}
+    assert {"forecast.png", "pit.png", "intervals.png", "elbo.png", "posterior.nc"} <= names
+    assert {"vocab.json", "config.toml", "checkpoint.pt"} <= names
+
+
+def test_the_posterior_file_has_a_continuous_posterior_predictive(sunspots_run):
+    xr = pytest.importorskip("xarray")
+    tree = xr.open_datatree(sunspots_run / "posterior.nc", engine="h5netcdf")
+    try:
+        assert {"posterior", "posterior_predictive", "observed_data"} <= set(tree.children)
+        assert tree["posterior_predictive"]["obs"].dtype.kind == "f"
+    finally:
+        tree.close()
+
+
+def test_a_forecast_run_can_be_evaluated_again_and_loaded(sunspots_run, capsys):
+    import bayesrnn
+
+    code, _, err = cli(capsys, "evaluate", "--out", str(sunspots_run), "--quiet")
+    assert code == 0, err
+    assert (sunspots_run / "eval-2" / "metrics.json").is_file()
+    run = bayesrnn.load_run(sunspots_run)
+    assert run.config.task == "forecast" and run.vocabulary is None
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "fragment"),
+    [
+        ("day,units\n1,3\n2,\n3,5\n", ["--set", "data.target=units"], "missing or non-finite"),
+        ("day,units\n1,3\n2,4\n", ["--set", "data.target=nope"], "no column"),
+        ("day,units\n" + "".join(f"{i},{i % 7}\n" for i in range(40)),
+         ["--set", "data.target=units"], "trainer.bptt"),
+        ("day,units\n1,3\n", [], "data.target=COLUMN"),
+    ],
+)  # fmt: skip
+def test_bad_series_are_one_line_errors(rows, extra, fragment, tmp_path, capsys):
+    csv = tmp_path / "series.csv"
+    csv.write_text(rows)
+    out = tmp_path / "run"
+    argv = ["run", "--task", "forecast", "--data", str(csv), "--out", str(out), "--quiet", *extra]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert fragment in err
+    assert not out.exists()
