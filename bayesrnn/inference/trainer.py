@@ -161,7 +161,8 @@ class SVITrainer:
     divided by the strategy's divisor. Both share checkpointing with exact resume, divergence
     handling, progress and history. ``validate()`` runs after each epoch and returns
     ``{history field: value}`` (e.g. ``{"valid_perplexity": 93.1}``). ``outcomes`` (vocabulary
-    size, classes) sets the divergence ceiling, ``factor`` × log(outcomes) per item.
+    size, classes) sets the divergence ceiling, ``factor`` × log(outcomes) per item; ``ceiling``
+    sets it directly.
     """
 
     def __init__(
@@ -175,6 +176,7 @@ class SVITrainer:
         validate: Validate | None = None,
         outcomes: int | None = None,
         unit: str = "item",
+        ceiling: float | None = None,
     ) -> None:
         config = config or TrainerConfig()
         self.config = config
@@ -190,14 +192,20 @@ class SVITrainer:
         self._position = (0, 0)  # (epoch, next step)
         self._state = None
         self._plan: list | None = None
-        # No ceiling without a number of outcomes: only non-finite losses stop the run.
-        self.guard = DivergenceGuard.uniform(
-            outcomes or 0,
-            config.divergence_factor,
-            config.divergence_patience,
-            unit=unit,
-            steps=f"{batching.step_name}s",
-        )
+        # No ceiling without a number of outcomes (or an explicit one): only non-finite losses
+        # stop the run.
+        if ceiling is not None and config.divergence_factor is not None:
+            self.guard = DivergenceGuard(
+                ceiling, config.divergence_patience, unit=unit, steps=f"{batching.step_name}s"
+            )
+        else:
+            self.guard = DivergenceGuard.uniform(
+                outcomes or 0,
+                config.divergence_factor,
+                config.divergence_patience,
+                unit=unit,
+                steps=f"{batching.step_name}s",
+            )
         self._pending: dict | None = None  # a checkpoint waiting for its weights to score
 
     # ------------------------------------------------------------------------------------
@@ -452,6 +460,10 @@ class TBPTTTrainer(SVITrainer):
             validate=None if valid is None else self._validate,
             outcomes=vocab if self._tokens else None,
             unit="token" if self._tokens else "value",
+            # real values: factor × the NLL of N(0, 1), the climatology of a standardised series
+            ceiling=None
+            if self._tokens or config.divergence_factor is None
+            else config.divergence_factor * 0.5 * math.log(2 * math.pi * math.e),
         )
         self.valid = valid
 

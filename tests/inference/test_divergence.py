@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from bayesrnn.inference import DivergenceError, DivergenceGuard, NonFiniteLossError
 from bayesrnn.inference.divergence import uniform_ceiling
@@ -72,3 +73,23 @@ def test_bad_settings_are_refused(kwargs, match):
 def test_bad_factors_are_refused(factor):
     with pytest.raises(ValueError, match="factor"):
         uniform_ceiling(10, factor)
+
+
+def test_a_forecaster_blowing_up_on_a_real_series_stops():
+    """Real values: the ceiling is factor × ½log(2πe), the NLL of N(0, 1) on standardised data."""
+    from bayesrnn.inference import DivergenceError, TBPTTTrainer, make_guide
+    from bayesrnn.models import SequenceRegressor
+
+    torch.manual_seed(0)
+    series = torch.sin(torch.arange(400.0) / 4).unsqueeze(1)
+    model = SequenceRegressor(1, 8, prior=None)
+    with torch.no_grad():  # a confident, wrong head: tiny scales far from the values
+        model.decoder.weight.mul_(1e3)
+        model.decoder.bias.fill_(-50.0)
+    trainer = TBPTTTrainer(
+        model, make_guide("none", model), series, None,
+        batch_size=4, bptt=10, lr=1e-9, divergence_patience=2, progress=False,
+    )  # fmt: skip
+    assert trainer.guard.ceiling == pytest.approx(10 * 0.5 * math.log(2 * math.pi * math.e))
+    with pytest.raises(DivergenceError, match=r"epoch 1, window 2"):
+        trainer.fit()
