@@ -70,7 +70,7 @@ def test_fused_mixture_sum_and_gradient_match_autograd_of_the_density():
     (expected_grad,) = torch.autograd.grad(expected, x)
     got = mixture_log_density_sum(x, pi, s1, s2)
     (got_grad,) = torch.autograd.grad(got, x)
-    assert float(got) == pytest.approx(float(expected.detach()), rel=1e-12)
+    assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
     torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-8)
 
 
