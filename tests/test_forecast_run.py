@@ -57,6 +57,8 @@ def test_a_forecast_run_can_be_evaluated_again_and_loaded(sunspots_run, capsys):
     assert (sunspots_run / "eval-2" / "metrics.json").is_file()
     run = bayesrnn.load_run(sunspots_run)
     assert run.config.task == "forecast" and run.vocabulary is None
+    with pytest.raises(bayesrnn.app.run_dir.JobError, match="forecast run"):
+        run.score_text("1 2 3")
 
 
 @pytest.mark.parametrize(

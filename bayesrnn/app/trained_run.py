@@ -112,7 +112,10 @@ class TrainedRun:
         ``test.perplexity_mean`` (when the run did not cut it with ``evaluation.max_tokens``).
         """
         if self.config.task != "lm":
-            raise JobError("score_text needs a language model; this run classifies: classify_text")
+            raise JobError(
+                f"score_text needs a language model; this is a {self.config.task} run"
+                + (" (use classify_text)" if self.config.task == "classify" else "")
+            )
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
             raise ValueError(f"num_samples must be an integer >= 0, got {num_samples!r}")
         ids = self.encode(text)
@@ -155,7 +158,7 @@ class TrainedRun:
         """Class probabilities (lines × classes) of each non-blank line of ``text``."""
         if self.config.task != "classify":
             raise JobError(
-                "classify_text needs a sentence classifier; this run is a language model"
+                f"classify_text needs a sentence classifier; this is a {self.config.task} run"
             )
         lines = tokenize_text(text, self.tokenizer)
         if not lines:
