@@ -22,6 +22,7 @@ from torch import Tensor
 
 from bayesrnn.data.polarity import pad_batch
 from bayesrnn.data.streams import batchify
+from bayesrnn.inference.distributed import Ranks, shard, take_columns
 from bayesrnn.inference.tbptt import Window, model_window, plan_windows
 
 __all__ = ["Batch", "SequenceBatches", "StreamWindows"]
@@ -51,7 +52,18 @@ class StreamWindows:
     def __init__(self, stream: Tensor, batch_size: int, bptt: int, variable: bool = False):
         self.data = batchify(stream, batch_size)
         self.batch_size, self.bptt, self.variable = batch_size, bptt, variable
+        self.columns = slice(0, batch_size)
         plan_windows(self.data.shape[0], bptt)  # a window longer than the data fails here
+
+    def shard(self, ranks: Ranks) -> StreamWindows:
+        """Keep this rank's B/R parallel sequences (the loss divisor stays B)."""
+        self.columns = shard(self.batch_size, ranks, "trainer.batch_size")
+        self.data = self.data[:, self.columns].contiguous()
+        return self
+
+    def local_state(self, state):
+        """This rank's columns of a carried state saved for all B sequences."""
+        return take_columns(state, self.columns)
 
     def to(self, device: torch.device) -> StreamWindows:
         self.data = self.data.to(device)
@@ -101,6 +113,15 @@ class SequenceBatches:
         self.sequences, self.labels = list(sequences), labels
         self.batch_size, self.pad_id = batch_size, pad_id
         self.device = torch.device("cpu")
+        self.ranks = Ranks()
+
+    def shard(self, ranks: Ranks) -> SequenceBatches:
+        """Each minibatch is split over the ranks (the loss divisor stays its full size)."""
+        self.ranks = ranks
+        return self
+
+    def local_state(self, state):
+        return state
 
     def to(self, device: torch.device) -> SequenceBatches:
         self.device = device
@@ -111,10 +132,16 @@ class SequenceBatches:
         return list(order.split(self.batch_size))
 
     def batch(self, model, step: Tensor) -> Batch:
-        tokens, lengths = pad_batch([self.sequences[i] for i in step.tolist()], self.pad_id)
-        labels = self.labels[step]
+        local = step.tensor_split(self.ranks.world)[self.ranks.rank]
+        if local.numel() == 0:
+            raise ValueError(
+                f"a minibatch of {step.numel()} sequences cannot feed {self.ranks.world} "
+                "processes; use fewer processes or a training set that leaves no tiny last batch"
+            )
+        tokens, lengths = pad_batch([self.sequences[i] for i in local.tolist()], self.pad_id)
+        labels = self.labels[local]
         args = (tokens.to(self.device), labels.to(self.device), lengths)
-        return Batch(args, int(labels.numel()), float(labels.numel()))
+        return Batch(args, int(labels.numel()), float(step.numel()))
 
     def first(self, model) -> tuple:
         return self.batch(model, torch.arange(min(2, len(self.sequences)))).args

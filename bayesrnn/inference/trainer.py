@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -33,6 +33,12 @@ from tqdm.auto import tqdm
 from bayesrnn.data.streams import check_token_ids
 from bayesrnn.inference.batching import Batch, SequenceBatches, StreamWindows
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.distributed import (
+    all_reduce_gradients,
+    all_reduce_sum,
+    current_ranks,
+    gather_columns,
+)
 from bayesrnn.inference.divergence import (
     DivergenceError,
     DivergenceGuard,
@@ -43,110 +49,17 @@ from bayesrnn.inference.elbo import window_terms
 from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, observed_nll
 from bayesrnn.inference.scaling import scale_kl
 from bayesrnn.inference.tbptt import detach_state
-
-OPTIMIZERS = ("sgd", "adam")
+from bayesrnn.inference.trainer_config import OPTIMIZERS, History, TrainerConfig
 
 __all__ = [
     "OPTIMIZERS",
     "DivergenceError",
     "History",
     "NonFiniteLossError",
+    "SVITrainer",
     "TBPTTTrainer",
     "TrainerConfig",
 ]
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Hyperparameters of a TBPTT run (defaults: Zaremba's medium schedule shape)."""
-
-    batch_size: int = 20
-    bptt: int = 35
-    variable_bptt: bool = False
-    epochs: int = 1
-    optimizer: str = "sgd"
-    lr: float = 1.0
-    lr_decay: float = 1.0
-    constant_epochs: int = 1
-    clip_norm: float | None = 5.0
-    weight_decay: float = 0.0
-    num_particles: int = 1
-    eval_batch_size: int = 10
-    checkpoint_every: int | None = None
-    max_windows: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
-    divergence_factor: float | None = 10.0  # ceiling: factor × log V nats per token; None: off
-    divergence_patience: int = 5  # windows in a row above the ceiling before training stops
-
-    def __post_init__(self) -> None:
-        for name in (
-            "batch_size",
-            "bptt",
-            "epochs",
-            "constant_epochs",
-            "num_particles",
-            "eval_batch_size",
-            "divergence_patience",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("checkpoint_every", "max_windows"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be None or a positive integer, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not self.lr_decay >= 1.0:
-            raise ValueError(f"lr_decay is a divisor and must be >= 1, got {self.lr_decay!r}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be None or positive, got {self.clip_norm!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        factor = self.divergence_factor
-        if factor is not None and (
-            isinstance(factor, bool)
-            or not isinstance(factor, int | float)
-            or not (factor > 0 and math.isfinite(factor))
-        ):
-            raise ValueError(f"divergence_factor must be None or a positive number, got {factor!r}")
-
-    def learning_rate(self, epoch: int) -> float:
-        """Constant for ``constant_epochs`` epochs, then divided by ``lr_decay`` each epoch."""
-        return self.lr / self.lr_decay ** max(0, epoch - self.constant_epochs + 1)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown trainer option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-
-@dataclass
-class History:
-    """Per-window ELBO terms and per-epoch validation, as plain lists (JSON-ready)."""
-
-    elbo: list[float] = field(default_factory=list)
-    nll: list[float] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    valid_perplexity: list[float] = field(default_factory=list)
-    valid_nll: list[float] = field(default_factory=list)  # per value or label
-    valid_accuracy: list[float] = field(default_factory=list)  # classifiers
-    epoch_lr: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    tokens_per_second: list[float] = field(default_factory=list)
-    sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
-
-    def to_dict(self) -> dict[str, list]:
-        return asdict(self)
-
 
 Validate = Callable[[], dict[str, float]]
 
@@ -183,7 +96,8 @@ class SVITrainer:
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.guide = guide.to(self.device) if isinstance(guide, torch.nn.Module) else guide
-        self.batching = batching.to(self.device)
+        self.ranks = current_ranks()
+        self.batching = batching.shard(self.ranks).to(self.device)
         self.validate = validate
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -258,7 +172,7 @@ class SVITrainer:
     def _run_epoch(self, epoch: int, start: int) -> bool:
         cfg = self.config
         plan = self._plan
-        scale = 1.0 / len(plan)
+        scale = 1.0 / (len(plan) * self.ranks.world)  # KL/C per step, summed over the ranks
         lr = cfg.learning_rate(epoch)
         began, seen = time.perf_counter(), 0
         bar = tqdm(
@@ -280,20 +194,20 @@ class SVITrainer:
             batch = self.batching.batch(self.model, plan[index])
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * batch.lr_factor
-            nll, kl = self._step(batch, scale, epoch, index)
+            nll, kl, items = self._step(batch, scale, epoch, index)
             if self.guard.suspect:  # the pending checkpoint's weights scored above the ceiling
                 self._pending = None
             else:
                 self._write_pending()
-            self._record(nll, kl, batch.items)
+            self._record(nll, kl, items)
             ratio = getattr(self.guide, "diagnostics", {}).get("sharpening_step_ratio")
             if ratio is not None:
                 self.history.sharpening_step_ratio.append(ratio)
-            seen += batch.items
+            seen += items
             bar.update(1)
             bar.set_postfix(
                 elbo=f"{-(nll + kl):.4g}",
-                nll=f"{nll / batch.items:.3f}",
+                nll=f"{nll / items:.3f}",
                 kl=f"{kl:.4g}",
             )
             self._position = (epoch, index + 1)
@@ -316,7 +230,7 @@ class SVITrainer:
                 tqdm.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
         return False
 
-    def _step(self, batch: Batch, scale: float, epoch: int, index: int) -> tuple[float, float]:
+    def _step(self, batch: Batch, scale: float, epoch: int, index: int) -> tuple[float, float, int]:
         cfg = self.config
         where = f"epoch {epoch + 1}, {self.batching.step_name} {index + 1}"
         self.optimizer.zero_grad(set_to_none=True)
@@ -335,21 +249,27 @@ class SVITrainer:
                     raise
                 raise training_stopped(where, "non-finite parameters") from error
             loss = (terms.nll + terms.kl) / (batch.divisor * cfg.num_particles)
-            if not bool(torch.isfinite(loss)):
+            if not self.ranks.distributed and not bool(torch.isfinite(loss)):
                 raise training_stopped(where, f"non-finite loss ({float(loss.detach())})")
             loss.backward()
             nll += float(terms.nll.detach()) / cfg.num_particles
             kl += float(terms.kl.detach()) / cfg.num_particles
             if self.batching.carries_state:
                 state = terms.result[1] if isinstance(terms.result, tuple) else None
-        self.guard.update(nll / batch.items, where)  # scores the weights of the last step
+        # every rank sees the sums over ranks, so all stop (or go on) together
+        nll, kl, items = all_reduce_sum([nll, kl, float(batch.items)], self.ranks)
+        items = int(items)
+        if not math.isfinite(nll + kl):
+            raise training_stopped(where, f"non-finite loss ({nll + kl})")
+        self.guard.update(nll / items, where)  # scores the weights of the last step
+        all_reduce_gradients(self.parameters(), self.ranks)
         max_norm = cfg.clip_norm if cfg.clip_norm is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         if not bool(torch.isfinite(grad_norm)):
             raise training_stopped(where, "non-finite gradient")
         self.optimizer.step()
         self._state = detach_state(state)
-        return nll, kl
+        return nll, kl, items
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())
@@ -370,7 +290,9 @@ class SVITrainer:
         """
         if self.checkpoint_path is None:
             return
-        save_checkpoint(self.checkpoint_path, self._payload())
+        payload = self._payload()  # a collective under torch.distributed: every rank calls it
+        if self.ranks.is_main:
+            save_checkpoint(self.checkpoint_path, payload)
 
     def _checkpoint_due(self) -> None:
         """Keep a copy of the state now, to be written once the next step vouches for it."""
@@ -380,7 +302,7 @@ class SVITrainer:
         self._pending = None if self.guard.suspect else _cpu_copy(self._payload())
 
     def _write_pending(self) -> None:
-        if self._pending is not None and self.checkpoint_path is not None:
+        if self._pending is not None and self.checkpoint_path is not None and self.ranks.is_main:
             save_checkpoint(self.checkpoint_path, self._pending)
         self._pending = None
 
@@ -393,7 +315,7 @@ class SVITrainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "window_rng": self.generator.get_state(),
             "position": list(self._position),
-            "state": self._state,
+            "state": gather_columns(self._state, self.ranks),  # all B sequences' state
             "plan": self.batching.encode(self._plan or []),
             "history": self.history.to_dict(),
             "config": asdict(self.config),
@@ -410,7 +332,7 @@ class SVITrainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
         self.generator.set_state(payload["window_rng"])
         self._position = tuple(payload["position"])
-        self._state = payload["state"]
+        self._state = self.batching.local_state(payload["state"])
         stored = payload["plan"] if "plan" in payload else payload["windows"]  # before 0.1.1
         self._plan = self.batching.decode(stored)
         known = {f.name for f in fields(History)}

@@ -1,0 +1,102 @@
+"""The settings of an SVI run and the history it records (plain, JSON-ready lists)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+OPTIMIZERS = ("sgd", "adam")
+
+__all__ = ["OPTIMIZERS", "History", "TrainerConfig"]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hyperparameters of a TBPTT run (defaults: Zaremba's medium schedule shape)."""
+
+    batch_size: int = 20
+    bptt: int = 35
+    variable_bptt: bool = False
+    epochs: int = 1
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    lr_decay: float = 1.0
+    constant_epochs: int = 1
+    clip_norm: float | None = 5.0
+    weight_decay: float = 0.0
+    num_particles: int = 1
+    eval_batch_size: int = 10
+    checkpoint_every: int | None = None
+    max_windows: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    divergence_factor: float | None = 10.0  # ceiling: factor × log V nats per token; None: off
+    divergence_patience: int = 5  # windows in a row above the ceiling before training stops
+
+    def __post_init__(self) -> None:
+        for name in (
+            "batch_size",
+            "bptt",
+            "epochs",
+            "constant_epochs",
+            "num_particles",
+            "eval_batch_size",
+            "divergence_patience",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("checkpoint_every", "max_windows"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or a positive integer, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not self.lr_decay >= 1.0:
+            raise ValueError(f"lr_decay is a divisor and must be >= 1, got {self.lr_decay!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be None or positive, got {self.clip_norm!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        factor = self.divergence_factor
+        if factor is not None and (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not (factor > 0 and math.isfinite(factor))
+        ):
+            raise ValueError(f"divergence_factor must be None or a positive number, got {factor!r}")
+
+    def learning_rate(self, epoch: int) -> float:
+        """Constant for ``constant_epochs`` epochs, then divided by ``lr_decay`` each epoch."""
+        return self.lr / self.lr_decay ** max(0, epoch - self.constant_epochs + 1)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown trainer option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class History:
+    """Per-window ELBO terms and per-epoch validation, as plain lists (JSON-ready)."""
+
+    elbo: list[float] = field(default_factory=list)
+    nll: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    valid_perplexity: list[float] = field(default_factory=list)
+    valid_nll: list[float] = field(default_factory=list)  # per value or label
+    valid_accuracy: list[float] = field(default_factory=list)  # classifiers
+    epoch_lr: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    tokens_per_second: list[float] = field(default_factory=list)
+    sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
+
+    def to_dict(self) -> dict[str, list]:
+        return asdict(self)

@@ -1,0 +1,110 @@
+"""Two gloo processes train exactly as one process over the same B streams, KL counted once."""
+
+import json
+import socket
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from bayesrnn.inference import SequenceBatches, SVITrainer, TBPTTTrainer, make_guide
+from bayesrnn.models import GaussianPrior, LanguageModel, SequenceClassifier
+
+WINDOWS = 7
+
+
+def _stream() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(3)
+    return torch.randint(0, 30, (1200,), generator=generator)
+
+
+def _lm_trainer(checkpoint: Path | None = None) -> TBPTTTrainer:
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = LanguageModel(30, 8, 12, 1, prior=GaussianPrior(1.0))
+    guide = make_guide("mean_field", model)
+    stream = _stream()
+    return TBPTTTrainer(
+        model, guide, stream[:1000], stream[1000:],
+        batch_size=4, bptt=9, epochs=2, max_windows=WINDOWS, lr=0.5, progress=False,
+        eval_batch_size=2, checkpoint_path=checkpoint, checkpoint_every=3,
+    )  # fmt: skip
+
+
+def _classifier_trainer() -> SVITrainer:
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    generator = torch.Generator().manual_seed(5)
+    sequences = [torch.randint(1, 20, (int(n),), generator=generator) for n in range(3, 35)]
+    labels = torch.tensor([int(s[0]) % 2 for s in sequences])
+    model = SequenceClassifier(20, 2, 8, 8, prior=GaussianPrior(1.0))
+    guide = make_guide("mean_field", model)
+    from bayesrnn.inference import TrainerConfig
+
+    config = TrainerConfig(batch_size=8, epochs=2, lr=0.3, progress=False)
+    return SVITrainer(model, guide, SequenceBatches(sequences, labels, 8), config)
+
+
+def _state(trainer) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    out |= {f"guide.{k}": v.detach().clone() for k, v in trainer.guide.state_dict().items()}
+    return out
+
+
+def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)  # fmt: skip
+    try:
+        if which == "lm":
+            trainer = _lm_trainer(Path(folder) / "checkpoint.pt")
+        else:
+            trainer = _classifier_trainer()
+        history = trainer.fit()
+        torch.save(_state(trainer), Path(folder) / f"state{rank}.pt")
+        (Path(folder) / f"history{rank}.json").write_text(json.dumps(history.to_dict()))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_two(tmp_path: Path, which: str) -> tuple[list[dict], list[dict]]:
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), which), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"state{r}.pt") for r in range(2)]
+    histories = [json.loads((tmp_path / f"history{r}.json").read_text()) for r in range(2)]
+    return states, histories
+
+
+def test_two_processes_train_a_language_model_as_one(tmp_path):
+    states, histories = _run_two(tmp_path, "lm")
+    single = _lm_trainer()
+    reference = single.fit().to_dict()
+    expected = _state(single)
+    for state in states:  # both ranks hold the same parameters, those of one process
+        for name, value in expected.items():
+            torch.testing.assert_close(state[name], value, atol=1e-5, rtol=1e-5, msg=name)
+    for history in histories:
+        # the KL of each window summed over the ranks is the single process's KL/C
+        assert history["kl"] == pytest.approx(reference["kl"], rel=1e-5)
+        assert history["nll"] == pytest.approx(reference["nll"], rel=1e-5)
+        assert history["tokens"] == reference["tokens"]
+    # rank 0 alone wrote the checkpoint; its state holds all B = 4 sequences
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["state"][0].shape[1] == 4
+
+
+def test_two_processes_train_a_classifier_as_one(tmp_path):
+    states, histories = _run_two(tmp_path, "classify")
+    single = _classifier_trainer()
+    reference = single.fit().to_dict()
+    for name, value in _state(single).items():
+        torch.testing.assert_close(states[1][name], value, atol=1e-5, rtol=1e-5, msg=name)
+    assert histories[0]["kl"] == pytest.approx(reference["kl"], rel=1e-5)
