@@ -54,8 +54,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dumps_toml(config), end="")
         return 0
-    metrics = run_job(config, args.out, evaluate=args.evaluate, log=_log(args))
-    print(summarise(metrics, args.out))
+    from bayesrnn.app.launch import join_process_group, leave_process_group
+    from bayesrnn.inference.distributed import current_ranks
+
+    config = join_process_group(config)  # under torchrun: one rank of several
+    try:
+        metrics = run_job(config, args.out, evaluate=args.evaluate, log=_log(args))
+    finally:
+        leave_process_group()
+    if current_ranks().is_main:
+        print(summarise(metrics, args.out))
     return 0
 
 

@@ -15,6 +15,7 @@ Errors a user can fix (bad config, missing data, a clashing run directory) are r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -53,6 +54,7 @@ from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
 from bayesrnn.inference import TrainerConfig
+from bayesrnn.inference.distributed import barrier, current_ranks
 from bayesrnn.inference.trainer import History
 from bayesrnn.models import weight_sites
 
@@ -204,26 +206,38 @@ def run_job(
             "(bayesrnn evaluate makes a new evaluation)"
         )
         return read_json(run.metrics)
+    ranks = current_ranks()
+    if not ranks.is_main:
+        log = quiet_log  # one voice: rank 0 logs and writes, the others compute
     s, saved = _prepare(config, run, _needed_splits(config, train=True, evaluate=evaluate), log)
-    with lock_run_dir(run.root, "bayesrnn run" if evaluate else "bayesrnn train"):
-        check_run_dir(run.root, config)  # again, now that no other process can write here
+    command = "bayesrnn run" if evaluate else "bayesrnn train"
+    with lock_run_dir(run.root, command) if ranks.is_main else contextlib.nullcontext():
+        if ranks.is_main:
+            check_run_dir(run.root, config)  # again, now that no other process can write here
         if run.checkpoint.is_file():
             restore(s, run)  # a corrupt or foreign checkpoint is refused before training
-        if not run.config.is_file():
+        if ranks.is_main and not run.config.is_file():
             write_config(config, run.config, header=f"bayesrnn {__version__} resolved config")
-        if saved is None:
+        if ranks.is_main and saved is None:
             write_run_data(run, run_data_of(s.corpus, config.task))
+        barrier(ranks)
         began = time.perf_counter()
         if config.task == "classify":
             history = train_classifier(s, run.checkpoint, log)
         else:
             history = train_language_model(s, run, log)
         log(f"training finished in {time.perf_counter() - began:.1f} s")
-        write_json(run.history, history)
-        if not evaluate:
-            plot_elbo_trace(history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"])
-            return {"training": _training_summary(history)}
-        return _evaluate(s, history, run, log, export=True)
+        result: dict = {"training": _training_summary(history)}
+        if ranks.is_main:
+            write_json(run.history, history)
+            if evaluate:
+                result = _evaluate(s, history, run, log, export=True)
+            else:
+                plot_elbo_trace(
+                    history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"]
+                )
+        barrier(ranks)
+        return result
 
 
 def _run_config(run: RunDir, overrides: dict | None) -> RunConfig:

@@ -179,7 +179,7 @@ class SVITrainer:
             total=len(plan),
             initial=start,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not cfg.progress or not self.ranks.is_main,
             mininterval=0.1 if sys.stderr.isatty() else 30.0,  # logs to a file stay small
             leave=False,
             dynamic_ncols=True,
@@ -222,7 +222,7 @@ class SVITrainer:
             results = self.validate()
             for key, value in results.items():
                 getattr(self.history, key).append(value)
-            if cfg.progress:
+            if cfg.progress and self.ranks.is_main:
                 shown = ", ".join(
                     f"{k.replace('_', ' ')} {v:.2f}" if "perplexity" in k else f"{k} {v:.4f}"
                     for k, v in results.items()

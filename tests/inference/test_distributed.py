@@ -108,3 +108,36 @@ def test_two_processes_train_a_classifier_as_one(tmp_path):
     for name, value in _state(single).items():
         torch.testing.assert_close(states[1][name], value, atol=1e-5, rtol=1e-5, msg=name)
     assert histories[0]["kl"] == pytest.approx(reference["kl"], rel=1e-5)
+
+
+def test_torchrun_with_two_processes_gives_the_single_process_results(tmp_path):
+    import os
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)]
+    text = "".join(" ".join(rng.choice(words) for _ in range(8)) + "\n" for _ in range(300))
+    (tmp_path / "notes.txt").write_text(text)
+    common = [
+        "run", "--quiet", "--data", str(tmp_path / "notes.txt"),
+        "--set", "model.embedding_size=8", "--set", "model.hidden_size=8",
+        "--set", "trainer.batch_size=4", "--set", "trainer.eval_batch_size=4",
+        "--set", "trainer.bptt=10", "--epochs", "1", "--samples", "2",
+        "--set", "evaluation.export=false", "--set", "evaluation.pruning=false",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    two = [*launcher, "--nproc-per-node", "2", "-m", "bayesrnn", *common, "--out", "two"]
+    one = [sys.executable, "-m", "bayesrnn", *common, "--out", "one"]
+    for argv in (two, one):
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert b["training"]["valid_perplexity"] == pytest.approx(
+        a["training"]["valid_perplexity"], rel=1e-3
+    )
+    assert b["test"]["perplexity_mean"] == pytest.approx(a["test"]["perplexity_mean"], rel=1e-3)
+    assert b["test"]["perplexity_mc"] == pytest.approx(a["test"]["perplexity_mc"], rel=1e-3)
+    assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]

@@ -1,0 +1,37 @@
+"""Joining the process group ``torchrun`` sets up: gloo on CPUs, NCCL with one GPU per rank."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+from bayesrnn.app.config import RunConfig
+
+__all__ = ["join_process_group", "leave_process_group"]
+
+
+def join_process_group(config: RunConfig) -> RunConfig:
+    """Under ``torchrun`` (WORLD_SIZE > 1): initialise the default process group and give this
+    rank its GPU (``cuda`` becomes ``cuda:LOCAL_RANK``). A no-op for one process or when the
+    caller initialised the group already."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return config
+    device = config.trainer.device
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    trainer = dataclasses.replace(config.trainer, device=device)
+    return dataclasses.replace(config, trainer=trainer)
+
+
+def leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
