@@ -87,7 +87,8 @@ class ModelConfig:
     sites kept as point estimates; ``init_range``: U(−r, r) initialisation, none for torch's;
     the rates from ``naive_dropout`` to ``weight_drop`` and ``mask_scope`` are
     :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's, ``likelihood``
-    (gaussian or student_t) the forecaster's.
+    (gaussian or student_t) and ``residual`` (forecast the change from the last row) the
+    forecaster's.
     """
 
     embedding_size: int = 128
@@ -98,6 +99,7 @@ class ModelConfig:
     init_range: float | None = None
     pooling: str = "last"
     likelihood: str = "gaussian"
+    residual: bool = False
     prior: str = "scale_mixture"
     prior_scale: float = 1.0
     prior_pi: float = 0.25

@@ -164,6 +164,7 @@ def build_model(config: RunConfig, size: int, outputs: int | None) -> torch.nn.M
             m.cell,
             output_size=outputs,
             likelihood=m.likelihood,
+            residual=m.residual,
             prior=options["prior"],
             deterministic=options["deterministic"],
             regularisers=options["regularisers"],

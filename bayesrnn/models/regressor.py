@@ -171,7 +171,9 @@ class SequenceRegressor(PyroModule):
     Weights (``rnn.weight_ih_l0``, …, ``decoder.weight``, ``decoder.bias``) are sample sites
     with ``prior`` unless named in ``deterministic``; ``prior=None`` gives a plain network.
     One weight draw per call. ``regularisers`` (locked input/hidden/output dropout, zoneout, …)
-    act in the RNN as in the other models; Gal's guide drives them.
+    act in the RNN as in the other models; Gal's guide drives them. ``residual=True`` adds the
+    current row's targets to ``loc``: the network forecasts the change, so a series that leaves
+    its training range (a trend) stays within reach of a bounded network.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class SequenceRegressor(PyroModule):
         regularisers: Regularisers | Mapping[str, float] | None = None,
         init_range: float | None = None,
         min_scale: float = 1e-3,
+        residual: bool = False,
     ) -> None:
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
@@ -221,6 +224,7 @@ class SequenceRegressor(PyroModule):
         self.likelihood = likelihood
         self.batch_first = bool(batch_first)
         self.min_scale = float(min_scale)
+        self.residual = bool(residual)
 
     @property
     def regularisers(self) -> Regularisers:
@@ -254,6 +258,10 @@ class SequenceRegressor(PyroModule):
         if self.batch_first:
             output = output.transpose(0, 1)
         forecast = self._head(self.decoder(output))
+        if self.residual:  # the network predicts the change from the current row's targets
+            forecast = Forecast(
+                forecast.loc + inputs[..., : self.output_size], forecast.scale, forecast.df
+            )
         if targets is not None:
             observe_values(forecast, targets[..., : self.output_size], 0 if self.batch_first else 1)
         return forecast, state

@@ -320,3 +320,15 @@ def test_a_batch_first_regressor_trains_as_its_time_major_twin():
     torch.testing.assert_close(
         torch.tensor(runs[1].valid_nll), torch.tensor(runs[0].valid_nll), rtol=1e-5, atol=1e-5
     )
+
+
+def test_a_residual_forecaster_adds_the_current_targets_to_its_location():
+    torch.manual_seed(0)
+    plain = SequenceRegressor(3, 5, output_size=2, prior=None)
+    residual = SequenceRegressor(3, 5, output_size=2, prior=None, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    inputs = torch.randn(6, 4, 3)
+    base, _ = plain(inputs)
+    shifted, _ = residual(inputs)
+    torch.testing.assert_close(shifted.loc, base.loc + inputs[..., :2])
+    torch.testing.assert_close(shifted.scale, base.scale)
