@@ -21,7 +21,7 @@ def _stream() -> torch.Tensor:
     return torch.randint(0, 30, (1200,), generator=generator)
 
 
-def _lm_trainer(checkpoint: Path | None = None) -> TBPTTTrainer:
+def _lm_trainer(checkpoint: Path | None = None, windows: int = WINDOWS) -> TBPTTTrainer:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     model = LanguageModel(30, 8, 12, 1, prior=GaussianPrior(1.0))
@@ -29,7 +29,7 @@ def _lm_trainer(checkpoint: Path | None = None) -> TBPTTTrainer:
     stream = _stream()
     return TBPTTTrainer(
         model, guide, stream[:1000], stream[1000:],
-        batch_size=4, bptt=9, epochs=2, max_windows=WINDOWS, lr=0.5, progress=False,
+        batch_size=4, bptt=9, epochs=2, max_windows=windows, lr=0.5, progress=False,
         eval_batch_size=2, checkpoint_path=checkpoint, checkpoint_every=3,
     )  # fmt: skip
 
@@ -61,6 +61,8 @@ def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
     try:
         if which == "lm":
             trainer = _lm_trainer(Path(folder) / "checkpoint.pt")
+        elif which == "lm-part":
+            trainer = _lm_trainer(Path(folder) / "checkpoint.pt", windows=4)
         else:
             trainer = _classifier_trainer()
         history = trainer.fit()
@@ -141,3 +143,15 @@ def test_torchrun_with_two_processes_gives_the_single_process_results(tmp_path):
     assert b["test"]["perplexity_mean"] == pytest.approx(a["test"]["perplexity_mean"], rel=1e-3)
     assert b["test"]["perplexity_mc"] == pytest.approx(a["test"]["perplexity_mc"], rel=1e-3)
     assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process_exactly(tmp_path):
+    """The checkpoint holds all B streams' state, so another world size re-shards it exactly."""
+    _run_two(tmp_path, "lm-part")  # stops after 4 windows, checkpoint written by rank 0
+    resumed = _lm_trainer(tmp_path / "checkpoint.pt")
+    history = resumed.fit(resume=True).to_dict()
+    whole = _lm_trainer()
+    reference = whole.fit().to_dict()
+    assert history["nll"] == pytest.approx(reference["nll"], rel=1e-5)
+    for name, value in _state(whole).items():
+        torch.testing.assert_close(_state(resumed)[name], value, atol=1e-5, rtol=1e-5, msg=name)
