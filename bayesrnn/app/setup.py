@@ -29,6 +29,7 @@ from bayesrnn.data import (
 )
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
+from bayesrnn.inference.distributed import current_ranks
 from bayesrnn.models import (
     GaussianPrior,
     LanguageModel,
@@ -214,8 +215,15 @@ def padding_id(corpus: ClassificationCorpus) -> int:
 
 
 def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
-    """Refuse batch and window sizes the data cannot fill, before anything is written."""
+    """Refuse batch and window sizes the data cannot fill (or the processes cannot share),
+    before anything is written."""
     tr = config.trainer
+    world = current_ranks().world
+    if "train" in splits and config.task != "classify" and tr.batch_size % world:
+        raise ConfigError(
+            f"trainer.batch_size={tr.batch_size} parallel sequences do not split evenly over "
+            f"{world} processes; use a multiple of {world}"
+        )
     for split in splits:
         part = getattr(corpus, split)
         items = part.shape[0] if isinstance(part, torch.Tensor) else len(part)  # tokens or rows
