@@ -19,6 +19,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from bayesrnn.data.streams import batchify
+from bayesrnn.inference.distributed import Ranks, all_reduce_sum, shard
 from bayesrnn.inference.tbptt import (
     detach_state,
     model_window,
@@ -163,6 +164,7 @@ def evaluate_stream(
     on_window: WindowCallback | None = None,
     draws_per_batch: int | None = None,
     redraw: str = "window",
+    ranks: Ranks | None = None,
 ) -> StreamEvaluation:
     """Perplexity of a 1-D token stream split into ``batch_size`` parallel sequences.
 
@@ -175,12 +177,15 @@ def evaluate_stream(
     ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
     (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
     log-probabilities of each draw (None otherwise), for entropy and mutual information.
+    ``ranks`` (every process of a torch.distributed group calling together) shards the B
+    sequences over the processes and all-reduces the sums (``on_window`` sees this process's).
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
     if redraw not in REDRAW_CHOICES:
         raise ValueError(f"redraw must be one of {REDRAW_CHOICES}, got {redraw!r}")
-    data = batchify(stream, batch_size).to(module_device(model, guide))
+    data = _my_columns(batchify(stream, batch_size), batch_size, ranks)
+    data = data.to(module_device(model, guide))
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
     draws = 1 if num_samples is None else num_samples
     full = on_window is not None
@@ -271,7 +276,8 @@ def evaluate_stream(
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
-    return StreamEvaluation(nll=nll, tokens=tokens, extra_kl=extra)
+    nll, tokens, extra = all_reduce_sum([nll, float(tokens), extra], ranks or Ranks())
+    return StreamEvaluation(nll=nll, tokens=int(tokens), extra_kl=extra)
 
 
 def _sharpened_window(model, guide, inputs, targets, state):
@@ -328,7 +334,13 @@ def predict_sequences(
 
 
 def observed_nll(
-    model, guide, stream: torch.Tensor, *, batch_size: int = 10, bptt: int = 35
+    model,
+    guide,
+    stream: torch.Tensor,
+    *,
+    batch_size: int = 10,
+    bptt: int = 35,
+    ranks: Ranks | None = None,
 ) -> StreamEvaluation:
     """Posterior-mean NLL of any stream model: the negative log-density of its ``obs`` site.
 
@@ -336,7 +348,8 @@ def observed_nll(
     stream is cut like :func:`evaluate_stream`, the state carried, and ``tokens`` counts the
     observed values.
     """
-    data = batchify(stream, batch_size).to(module_device(model, guide))
+    data = _my_columns(batchify(stream, batch_size), batch_size, ranks)
+    data = data.to(module_device(model, guide))
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
     was_training = (model.training, guide.training)
     model.eval()
@@ -359,4 +372,13 @@ def observed_nll(
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
-    return StreamEvaluation(nll, count)
+    nll, count = all_reduce_sum([nll, float(count)], ranks or Ranks())
+    return StreamEvaluation(nll, int(count))
+
+
+def _my_columns(data: torch.Tensor, batch_size: int, ranks: Ranks | None) -> torch.Tensor:
+    """Under ``ranks`` (all processes calling together), this process's parallel sequences:
+    each scores B/R of them and the sums are all-reduced, as one process scoring all B."""
+    if ranks is None or not ranks.distributed:
+        return data
+    return data[:, shard(batch_size, ranks, "trainer.eval_batch_size")]

@@ -403,7 +403,11 @@ class TBPTTTrainer(SVITrainer):
     def evaluate(self, stream: torch.Tensor, **kwargs) -> StreamEvaluation:
         """Posterior-mean perplexity of a token stream (keyword arguments go to
         evaluate_stream), or the NLL per value of a real-valued one (``observed_nll``)."""
-        options = {"batch_size": self.config.eval_batch_size, "bptt": self.config.bptt} | kwargs
+        options = {
+            "batch_size": self.config.eval_batch_size,
+            "bptt": self.config.bptt,
+            "ranks": self.ranks,  # every process validates together, each its B/R sequences
+        } | kwargs
         if not self._tokens:
             return observed_nll(self.model, self.guide, stream.to(self.device), **options)
         return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)

@@ -66,6 +66,13 @@ def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
         else:
             trainer = _classifier_trainer()
         history = trainer.fit()
+        if which == "lm":  # validation sharded over the ranks, the sums all-reduced
+            seen: list[int] = []
+            valid = trainer.evaluate(
+                _stream()[1000:], on_window=lambda targets, *_: seen.append(targets.numel())
+            )
+            result = [valid.nll, valid.tokens, sum(seen)]
+            (Path(folder) / f"valid{rank}.json").write_text(json.dumps(result))
         torch.save(_state(trainer), Path(folder) / f"state{rank}.pt")
         (Path(folder) / f"history{rank}.json").write_text(json.dumps(history.to_dict()))
     finally:
@@ -98,6 +105,11 @@ def test_two_processes_train_a_language_model_as_one(tmp_path):
         assert history["kl"] == pytest.approx(reference["kl"], rel=1e-5)
         assert history["nll"] == pytest.approx(reference["nll"], rel=1e-5)
         assert history["tokens"] == reference["tokens"]
+    valid = single.evaluate(_stream()[1000:])
+    for rank in range(2):
+        nll, tokens, own = json.loads((tmp_path / f"valid{rank}.json").read_text())
+        assert tokens == valid.tokens and nll == pytest.approx(valid.nll, rel=1e-6)
+        assert own == valid.tokens // 2  # each rank scored its half of the sequences
     # rank 0 alone wrote the checkpoint; its state holds all B = 4 sequences
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"][0].shape[1] == 4
