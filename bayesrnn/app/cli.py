@@ -195,6 +195,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bayesrnn.data import ChecksumError, DataError, DataNotFoundError, DownloadError
     from bayesrnn.inference import NonFiniteLossError
     from bayesrnn.inference.checkpoint import CheckpointError
+    from bayesrnn.inference.distributed import PeerLostError
 
     return (
         ConfigError,
@@ -205,6 +206,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DownloadError,
         CheckpointError,
         NonFiniteLossError,
+        PeerLostError,
         OSError,
     )
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "PeerLostError",
     "Ranks",
     "all_reduce_gradients",
     "all_reduce_sum",
@@ -25,6 +26,22 @@ __all__ = [
     "gather_columns",
     "shard",
 ]
+
+
+class PeerLostError(RuntimeError):
+    """Another process of the job stopped (killed, crashed, its machine gone) mid-collective."""
+
+
+def _collective(operation, *args, **kwargs):
+    """Run a collective; a lost peer becomes one clear :class:`PeerLostError`."""
+    try:
+        return operation(*args, **kwargs)
+    except RuntimeError as error:  # gloo/NCCL: connection reset, timeout, aborted communicator
+        first = " ".join(str(error).split())[:160]
+        raise PeerLostError(
+            f"another process of this torch.distributed job stopped ({first}); the last "
+            "checkpoint is intact: run the same command again to resume"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,7 @@ def all_reduce_sum(values: list[float], ranks: Ranks) -> list[float]:
     if not ranks.distributed:
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    _collective(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
 
 
@@ -76,7 +93,7 @@ def all_reduce_gradients(parameters: list[torch.nn.Parameter], ranks: Ranks) -> 
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    _collective(dist.all_reduce, flat, op=dist.ReduceOp.SUM)
     offset = 0
     for p, g in zip(parameters, grads, strict=True):
         n = g.numel()
@@ -92,7 +109,7 @@ def gather_columns(state, ranks: Ranks, dim: int = 1):
     if isinstance(state, tuple | list):
         return type(state)(gather_columns(s, ranks, dim) for s in state)
     parts = [torch.empty_like(state) for _ in range(ranks.world)]
-    dist.all_gather(parts, state.contiguous())
+    _collective(dist.all_gather, parts, state.contiguous())
     return torch.cat(parts, dim=dim)
 
 
@@ -107,4 +124,4 @@ def take_columns(state, columns: slice, dim: int = 1):
 
 def barrier(ranks: Ranks) -> None:
     if ranks.distributed:
-        dist.barrier()
+        _collective(dist.barrier)

@@ -167,3 +167,45 @@ def test_a_two_process_checkpoint_resumes_in_one_process_exactly(tmp_path):
     assert history["nll"] == pytest.approx(reference["nll"], rel=1e-5)
     for name, value in _state(whole).items():
         torch.testing.assert_close(_state(resumed)[name], value, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def _dying_worker(rank: int, world: int, port: int, folder: str) -> None:
+    import os
+
+    from bayesrnn.inference.distributed import PeerLostError
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)  # fmt: skip
+    trainer = _lm_trainer(Path(folder) / "checkpoint.pt", windows=40)
+    step, calls = trainer._step, []
+
+    def step_then_die(*args):
+        calls.append(1)
+        if rank == 1 and len(calls) == 5:
+            os._exit(1)  # a process lost mid-job: no goodbye to the others
+        return step(*args)
+
+    trainer._step = step_then_die
+    try:
+        trainer.fit()
+    except PeerLostError as error:
+        (Path(folder) / "lost.txt").write_text(str(error))
+
+
+def test_a_lost_process_stops_the_others_with_one_clear_error(tmp_path):
+    context = mp.get_context("spawn")
+    port = _free_port()
+    processes = [
+        context.Process(target=_dying_worker, args=(rank, 2, port, str(tmp_path)))
+        for rank in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 1]
+    message = (tmp_path / "lost.txt").read_text()
+    assert "another process" in message and "run the same command again" in message
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # intact, loadable
+    assert checkpoint["position"][1] <= 4
