@@ -19,6 +19,7 @@ from bayesrnn.evaluation import (
 from bayesrnn.evaluation.pruning import pruning_curve
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, evaluate_stream
+from bayesrnn.inference.distributed import Ranks
 from bayesrnn.inference.dynamic import dynamic_evaluate
 from bayesrnn.inference.predictive import safe_exp
 
@@ -40,7 +41,13 @@ def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:
     return history.to_dict()
 
 
-def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> dict:
+def evaluate_language_model(
+    s: Setup, history: dict, run: RunDir, log: Log, ranks: Ranks | None = None
+) -> dict:
+    """The LM's scores on the evaluation split. Under torch.distributed every rank calls this:
+    the forward, reversed and MC passes are shared out (``ranks``); rank 0 alone adds the
+    sharpened bound, dynamic evaluation and pruning and draws the plots (the others get {})."""
+    ranks = ranks or Ranks()
     ev, tr = s.config.evaluation, s.config.trainer
     stream = s.corpus.split(ev.split)
     if ev.max_tokens is not None:
@@ -62,7 +69,10 @@ def evaluate_language_model(s: Setup, history: dict, run: RunDir, log: Log) -> d
         strategy=ev.bin_strategy,
         reversed_text=ev.reversed_text,
         sharpened=False,
+        ranks=ranks,
     )
+    if not ranks.is_main:
+        return {}
     metrics = report.metrics()
     if isinstance(s.guide, SharpenedGuide) and ev.sharpened_bound:
         bound = evaluate_stream(

@@ -54,7 +54,7 @@ from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
 from bayesrnn.inference import TrainerConfig
-from bayesrnn.inference.distributed import barrier, current_ranks
+from bayesrnn.inference.distributed import Ranks, barrier, current_ranks
 from bayesrnn.inference.trainer import History
 from bayesrnn.models import weight_sites
 
@@ -111,14 +111,16 @@ def _describe(s: Setup) -> dict:
     }
 
 
-def _evaluate(s: Setup, history: dict, run: RunDir, log: Log, export: bool) -> dict:
+def _evaluate(
+    s: Setup, history: dict, run: RunDir, log: Log, export: bool, ranks: Ranks | None = None
+) -> dict:
     began = time.perf_counter()
     if s.config.task == "classify":
         results = evaluate_classifier(s, run, log)
     elif s.config.task == "forecast":
         results = evaluate_forecaster(s, run, log)
     else:
-        results = evaluate_language_model(s, history, run, log)
+        results = evaluate_language_model(s, history, run, log, ranks)
     elbo = plot_elbo_trace(history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"])
     results["plots"].append(elbo.name)
     evaluate_seconds = time.perf_counter() - began
@@ -231,11 +233,13 @@ def run_job(
         if ranks.is_main:
             write_json(run.history, history)
             if evaluate:
-                result = _evaluate(s, history, run, log, export=True)
+                result = _evaluate(s, history, run, log, export=True, ranks=ranks)
             else:
                 plot_elbo_trace(
                     history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"]
                 )
+        elif evaluate and config.task == "lm":  # the other ranks' share of the LM's passes
+            evaluate_language_model(s, history, run, log, ranks)
         barrier(ranks)
         return result
 

@@ -24,6 +24,7 @@ from bayesrnn.data.streams import reverse_stream
 from bayesrnn.evaluation.calibration import ReliabilityBins, _check_binning, _reliability
 from bayesrnn.evaluation.ood import auroc, entropy_gap, ood_report
 from bayesrnn.evaluation.uncertainty import categorical_entropy
+from bayesrnn.inference.distributed import Ranks, gather_columns
 from bayesrnn.inference.predictive import evaluate_stream, safe_exp
 
 __all__ = [
@@ -115,6 +116,13 @@ class TokenAccumulator:
 
     def column(self, name: str) -> Tensor:
         return self._data[name][: self._size[name]].clone()
+
+    def gather(self, ranks: Ranks) -> None:
+        """Every rank's tokens in every rank's accumulator (rank order), so the report of a
+        sharded pass is computed from all B sequences, as one process would."""
+        for name in self._COLUMNS:
+            full = gather_columns(self.column(name), ranks, dim=0)
+            self._data[name], self._size[name] = full, full.numel()
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,6 +217,7 @@ def stream_report(
     n_bins: int = 15,
     strategy: str = "width",
     redraw: str = "window",
+    ranks: Ranks | None = None,
 ) -> StreamReport:
     """Perplexity, calibration and entropy of one pass over ``stream``.
 
@@ -227,7 +236,10 @@ def stream_report(
         num_samples=num_samples,
         on_window=acc,
         redraw=redraw,
+        ranks=ranks,
     )
+    if ranks is not None and ranks.distributed:
+        acc.gather(ranks)
     return report_from_accumulator(acc, num_samples, n_bins, strategy)
 
 
@@ -295,14 +307,24 @@ def language_model_report(
     reversed_text: bool = True,
     sharpened: bool = False,
     redraw: str = "window",
+    ranks: Ranks | None = None,
 ) -> LanguageModelReport:
     """Posterior-mean and MC passes over ``stream`` (and its reverse), plus the sharpened bound.
 
     ``sharpened`` needs a :class:`bayesrnn.inference.SharpenedGuide`; its perplexity uses the
     targets and is an upper bound (Fortunato et al. 2017, §4). ``redraw`` says how often an MC
-    draw's weights are resampled ("window" or "stream", see ``evaluate_stream``).
+    draw's weights are resampled ("window" or "stream", see ``evaluate_stream``). ``ranks``
+    (all processes of a torch.distributed group calling together) shares the B sequences out
+    and gathers the per-token statistics, giving one process's numbers; the sharpened bound,
+    whose step uses the whole batch's gradient, is computed unsharded.
     """
-    options = {"batch_size": batch_size, "bptt": bptt, "n_bins": n_bins, "strategy": strategy}
+    options = {
+        "batch_size": batch_size,
+        "bptt": bptt,
+        "n_bins": n_bins,
+        "strategy": strategy,
+        "ranks": ranks,
+    }
     mean = stream_report(model, guide, stream, num_samples=None, **options)
     mc = stream_report(model, guide, stream, num_samples=num_samples, redraw=redraw, **options)
     reversed_mean = reversed_mc = None

@@ -154,6 +154,12 @@ def test_torchrun_with_two_processes_gives_the_single_process_results(tmp_path):
     )
     assert b["test"]["perplexity_mean"] == pytest.approx(a["test"]["perplexity_mean"], rel=1e-3)
     assert b["test"]["perplexity_mc"] == pytest.approx(a["test"]["perplexity_mc"], rel=1e-3)
+    # the final evaluation is sharded too: calibration and entropies as one process computes
+    for block in ("posterior_mean", "mc"):
+        for key in ("ece", "brier", "nll", "predictive_entropy", "mutual_information"):
+            assert b["test"][block][key] == pytest.approx(a["test"][block][key], rel=1e-3, abs=1e-6)
+    for key in ("entropy_gap_mean", "entropy_gap_mc", "auroc_entropy"):
+        assert b["test"]["reversed"][key] == pytest.approx(a["test"]["reversed"][key], abs=1e-6)
     assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]
 
 
