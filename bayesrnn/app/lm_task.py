@@ -49,6 +49,10 @@ def evaluate_language_model(
     sharpened bound, dynamic evaluation and pruning and draws the plots (the others get {})."""
     ranks = ranks or Ranks()
     ev, tr = s.config.evaluation, s.config.trainer
+    if tr.eval_batch_size % ranks.world:  # not evenly shared: rank 0 scores everything
+        if not ranks.is_main:
+            return {}
+        ranks = Ranks()
     stream = s.corpus.split(ev.split)
     if ev.max_tokens is not None:
         stream = stream[: ev.max_tokens]

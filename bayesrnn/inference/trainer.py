@@ -406,7 +406,9 @@ class TBPTTTrainer(SVITrainer):
         options = {
             "batch_size": self.config.eval_batch_size,
             "bptt": self.config.bptt,
-            "ranks": self.ranks,  # every process validates together, each its B/R sequences
+            # every process validates together, each its share of the sequences (when they
+            # split evenly; else each scores all of them, the same numbers, no collective)
+            "ranks": self.ranks if self.config.eval_batch_size % self.ranks.world == 0 else None,
         } | kwargs
         if not self._tokens:
             return observed_nll(self.model, self.guide, stream.to(self.device), **options)
