@@ -86,6 +86,7 @@ def _run_dir_overrides(args: argparse.Namespace, samples_key: str) -> dict[str, 
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _single_process(args.handler_name)
     from bayesrnn.app.pipeline import evaluate_run
 
     metrics = evaluate_run(
@@ -96,6 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    _single_process(args.handler_name)
     from bayesrnn.app.pipeline import export_run
 
     path = export_run(
@@ -106,6 +108,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    _single_process(args.handler_name)
     import json
     from pathlib import Path
 
@@ -169,6 +172,18 @@ def _cmd_download(args: argparse.Namespace) -> int:
         folder = download_ptb(args.data_dir, level="word" if args.dataset == "ptb" else "char")
     print(f"{args.dataset} is in {folder}")
     return 0
+
+
+def _single_process(command: str) -> None:
+    import os
+
+    from bayesrnn.app.config import ConfigError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"bayesrnn {command} runs in one process; start it without torchrun (only run and "
+            "train are shared out over processes)"
+        )
 
 
 HANDLERS = {
