@@ -245,3 +245,8 @@ def test_both_mixture_priors_and_the_kl_estimator_are_selectable(tmp_path):
     weight = resolve_config(config_file=toml)
     assert build_prior(weight) == ScaleMixturePrior()
     assert weight.guide.options()["quadrature_order"] == 12
+
+
+def test_a_bare_list_override_takes_brackets_or_not():
+    for text in ("data.covariates=[price,promo]", "data.covariates=price,promo"):
+        assert resolve_config(None, None, [text]).data.covariates == ("price", "promo")

@@ -80,3 +80,22 @@ def test_bad_series_are_one_line_errors(rows, extra, fragment, tmp_path, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert fragment in err
     assert not out.exists()
+
+
+def test_a_csv_with_a_covariate(tmp_path, capsys):
+    import math as m
+
+    rows = ["week,units,price"] + [
+        f"{i},{10 + 5 * m.sin(i / 5) + (i % 3)},{1 + (i % 7) / 10}" for i in range(240)
+    ]
+    csv = tmp_path / "sales.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "sales"
+    code, _, err = cli(
+        capsys, "run", "--task", "forecast", "--data", str(csv), "--out", str(out),
+        "--set", "data.target=units", "--set", "data.covariates=[price]", *QUICK,
+    )  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["columns"] == ["units", "price"] and metrics["data"]["targets"] == 1
+    assert math.isfinite(metrics["test"]["crps"])

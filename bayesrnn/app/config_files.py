@@ -66,7 +66,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is tuple:
         (item,) = typing.get_args(hint)[:1]
         if isinstance(value, str):  # "0,0.5,0.9" from the command line
-            value = [_toml_scalar(v.strip()) for v in value.split(",") if v.strip()]
+            inner = value.strip().removeprefix("[").removesuffix("]")  # [a,b] unquoted, or a,b
+            value = [_toml_scalar(v.strip()) for v in inner.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(_coerce(v, item, key) for v in value)
