@@ -243,7 +243,11 @@ def _interrupts_held() -> Iterator[None]:
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    # not from a thread, and not when the process was started with Ctrl-C ignored (nohup, `&`)
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
         yield
         return
     pending: list[int] = []
