@@ -55,13 +55,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(dumps_toml(config), end="")
         return 0
     from bayesrnn.app.launch import join_process_group, leave_process_group
-    from bayesrnn.inference.distributed import current_ranks
+    from bayesrnn.inference.distributed import PeerLostError, current_ranks
 
     config = join_process_group(config)  # under torchrun: one rank of several
     try:
         metrics = run_job(config, args.out, evaluate=args.evaluate, log=_log(args))
-    finally:
+    except PeerLostError:
+        raise  # the group is broken: tearing it down can abort the process (SIGABRT)
+    except BaseException:
         leave_process_group()
+        raise
+    leave_process_group()
     if current_ranks().is_main:
         print(summarise(metrics, args.out))
     return 0
@@ -297,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return HANDLERS[args.handler_name](args)
         except _user_errors() as error:
             print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
+            if argv is None and type(error).__name__ == "PeerLostError":
+                _exit_now(2)  # skip the broken process group's destructors (they may abort)
             return 2
     except KeyboardInterrupt:
         resumable = command in ("bayesrnn run", "bayesrnn train")

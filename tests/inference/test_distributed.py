@@ -197,6 +197,7 @@ def _dying_worker(rank: int, world: int, port: int, folder: str) -> None:
         trainer.fit()
     except PeerLostError as error:
         (Path(folder) / "lost.txt").write_text(str(error))
+        os._exit(0)  # as the CLI does: no teardown of the broken group (it may abort)
 
 
 def test_a_lost_process_stops_the_others_with_one_clear_error(tmp_path):
