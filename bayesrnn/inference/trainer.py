@@ -179,8 +179,9 @@ class SVITrainer:
             total=len(plan),
             initial=start,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress or not self.ranks.is_main,
-            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # logs to a file stay small
+            # a bar on a terminal only: a log file gets one line per epoch instead
+            disable=not cfg.progress or not self.ranks.is_main or not sys.stderr.isatty(),
+            mininterval=0.1,
             leave=False,
             dynamic_ncols=True,
         )
@@ -218,6 +219,17 @@ class SVITrainer:
         self.history.epoch_lr.append(lr)
         self.history.epoch_seconds.append(elapsed)
         self.history.tokens_per_second.append(seen / elapsed if elapsed > 0 else float("nan"))
+        if cfg.progress and self.ranks.is_main and not sys.stderr.isatty():
+            done = range(len(self.history.nll) - (len(plan) - start), len(self.history.nll))
+            nll = sum(self.history.nll[i] for i in done) / max(
+                1, sum(self.history.tokens[i] for i in done)
+            )
+            tqdm.write(
+                f"epoch {epoch + 1}/{cfg.epochs}: {len(done)} {self.batching.step_name}s in "
+                f"{elapsed:.1f} s ({seen / max(elapsed, 1e-9):.0f} items/s), train NLL "
+                f"{nll:.4f} per item",
+                file=sys.stderr,
+            )
         if self.validate is not None:
             results = self.validate()
             for key, value in results.items():

@@ -10,6 +10,7 @@ from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 
 import bayesrnn.inference.trainer as trainer_module
 from bayesrnn.inference import (
+    DeterministicGuide,
     DivergenceError,
     GalDropoutGuide,
     MeanFieldGuide,
@@ -328,3 +329,25 @@ def test_trains_on_cuda():
     guide = MeanFieldGuide(model)
     history = TBPTTTrainer(model, guide, STREAM, STREAM[:200], config=_config(device="cuda")).fit()
     assert history.valid_perplexity[-1] > 0
+
+
+def test_a_log_file_gets_one_line_per_epoch_and_no_progress_bar(capsys):
+    """stderr is not a terminal under pytest: no tqdm frames, one summary line per epoch."""
+    pyro.set_rng_seed(0)
+    model = LanguageModel(12, 8, 8, 1, prior=None)
+    stream = torch.arange(12).repeat(60)
+    trainer = TBPTTTrainer(
+        model, DeterministicGuide(model), stream[:600], stream[600:],
+        batch_size=4, bptt=10, epochs=2, progress=True,
+    )  # fmt: skip
+    trainer.fit()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err
+    lines = err.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "epoch 1/2",
+        "epoch 1",
+        "epoch 2/2",
+        "epoch 2",
+    ]
+    assert "train NLL" in lines[0] and "valid perplexity" in lines[1]
