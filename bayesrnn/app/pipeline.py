@@ -16,6 +16,7 @@ Errors a user can fix (bad config, missing data, a clashing run directory) are r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import time
@@ -87,6 +88,19 @@ def _training_summary(history: dict) -> dict:
     return out
 
 
+def plot_training(history: dict, path: Path) -> Path:
+    """The ELBO trace per item (token, label or value), dashed lines at each epoch's start."""
+    starts = list(itertools.accumulate(history.get("epoch_steps", [])))[:-1]
+    return plot_elbo_trace(
+        history["elbo"],
+        path,
+        kl=history["kl"],
+        nll=history["nll"],
+        items=history["tokens"],
+        epoch_starts=starts,
+    )
+
+
 def _describe(s: Setup) -> dict:
     corpus = s.corpus
     params = {*s.model.parameters()}
@@ -121,7 +135,7 @@ def _evaluate(
         results = evaluate_forecaster(s, run, log)
     else:
         results = evaluate_language_model(s, history, run, log, ranks)
-    elbo = plot_elbo_trace(history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"])
+    elbo = plot_training(history, run / "elbo.png")
     results["plots"].append(elbo.name)
     evaluate_seconds = time.perf_counter() - began
     files = sorted(results.pop("plots"))
@@ -235,9 +249,7 @@ def run_job(
             if evaluate:
                 result = _evaluate(s, history, run, log, export=True, ranks=ranks)
             else:
-                plot_elbo_trace(
-                    history["elbo"], run / "elbo.png", kl=history["kl"], nll=history["nll"]
-                )
+                plot_training(history, run / "elbo.png")
         elif evaluate and config.task == "lm":  # the other ranks' share of the LM's passes
             evaluate_language_model(s, history, run, log, ranks)
         barrier(ranks)

@@ -186,9 +186,14 @@ def plot_elbo_trace(
     path: str | os.PathLike[str],
     kl: Curve | None = None,
     nll: Curve | None = None,
+    *,
+    items: Curve | None = None,
+    epoch_starts: Sequence[int] = (),
 ) -> Path:
     """ELBO per step; with ``kl`` and/or ``nll`` (same length) a second panel shows the terms,
-    to see whether the KL or the data term drives training."""
+    to see whether the KL or the data term drives training. ``items`` (tokens or labels per
+    step) puts every curve per item, comparable across batch sizes and windows; dashed lines
+    mark ``epoch_starts`` (step indices)."""
     target = _check_path(path)
     trace = _to_array(elbo, "elbo")
     terms = {}
@@ -197,16 +202,28 @@ def plot_elbo_trace(
             terms[name] = _to_array(values, name)
             if terms[name].shape != trace.shape:
                 raise ValueError(f"{name} must have the length of elbo ({trace.size})")
+    unit = ""
+    if items is not None:
+        counts = _to_array(items, "items")
+        if counts.shape != trace.shape or not (counts > 0).all():
+            raise ValueError(f"items must be {trace.size} positive counts, one per step")
+        trace = trace / counts
+        terms = {name: values / counts for name, values in terms.items()}
+        unit = " per item"
     steps = np.arange(trace.size)
 
     with sns.axes_style(_STYLE):
         figure = Figure(figsize=(7.0, 6.0 if terms else 4.0), layout="constrained")
         panels = figure.subplots(2 if terms else 1, 1, sharex=True, squeeze=False)[:, 0]
         sns.lineplot(x=steps, y=trace, ax=panels[0])
-        panels[0].set(ylabel="ELBO")
+        panels[0].set(ylabel="ELBO" + unit)
         for (name, values), colour in zip(terms.items(), sns.color_palette()[1:], strict=False):
             sns.lineplot(x=steps, y=values, color=colour, label=name.upper(), ax=panels[-1])
         if terms:
-            panels[-1].set(ylabel="term")
-        panels[-1].set(xlabel="step")
+            panels[-1].set(ylabel="term" + unit)
+        for start in epoch_starts:
+            if 0 < start < trace.size:
+                for panel in panels:
+                    panel.axvline(start - 0.5, color="grey", linestyle="--", linewidth=0.8)
+        panels[-1].set(xlabel="step (dashed: epoch starts)" if len(epoch_starts) else "step")
     return _save(figure, target)

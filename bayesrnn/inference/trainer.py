@@ -218,6 +218,7 @@ class SVITrainer:
         elapsed = time.perf_counter() - began
         self.history.epoch_lr.append(lr)
         self.history.epoch_seconds.append(elapsed)
+        self.history.epoch_steps.append(len(plan))
         self.history.tokens_per_second.append(seen / elapsed if elapsed > 0 else float("nan"))
         if cfg.progress and self.ranks.is_main and not sys.stderr.isatty():
             done = range(len(self.history.nll) - (len(plan) - start), len(self.history.nll))

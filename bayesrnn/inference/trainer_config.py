@@ -95,6 +95,7 @@ class History:
     valid_accuracy: list[float] = field(default_factory=list)  # classifiers
     epoch_lr: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    epoch_steps: list[int] = field(default_factory=list)  # windows or batches of each epoch
     tokens_per_second: list[float] = field(default_factory=list)
     sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
 

@@ -107,3 +107,14 @@ def test_bad_inputs_raise(tmp_path: Path, bins) -> None:
     with pytest.raises(ValueError, match="kl"):
         plot_elbo_trace([1.0, 2.0], tmp_path / "e.png", kl=[1.0])
     assert list(tmp_path.iterdir()) == []  # nothing written for rejected input
+
+
+def test_elbo_trace_per_item_with_epoch_lines(tmp_path):
+    path = tmp_path / "per-item.png"
+    elbo, kl, nll = [-40.0, -30.0, -20.0, -12.0], [10.0, 8.0, 6.0, 4.0], [30.0, 22.0, 14.0, 8.0]
+    written = plot_elbo_trace(elbo, path, kl=kl, nll=nll, items=[10, 10, 10, 4], epoch_starts=[2])
+    _assert_png(path, written)
+    with pytest.raises(ValueError, match="items"):
+        plot_elbo_trace(elbo, tmp_path / "x.png", items=[10, 0, 10, 4])
+    with pytest.raises(ValueError, match="items"):
+        plot_elbo_trace(elbo, tmp_path / "x.png", items=[10, 10])
