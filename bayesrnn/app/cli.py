@@ -301,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return HANDLERS[args.handler_name](args)
         except _user_errors() as error:
             print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
-            if argv is None and type(error).__name__ == "PeerLostError":
+            from bayesrnn.inference.distributed import PeerLostError
+
+            if argv is None and isinstance(error, PeerLostError):
                 _exit_now(2)  # skip the broken process group's destructors (they may abort)
             return 2
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ from bayesrnn.app.run_dir import (
     RunDir,
     check_run_dir,
     free_name,
+    numbered_name,
     read_json,
     read_run_config,
     write_json,
@@ -185,9 +186,12 @@ def _needed_splits(config: RunConfig, *, train: bool, evaluate: bool) -> tuple[s
     return tuple(dict.fromkeys(splits))
 
 
-def _saved_data(run: RunDir, s_config: RunConfig, log: Log) -> RunData | None:
+def _trained_data(run: RunDir, log: Log) -> RunData | None:
+    """The data record of a run that has trained (a checkpoint), else None."""
+    if not run.checkpoint.is_file():
+        return None
     saved = read_run_data(run)
-    if saved is None and run.checkpoint.is_file():
+    if saved is None:
         log(
             f"note: {run.root} has no vocab.json (written by an older bayesrnn); the vocabulary "
             "is rebuilt from the data"
@@ -198,7 +202,7 @@ def _saved_data(run: RunDir, s_config: RunConfig, log: Log) -> RunData | None:
 def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
     """Load the data (with the run's vocabulary once it has one) and build the model, checking
     the data against the run's fingerprint: all before anything is written."""
-    saved = _saved_data(run, config, log) if run.checkpoint.is_file() else None
+    saved = _trained_data(run, log)
     s = setup(config, log, None if saved is None else saved.vocabulary)
     check_fits(config, s.corpus, needed)
     if saved is not None:
@@ -292,10 +296,7 @@ def _new_evaluation_dir(run: RunDir, force: bool) -> RunDir:
     fresh ``eval-N`` folder, so earlier results are never overwritten."""
     if force or not run.metrics.exists():
         return run
-    number = 2
-    while (run.root / f"eval-{number}").exists():
-        number += 1
-    return RunDir(run.root / f"eval-{number}")
+    return RunDir(numbered_name(run.root / "eval"))
 
 
 def evaluate_run(

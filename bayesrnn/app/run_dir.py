@@ -12,12 +12,14 @@ import torch
 
 from bayesrnn.app.config import RunConfig
 from bayesrnn.app.config_files import comparable, config_from_dict, load_toml, write_text_atomic
+from bayesrnn.data.atomic import is_temporary
 
 __all__ = [
     "JobError",
     "RunDir",
     "check_run_dir",
     "free_name",
+    "numbered_name",
     "read_json",
     "read_run_config",
     "write_json",
@@ -67,19 +69,24 @@ class RunDir:
 
 
 def free_name(path: Path) -> Path:
-    """``path`` if nothing is there, else the first free ``stem-2.suffix``, ``stem-3...``."""
-    if not path.exists():
-        return path
+    """``path`` if nothing is there, else :func:`numbered_name`."""
+    return path if not path.exists() else numbered_name(path)
+
+
+def numbered_name(path: Path) -> Path:
+    """The first free ``stem-2.suffix``, ``stem-3.suffix``, ... beside ``path``."""
     number = 2
     while (candidate := path.with_name(f"{path.stem}-{number}{path.suffix}")).exists():
         number += 1
     return candidate
 
 
+LOCK_NAME = ".lock"  # see bayesrnn.app.run_lock
+
+
 def _is_scratch(path: Path) -> bool:
     """The lock file and killed writers' temporaries: not a run's content."""
-    name = path.name
-    return name == ".lock" or (name.startswith(".") and name.endswith(".tmp"))
+    return path.name == LOCK_NAME or is_temporary(path)
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:

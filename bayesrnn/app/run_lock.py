@@ -14,18 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bayesrnn.app.run_dir import JobError
+from bayesrnn.app.run_dir import LOCK_NAME, JobError
+from bayesrnn.data.atomic import is_temporary
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["LOCK_NAME", "TEMPORARY_SUFFIXES", "lock_run_dir", "remove_stale_temporaries"]
-
-LOCK_NAME = ".lock"
-# What bayesrnn's atomic writers leave behind when killed mid-write (".NAME.<id>.tmp").
-TEMPORARY_SUFFIXES = (".tmp",)
+__all__ = ["LOCK_NAME", "lock_run_dir", "remove_stale_temporaries"]
 
 
 def _holder(path: Path) -> str:
@@ -40,7 +37,7 @@ def remove_stale_temporaries(root: Path) -> list[str]:
     """Delete the half-written files of killed writers (only safe while holding the lock)."""
     removed = []
     for path in root.iterdir():
-        if path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIXES) and path.is_file():
+        if is_temporary(path) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed

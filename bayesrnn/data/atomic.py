@@ -14,12 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "temporary_path"]
+__all__ = ["atomic_write", "is_temporary", "temporary_path"]
 
 
 def temporary_path(path: Path) -> Path:
     """A fresh hidden name beside ``path`` ending in ``.tmp``, as stale-file cleanup expects."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is named like a :func:`temporary_path` (a killed writer's leftover)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
