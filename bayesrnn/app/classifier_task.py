@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def train_classifier(s: Setup, checkpoint: Path, log: Log) -> dict:
         cfg,
         checkpoint_path=checkpoint,
         validate=validate,
-        outcomes=s.model.num_classes,
+        baseline_nll=math.log(s.model.num_classes) if s.model.num_classes >= 2 else None,
         unit="label",
     )
     if checkpoint.is_file():

@@ -73,9 +73,10 @@ class SVITrainer:
     ``model(tokens, labels, lengths)``). Each of an epoch's C steps minimises its NLL plus KL/C,
     divided by the strategy's divisor. Both share checkpointing with exact resume, divergence
     handling, progress and history. ``validate()`` runs after each epoch and returns
-    ``{history field: value}`` (e.g. ``{"valid_perplexity": 93.1}``). ``outcomes`` (vocabulary
-    size, classes) sets the divergence ceiling, ``factor`` × log(outcomes) per item; ``ceiling``
-    sets it directly.
+    ``{history field: value}`` (e.g. ``{"valid_perplexity": 93.1}``). ``baseline_nll`` is the
+    NLL per item of a trivial predictor (log K for K outcomes, ½log(2πe) for standardised
+    values); the divergence ceiling is ``divergence_factor`` times it (none without one: then
+    only non-finite losses stop the run).
     """
 
     def __init__(
@@ -87,9 +88,8 @@ class SVITrainer:
         *,
         checkpoint_path: str | Path | None = None,
         validate: Validate | None = None,
-        outcomes: int | None = None,
+        baseline_nll: float | None = None,
         unit: str = "item",
-        ceiling: float | None = None,
     ) -> None:
         config = config or TrainerConfig()
         self.config = config
@@ -106,20 +106,11 @@ class SVITrainer:
         self._position = (0, 0)  # (epoch, next step)
         self._state = None
         self._plan: list | None = None
-        # No ceiling without a number of outcomes (or an explicit one): only non-finite losses
-        # stop the run.
-        if ceiling is not None and config.divergence_factor is not None:
-            self.guard = DivergenceGuard(
-                ceiling, config.divergence_patience, unit=unit, steps=f"{batching.step_name}s"
-            )
-        else:
-            self.guard = DivergenceGuard.uniform(
-                outcomes or 0,
-                config.divergence_factor,
-                config.divergence_patience,
-                unit=unit,
-                steps=f"{batching.step_name}s",
-            )
+        factor = config.divergence_factor
+        ceiling = None if baseline_nll is None or factor is None else factor * baseline_nll
+        self.guard = DivergenceGuard(
+            ceiling, config.divergence_patience, unit=unit, steps=f"{batching.step_name}s"
+        )
         self._pending: dict | None = None  # a checkpoint waiting for its weights to score
 
     # ------------------------------------------------------------------------------------
@@ -393,12 +384,8 @@ class TBPTTTrainer(SVITrainer):
             config,
             checkpoint_path=checkpoint_path,
             validate=None if valid is None else self._validate,
-            outcomes=vocab if self._tokens else None,
+            baseline_nll=_baseline_nll(vocab, self._tokens),
             unit="token" if self._tokens else "value",
-            # real values: factor × the NLL of N(0, 1), the climatology of a standardised series
-            ceiling=None
-            if self._tokens or config.divergence_factor is None
-            else config.divergence_factor * 0.5 * math.log(2 * math.pi * math.e),
         )
         self.valid = valid
 
@@ -426,6 +413,14 @@ class TBPTTTrainer(SVITrainer):
         if not self._tokens:
             return observed_nll(self.model, self.guide, stream.to(self.device), **options)
         return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)
+
+
+def _baseline_nll(vocab: int | None, tokens: bool) -> float | None:
+    """log V for tokens (a uniform predictor; none below two ids or without a vocabulary), or
+    ½log(2πe), the NLL of N(0, 1) on a standardised real series."""
+    if not tokens:
+        return 0.5 * math.log(2 * math.pi * math.e)
+    return math.log(vocab) if vocab is not None and vocab >= 2 else None
 
 
 def _cpu_copy(value):
