@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from bayesrnn.app.ood_task import PLOT_NAME, OODText, classifier_sentences, compare
 from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, padding_id, seed_everything
 from bayesrnn.data import ClassificationSplit, classification_batches
@@ -108,7 +109,9 @@ def classifier_predictions(
     return out
 
 
-def evaluate_classifier(s: Setup, run: RunDir, log: Log) -> dict:
+def evaluate_classifier(s: Setup, run: RunDir, log: Log, ood: OODText | None = None) -> dict:
+    """Accuracy, calibration and entropies of the evaluation split; with ``ood``, a named text
+    compared sentence by sentence with the split (``"ood_file"``)."""
     ev = s.config.evaluation
     split = getattr(s.corpus, ev.split)
     seed_everything(s.config.trainer.seed + 1)
@@ -130,7 +133,7 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log) -> dict:
     def public(result: dict) -> dict:
         return {k: v for k, v in result.items() if not k.startswith("_")}
 
-    return {
+    out = {
         ev.split: {
             "accuracy_mean": mean["accuracy"],
             "accuracy_mc": mc["accuracy"],
@@ -140,3 +143,10 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log) -> dict:
         },
         "plots": [p.name for p in files],
     }
+    if ood is not None:
+        log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")
+        inside = classifier_sentences(s, list(split.sequences))
+        compared = compare(s, ood, inside, torch.cat(list(split.sequences)))
+        out["ood_file"] = compared.metrics
+        out["plots"].append(compared.plot(run / PLOT_NAME).name)
+    return out

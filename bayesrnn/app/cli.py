@@ -94,7 +94,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bayesrnn.app.pipeline import evaluate_run
 
     metrics = evaluate_run(
-        args.out, _run_dir_overrides(args, "mc_samples"), log=_log(args), force=args.force
+        args.out,
+        _run_dir_overrides(args, "mc_samples"),
+        log=_log(args),
+        force=args.force,
+        ood=args.ood,
     )
     print(summarise(metrics, metrics.get("written_to", args.out)))
     return 0

@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild the model and guide from DIR/config.toml, DIR/vocab.json and "
         "DIR/checkpoint.pt and evaluate them; only evaluation.* settings may change. A run that "
         "has metrics.json gets the new results in DIR/eval-2/, eval-3/, ... (--force: in place).",
-        epilog="example:\n  bayesrnn evaluate --out bayesrnn-run --samples 100 "
-        "--set evaluation.split=valid",
+        epilog="examples:\n  bayesrnn evaluate --out bayesrnn-run --samples 100 "
+        "--set evaluation.split=valid\n  bayesrnn evaluate --out bayesrnn-run --ood other.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_dir_options(evaluate)
@@ -203,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="overwrite the run's metrics.json and plots (default: write to a new eval-N/)",
     )
     evaluate.add_argument("--samples", type=int, metavar="S", help="evaluation.mc_samples")
+    evaluate.add_argument(
+        "--ood",
+        metavar="FILE",
+        help="a UTF-8 text file, one sentence per line, to score as out-of-distribution against "
+        "the evaluation split: per-sentence predictive entropy and mutual information, AUROC, "
+        "AUPR, FPR95 and each side's <unk> rate (metrics.json 'ood_file', ood_entropy.png); "
+        "the reversed split is still reported as before",
+    )
     evaluate.add_argument(
         "--dynamic-eval",
         type=float,

@@ -3,6 +3,7 @@ the reversed-text test, dynamic evaluation and the pruning curve."""
 
 from __future__ import annotations
 
+from bayesrnn.app.ood_task import PLOT_NAME, OODText, compare, lm_report_sentences
 from bayesrnn.app.run_dir import (
     RunDir,
 )
@@ -42,11 +43,17 @@ def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:
 
 
 def evaluate_language_model(
-    s: Setup, history: dict, run: RunDir, log: Log, ranks: Ranks | None = None
+    s: Setup,
+    history: dict,
+    run: RunDir,
+    log: Log,
+    ranks: Ranks | None = None,
+    ood: OODText | None = None,
 ) -> dict:
     """The LM's scores on the evaluation split. Under torch.distributed every rank calls this:
     the forward, reversed and MC passes are shared out (``ranks``); rank 0 alone adds the
-    sharpened bound, dynamic evaluation and pruning and draws the plots (the others get {})."""
+    sharpened bound, dynamic evaluation and pruning and draws the plots (the others get {}).
+    ``ood``: a named text compared sentence by sentence with the split (``"ood_file"``)."""
     ranks = ranks or Ranks()
     ev, tr = s.config.evaluation, s.config.trainer
     if tr.eval_batch_size % ranks.world:  # not evenly shared: rank 0 scores everything
@@ -118,6 +125,11 @@ def evaluate_language_model(
             plot_pruning_curve(pruning["fractions"], pruning["perplexities"], run / "pruning.png")
         )
     out["plots"] = [p.name for p in files]
+    if ood is not None:
+        log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")
+        compared = compare(s, ood, lm_report_sentences(s, stream, report.mc), stream)
+        out["ood_file"] = compared.metrics
+        out["plots"].append(compared.plot(run / PLOT_NAME).name)
     return out
 
 

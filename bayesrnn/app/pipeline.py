@@ -31,6 +31,7 @@ from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
 from bayesrnn.app.export import export_posterior, no_export_reason
 from bayesrnn.app.forecast_task import evaluate_forecaster
 from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
+from bayesrnn.app.ood_task import OODText, encode_ood_text, read_ood_file
 from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
 from bayesrnn.app.run_dir import (
     JobError,
@@ -127,15 +128,21 @@ def _describe(s: Setup) -> dict:
 
 
 def _evaluate(
-    s: Setup, history: dict, run: RunDir, log: Log, export: bool, ranks: Ranks | None = None
+    s: Setup,
+    history: dict,
+    run: RunDir,
+    log: Log,
+    export: bool,
+    ranks: Ranks | None = None,
+    ood: OODText | None = None,
 ) -> dict:
     began = time.perf_counter()
     if s.config.task == "classify":
-        results = evaluate_classifier(s, run, log)
+        results = evaluate_classifier(s, run, log, ood)
     elif s.config.task == "forecast":
         results = evaluate_forecaster(s, run, log)
     else:
-        results = evaluate_language_model(s, history, run, log, ranks)
+        results = evaluate_language_model(s, history, run, log, ranks, ood)
     elbo = plot_training(history, run / "elbo.png")
     results["plots"].append(elbo.name)
     evaluate_seconds = time.perf_counter() - began
@@ -305,21 +312,37 @@ def evaluate_run(
     *,
     log: Log = stderr_log,
     force: bool = False,
+    ood: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Re-evaluate a trained run directory (``evaluation.*`` settings may be overridden).
 
     The first evaluation writes ``metrics.json`` and the plots into the run; later ones go to a
     new ``eval-2``, ``eval-3``, ... folder inside it, unless ``force`` overwrites the first.
-    Returns the metrics, with ``"written_to"`` naming the folder.
+    ``ood`` names a UTF-8 text file (one sentence per line) to compare with the evaluation split
+    as out-of-distribution text (``"ood_file"`` in the metrics, ``ood_entropy.png``); the
+    reversed split stays the ``"reversed"`` comparison. Returns the metrics, with
+    ``"written_to"`` naming the folder.
     """
     run = RunDir(Path(out).expanduser())
+    ood_text = None if ood is None else read_ood_file(ood)  # a bad file fails before any work
     s, payload, history = _load_run(run, overrides, log, evaluate=True)
+    named = None
+    if ood_text is not None:
+        corpus = s.corpus
+        named = encode_ood_text(
+            ood_text,
+            s.config.task,
+            getattr(corpus, "tokenizer", "whitespace"),
+            getattr(corpus, "vocab", None),
+            name=Path(ood).name,
+            path=ood,
+        )
     with lock_run_dir(run.root, "bayesrnn evaluate"):
         _warn_unfinished(s.config, payload, log)
         target = _new_evaluation_dir(run, force)
         target.root.mkdir(exist_ok=True)
         try:
-            metrics = _evaluate(s, history, target, log, export=False)
+            metrics = _evaluate(s, history, target, log, export=False, ood=named)
         except BaseException:
             if target.root != run.root:  # a new folder, half written: not a result
                 shutil.rmtree(target.root, ignore_errors=True)

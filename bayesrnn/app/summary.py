@@ -62,6 +62,16 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
                 f"{fmt(rev['entropy_gap_mc'])} (MC) nats/word; "
                 f"AUROC {fmt(rev['auroc_entropy'])}"
             )
+    ood = metrics.get("ood_file")
+    if ood:
+        scores = ood["scores"]
+        lines.append(
+            f"  OOD {ood['name']} ({ood['sentences']['out']} sentences) vs {ood['split']} "
+            f"({ood['sentences']['in']}): AUROC entropy "
+            f"{fmt(scores['predictive_entropy']['auroc'])}, mutual information "
+            f"{fmt(scores['mutual_information']['auroc'])}; <unk> rate "
+            f"{fmt(ood['unk_rate']['out'])} vs {fmt(ood['unk_rate']['in'])}"
+        )
     if "files" in metrics:
         lines.append(f"  files: {', '.join(metrics['files'])}, metrics.json")
     return "\n".join(lines)

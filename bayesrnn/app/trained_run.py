@@ -18,6 +18,13 @@ import torch
 from torch import Tensor
 
 from bayesrnn.app.config import RunConfig
+from bayesrnn.app.ood_task import (
+    OODReport,
+    compare_texts,
+    encode_ood_text,
+    encoded_split,
+    read_ood_file,
+)
 from bayesrnn.app.run_data import read_run_data
 from bayesrnn.app.run_dir import JobError, RunDir, read_json, read_run_config
 from bayesrnn.app.setup import Setup, build, quiet_log, restore, seed_everything, setup
@@ -153,6 +160,39 @@ class TrainedRun:
             token_entropy=entropy,
             token_ids=ids,
         )
+
+    def ood(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        text: str | None = None,
+        in_text: str | None = None,
+        num_samples: int | None = None,
+    ) -> OODReport:
+        """Score a foreign text (the file ``path``, or ``text``; one sentence per line) as
+        out-of-distribution against the run's evaluation split (or ``in_text``), sentence by
+        sentence: AUROC, AUPR, FPR95 of predictive entropy and mutual information, each side's
+        ``<unk>`` rate. MC with ``num_samples`` draws (default: ``evaluation.mc_samples``).
+        Writes nothing; ``report.plot(path)`` draws the entropy histograms."""
+        if (path is None) == (text is None):
+            raise ValueError("give the out-of-distribution text as path or as text (one of them)")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        s = self._setup
+        if num_samples is not None:
+            if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+                raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+            ev = dataclasses.replace(s.config.evaluation, mc_samples=num_samples)
+            s = dataclasses.replace(s, config=dataclasses.replace(s.config, evaluation=ev))
+        task, vocab = self.config.task, self.vocabulary
+        name = "text" if path is None else Path(path).name
+        raw = read_ood_file(path) if path is not None else text
+        foreign = encode_ood_text(raw or "", task, self.tokenizer, vocab, name=name, path=path)
+        if in_text is not None:
+            inside = encode_ood_text(in_text, task, self.tokenizer, vocab, name="in_text")
+        else:
+            inside = encoded_split(s, self.path)
+        return compare_texts(s, foreign, inside)
 
     def classify_text(self, text: str, num_samples: int = 0) -> Tensor:
         """Class probabilities (lines × classes) of each non-blank line of ``text``."""

@@ -8,11 +8,11 @@ import pyro
 from torch import Tensor
 
 from bayesrnn.models.bayesian import PriorSpec
-from bayesrnn.models.likelihood import TokenCategorical
+from bayesrnn.models.likelihood import TokenCategorical, recording
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import Regularisers
 from bayesrnn.models.rnn import State
-from bayesrnn.models.sequence_models import EmbeddedRNN, embed_tokens
+from bayesrnn.models.sequence_models import EmbeddedRNN, embed_tokens, model_draws
 from bayesrnn.models.validation import check_positive_int, check_token_ids
 
 
@@ -21,7 +21,12 @@ class LanguageModel(EmbeddedRNN):
 
     ``forward(tokens, targets=None, state=None)`` returns ``(logits, state)``; with ``targets``
     it observes them at the categorical site ``obs`` inside the plates ``sequences`` and
-    ``steps``. Embedding, RNN and decoder weights are sample sites (``embedding.weight``,
+    ``steps``; without, under a Pyro trace (``Predictive``), it samples the next tokens there
+    and records the logits at the deterministic site ``logits``. Weight sites with draw dims
+    in front (vectorised ``Predictive``, ``vectorize_particles``, stacked posterior draws) run
+    as one batched call: logits (*draws, T, B, V), the state (layers, N·B, hidden).
+
+    Embedding, RNN and decoder weights are sample sites (``embedding.weight``,
     ``rnn.weight_ih_l0``, ``decoder.weight``, ``decoder.bias``) unless named in
     ``deterministic``; ``prior=None`` gives a plain (non-Bayesian) network for baselines.
     """
@@ -71,40 +76,25 @@ class LanguageModel(EmbeddedRNN):
         self, tokens: Tensor, targets: Tensor | None = None, state: State | None = None
     ) -> tuple[Tensor, State]:
         batch_dim = 0 if self.batch_first else 1
-        embedded = embed_tokens(self.embedding, self.rnn, tokens, "tokens", batch_dim)
-        draws = embedded.shape[0] if embedded.dim() == 4 else None
-        if draws is not None:
-            return self._forward_draws(embedded, targets, state, draws)
+        draws, lead = model_draws(self, nesting=2)
+        embedded = embed_tokens(self.embedding, self.rnn, tokens, "tokens", batch_dim, draws)
         if self.batch_first:
-            embedded = embedded.transpose(0, 1)
+            embedded = embedded.transpose(-3, -2)
         output, state = self.rnn(embedded, state)
+        if draws and output.dim() == 3:  # only the decoder has draws: every draw sees h
+            output = output.expand(*draws, *output.shape)
         if self.batch_first:
-            output = output.transpose(0, 1)
+            output = output.transpose(-3, -2)
         weight = self.embedding.weight if self.tie_weights else None
         logits = self.decoder(output, weight)
+        if draws:  # (*draws, T, B, V) → left of the model's plates, where Pyro put the draws
+            logits = logits.reshape(*lead, *logits.shape[-3:])
         if targets is not None:
             self._check_targets(tokens, targets)
             observe_tokens(logits, targets, batch_dim)
-        return logits, state
-
-    def _forward_draws(self, embedded: Tensor, targets, state, draws: int):
-        """S stacked weight draws at once (conditioned sites with a leading dim S).
-
-        The RNN sees S·B sequences, draw-major, so ``state`` is (layers, S·B, hidden); logits
-        come back as (S, T, B, V) (batch-first models: (S, B, T, V)). Prediction only.
-        """
-        if targets is not None:
-            raise ValueError("targets must be None when the weights hold several draws")
-        if self.batch_first:
-            embedded = embedded.transpose(1, 2)
-        _, steps, batch, features = embedded.shape
-        merged = embedded.transpose(0, 1).reshape(steps, draws * batch, features)
-        output, state = self.rnn(merged, state)
-        output = output.reshape(steps, draws, batch, -1).transpose(0, 1)
-        weight = self.embedding.weight if self.tie_weights else None
-        logits = self.decoder(output, weight)
-        if self.batch_first:
-            logits = logits.transpose(1, 2)
+        elif recording():  # Predictive and traces: next tokens are sampled at ``obs``
+            pyro.deterministic("logits", logits)
+            observe_tokens(logits, None, batch_dim)
         return logits, state
 
     def _check_targets(self, tokens: Tensor, targets: Tensor) -> None:
@@ -116,12 +106,16 @@ class LanguageModel(EmbeddedRNN):
         check_token_ids("targets", targets, self.vocab_size)
 
 
-def observe_tokens(logits: Tensor, targets: Tensor, batch_dim: int) -> None:
-    """The likelihood: one categorical per token, the batch in plate ``sequences``."""
+def observe_tokens(logits: Tensor, targets: Tensor | None, batch_dim: int) -> None:
+    """The likelihood: one categorical per token, the batch in plate ``sequences``.
+
+    ``targets=None`` samples the next tokens (``logits`` may carry draw dims in front).
+    """
     steps_dim = 1 - batch_dim
+    shape = logits.shape[-3:-1]
     with (
-        pyro.plate("sequences", targets.shape[batch_dim], dim=batch_dim - 2),
-        pyro.plate("steps", targets.shape[steps_dim], dim=steps_dim - 2),
+        pyro.plate("sequences", shape[batch_dim], dim=batch_dim - 2),
+        pyro.plate("steps", shape[steps_dim], dim=steps_dim - 2),
     ):
         # targets were range-checked by the model (check_token_ids): no second scan here.
         pyro.sample("obs", TokenCategorical(logits, validate_args=False), obs=targets)

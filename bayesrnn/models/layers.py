@@ -12,6 +12,8 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from bayesrnn.models.draws import count, draw_dims, flatten, leading, trim
+
 
 class Embedding(PyroModule):
     """Token embedding ``weight`` (V, E), initialised N(0, 1) like ``nn.Embedding``."""
@@ -28,11 +30,13 @@ class Embedding(PyroModule):
         self.weight = nn.Parameter(weight)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """(…) ids → (…, E); with S stacked weight draws (S, V, E) → (S, …, E)."""
+        """(…) ids → (…, E); with draws of the weight (*draws, V, E) → (*draws, …, E)."""
         weight = self.weight
-        if weight.dim() == 3:
-            return weight[:, tokens]
-        return nn.functional.embedding(tokens, weight)
+        draws = trim(leading(weight, 2))
+        if draws:
+            out = flatten(weight, 2, draws)[:, tokens]
+            return out.reshape(*draws, *out.shape[1:])
+        return nn.functional.embedding(tokens, weight.reshape(weight.shape[-2:]))
 
 
 class Linear(PyroModule):
@@ -53,12 +57,21 @@ class Linear(PyroModule):
         self.has_bias = bias
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        """``x Wᵀ + b``; with S stacked draws W (S, out, in), ``x`` is (S, …, in)."""
+        """``x Wᵀ + b``; with draws of the weights (*draws, out, in), ``x`` is (*draws, …, in)."""
         weight = self.weight if weight is None else weight
         bias = self.bias if self.has_bias else None
-        if weight.dim() == 2:
+        pairs = [(weight, 2)] + ([] if bias is None else [(bias, 1)])
+        draws = draw_dims(pairs)
+        weight = flatten(weight, 2, draws)
+        bias = None if bias is None else flatten(bias, 1, draws)
+        if not draws:
             return nn.functional.linear(x, weight, bias)
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        if tuple(x.shape[: len(draws)]) != tuple(draws):
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} must carry the weights' draw dims "
+                f"{tuple(draws)} in front"
+            )
+        flat = x.reshape(count(draws), -1, x.shape[-1])
         if bias is None:
             out = torch.bmm(flat, weight.transpose(1, 2))
         else:  # the bias rides in the matmul's accumulator: no extra pass over the logits

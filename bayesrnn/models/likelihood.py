@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pyro.distributions import Categorical, TorchDistribution
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor
 from torch.distributions.utils import lazy_property, logits_to_probs
 
@@ -49,3 +51,13 @@ class TokenCategorical(Categorical):
         flat = self._raw_logits.reshape(-1, self._num_events)
         nll = F.cross_entropy(flat, value.reshape(-1).long(), reduction="none")
         return -nll.reshape(value.shape)
+
+
+def recording() -> bool:
+    """Whether a Pyro trace records this call (``Predictive``, ``poutine.trace``, an ELBO).
+
+    Without targets the models sample their ``obs`` site only then: a plain call, or the
+    library's own prediction under ``poutine.condition``, wants the logits and would pay a
+    softmax and a draw over every token for a value nobody reads.
+    """
+    return any(isinstance(handler, TraceMessenger) for handler in _PYRO_STACK)

@@ -20,10 +20,11 @@ from torch import Tensor, nn
 
 from bayesrnn.models.bayesian import PriorSpec, bayesianize
 from bayesrnn.models.layers import Linear
+from bayesrnn.models.likelihood import recording
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import Regularisers
 from bayesrnn.models.rnn import State
-from bayesrnn.models.sequence_models import make_rnn, reinitialise
+from bayesrnn.models.sequence_models import make_rnn, model_draws, reinitialise
 from bayesrnn.models.validation import check_positive_int
 
 LIKELIHOODS = ("gaussian", "student_t")
@@ -251,19 +252,26 @@ class SequenceRegressor(PyroModule):
                     f"targets must be the next rows, the shape of inputs {tuple(inputs.shape)}, "
                     f"got {tuple(targets.shape)}"
                 )
-        if self.decoder.weight.dim() != 2:
-            raise ValueError("SequenceRegressor takes one weight draw per call (2-D weight sites)")
+        draws, lead = model_draws(self, nesting=2)
         x = inputs.transpose(0, 1) if self.batch_first else inputs
         output, state = self.rnn(x, state)
+        if draws and output.dim() == 3:  # only the decoder has draws: every draw sees h
+            output = output.expand(*draws, *output.shape)
         if self.batch_first:
-            output = output.transpose(0, 1)
-        forecast = self._head(self.decoder(output))
+            output = output.transpose(-3, -2)
+        raw = self.decoder(output)
+        if draws:  # (*draws, T, B, 2D) → left of the model's plates, where Pyro put the draws
+            raw = raw.reshape(*lead, *raw.shape[-3:])
+        forecast = self._head(raw)
         if self.residual:  # the network predicts the change from the current row's targets
             forecast = Forecast(
                 forecast.loc + inputs[..., : self.output_size], forecast.scale, forecast.df
             )
+        batch_dim = 0 if self.batch_first else 1
         if targets is not None:
-            observe_values(forecast, targets[..., : self.output_size], 0 if self.batch_first else 1)
+            observe_values(forecast, targets[..., : self.output_size], batch_dim)
+        elif recording():  # Predictive and traces: the next rows are sampled at ``obs``
+            observe_values(forecast, None, batch_dim)
         return forecast, state
 
     def _head(self, raw: Tensor) -> Forecast:
@@ -286,15 +294,17 @@ class SequenceRegressor(PyroModule):
         return inputs
 
 
-def observe_values(forecast: Forecast, values: Tensor, batch_dim: int) -> None:
+def observe_values(forecast: Forecast, values: Tensor | None, batch_dim: int) -> None:
     """The likelihood: one D-dimensional observation per step and sequence.
 
     ``values`` are (T, B, D) (``batch_dim=1``) or (B, T, D) (``batch_dim=0``); the batch lies in
-    the plate ``sequences``, time in ``steps``, and the D outputs form the event.
+    the plate ``sequences``, time in ``steps``, and the D outputs form the event; ``None``
+    samples them.
     """
     steps_dim = 1 - batch_dim
+    shape = forecast.loc.shape[-3:-1]
     with (
-        pyro.plate("sequences", values.shape[batch_dim], dim=batch_dim - 2),
-        pyro.plate("steps", values.shape[steps_dim], dim=steps_dim - 2),
+        pyro.plate("sequences", shape[batch_dim], dim=batch_dim - 2),
+        pyro.plate("steps", shape[steps_dim], dim=steps_dim - 2),
     ):
         pyro.sample("obs", forecast.distribution().to_event(1), obs=values)

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from bayesrnn.models.bayesian import PriorSpec, bayesianize
 from bayesrnn.models.cells import run_layer
+from bayesrnn.models.draws import combine, count, flatten, leading
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import (
     Regularisers,
@@ -133,34 +134,45 @@ class BayesianRNNBase(PyroModule):
     ) -> tuple[Tensor | PackedSequence, State]:
         """Run the stack; returns ``(output, state)`` with ``state`` ready for the next call.
 
+        Weight sites holding N draws (leading dims, as Pyro's vectorised ``Predictive`` and
+        particles give them) run as one batch of N·B sequences: ``input`` may carry the draw
+        dims in front, ``output`` has them in front, and ``state`` is (layers, N·B, hidden),
+        draw-major.
+
         ``lengths`` (B,) gives variable lengths for a padded input (alternative to a
         ``PackedSequence``); outputs past a sequence's end are zero and its final state is the
         state at its last real step. ``masks`` overrides the locked masks (see :meth:`draw_masks`).
         """
         packed = isinstance(input, PackedSequence)
+        weights = self.layer_weights()
         if packed:
             if lengths is not None:
                 raise ValueError("lengths must be None when input is a PackedSequence")
             x, lengths = pad_packed_sequence(input, batch_first=False)
+            self._check_features(x)
+            draws = self._draws(weights, x)
+            if draws:
+                raise ValueError("a PackedSequence takes one weight draw; pad the input instead")
+            weights = self._merge_draws(x, weights, draws)[1]
         else:
             x = self._check_input(input)
             if self.batch_first:
-                x = x.transpose(0, 1)
+                x = x.transpose(-3, -2)
+            draws = self._draws(weights, x)
+            x, weights = self._merge_draws(x, weights, draws)
             if lengths is not None:
-                lengths = check_lengths(lengths, x.shape[1], x.shape[0])
+                lengths = check_lengths(lengths, x.shape[1] // max(count(draws), 1), x.shape[0])
+                lengths = lengths.repeat(count(draws)) if draws else lengths
         steps, batch, _ = x.shape
-        if packed:
-            self._check_features(x)
         h0, c0 = self._initial_state(state, batch, x)
         regs = self.regularisers
         active = masks_active(self)
         masks = dict(self.draw_masks(batch, x) if masks is None else masks)
-        weights = self.layer_weights()
         looped = (
             regs.zoneout_c > 0
             or regs.zoneout_h > 0
             or any(k.startswith("hidden") and v.shape[0] > 1 for k, v in masks.items())
-            or weights[0][0].dim() == 3  # S weight draws at once: the batch is S groups
+            or weights[0][0].dim() == 3  # N weight draws at once: the batch is N groups
         )
         valid = None
         if lengths is not None and looped:
@@ -201,9 +213,31 @@ class BayesianRNNBase(PyroModule):
         new_state: State = (h_n, torch.stack(c_out)) if self.mode == "lstm" else h_n
         if packed:
             return pack_padded_sequence(output, lengths, enforce_sorted=False), new_state
+        if draws:  # (T, N·B, H), draw-major → (*draws, T, B, H)
+            output = output.reshape(steps, count(draws), -1, output.shape[-1]).transpose(0, 1)
+            output = output.reshape(*draws, *output.shape[1:])
         if self.batch_first:
-            output = output.transpose(0, 1)
+            output = output.transpose(-3, -2)
         return output, new_state
+
+    @staticmethod
+    def _draws(weights: list[tuple[Tensor, ...]], x: Tensor) -> torch.Size:
+        """The draw dims of this call: the weights' leading dims and the input's beyond 3."""
+        pairs = [(w, 2 if i < 2 else 1) for layer in weights for i, w in enumerate(layer)]
+        return combine(x.shape[:-3], *(leading(w, e) for w, e in pairs))
+
+    @staticmethod
+    def _merge_draws(x: Tensor, weights: list[tuple[Tensor, ...]], draws: torch.Size):
+        """N draws run as one batch of N·B sequences, draw-major, with (N, …) weights."""
+        flat = [
+            tuple(flatten(w, 2 if i < 2 else 1, draws) for i, w in enumerate(layer))
+            for layer in weights
+        ]
+        if not draws:
+            return x.reshape(x.shape[-3:]), flat
+        x = flatten(x, 3, draws)  # (N, T, B, F)
+        n, steps, batch, features = x.shape
+        return x.transpose(0, 1).reshape(steps, n * batch, features), flat
 
     # ----------------------------------------------------------------------------------------
     def _fused_layer(self, x, h, c, weights, lengths):
@@ -241,9 +275,11 @@ class BayesianRNNBase(PyroModule):
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise ValueError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
-        if x.dim() != 3:
+        if x.dim() < 3:
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-            raise ValueError(f"input must be 3-D {layout}, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"input must be 3-D {layout} (draw dims may lead), got shape {tuple(x.shape)}"
+            )
         self._check_features(x)
         return x
 

@@ -8,7 +8,8 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from bayesrnn.models.bayesian import PriorSpec, bayesianize
+from bayesrnn.models.bayesian import PriorSpec, bayesianize, weight_sites
+from bayesrnn.models.draws import draw_dims, flatten, plate_draws
 from bayesrnn.models.layers import Embedding, Linear
 from bayesrnn.models.regularisers import Regularisers, masks_active, word_type_mask
 from bayesrnn.models.rnn import BayesianGRU, BayesianLSTM, BayesianRNN, BayesianRNNBase
@@ -47,19 +48,30 @@ def reinitialise(module: torch.nn.Module, init_range: float | None) -> None:
 
 
 def embed_tokens(
-    embedding: Embedding, rnn: BayesianRNNBase, tokens: Tensor, name: str, batch_dim: int
+    embedding: Embedding,
+    rnn: BayesianRNNBase,
+    tokens: Tensor,
+    name: str,
+    batch_dim: int,
+    draws: torch.Size = torch.Size(),
 ) -> Tensor:
-    """Validate ``tokens`` and embed them, dropping word types when embedding dropout is on."""
+    """Validate ``tokens`` and embed them, dropping word types when embedding dropout is on.
+
+    With weight ``draws`` the result is (*draws, …tokens, E), each draw with its own word-type
+    mask; an embedding without draws of its own is expanded to them.
+    """
     if not isinstance(tokens, Tensor) or tokens.dim() != 2:
         shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
         raise ValueError(f"{name} must be a 2-D tensor of token ids, got {shape}")
     check_token_ids(name, tokens, embedding.num_embeddings)
     embedded = embedding(tokens)
+    if draws:
+        embedded = flatten(embedded, tokens.dim() + 1, draws)  # (N, …tokens, E)
     regs = rnn.regularisers
     if regs.embedding_dropout > 0 and masks_active(rnn):
-        if embedded.dim() == tokens.dim() + 2:  # S weight draws: each its own word-type mask
-            draws = embedded.shape[0]
-            repeated = torch.cat([tokens] * draws, dim=batch_dim)
+        if draws:  # each draw its own word-type mask
+            n = embedded.shape[0]
+            repeated = torch.cat([tokens] * n, dim=batch_dim)
             mask = word_type_mask(
                 repeated,
                 embedding.num_embeddings,
@@ -69,7 +81,7 @@ def embed_tokens(
                 embedded,
             )
             shape = list(tokens.shape)
-            shape[batch_dim : batch_dim + 1] = [draws, tokens.shape[batch_dim]]
+            shape[batch_dim : batch_dim + 1] = [n, tokens.shape[batch_dim]]
             mask = mask.reshape(*shape, 1).movedim(batch_dim, 0)
         else:
             mask = word_type_mask(
@@ -81,7 +93,22 @@ def embed_tokens(
                 embedded,
             )
         embedded = embedded * mask
-    return embedded
+    return embedded.reshape(*draws, *embedded.shape[1:]) if draws else embedded
+
+
+def model_draws(module: torch.nn.Module, nesting: int) -> tuple[torch.Size, torch.Size]:
+    """The draw dims of ``module``'s weight sites in this call, and its outputs' lead dims.
+
+    Reading the sites here draws them; Pyro caches each value for the rest of the call, so
+    the layers see the same draws. ``nesting`` is the number of plate dims the data fill.
+    """
+    pairs = []
+    for site, initial in weight_sites(module).items():
+        owner_path, _, local = site.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        pairs.append((getattr(owner, local), initial.dim()))
+    draws = draw_dims(pairs)
+    return draws, plate_draws(draws, pairs, nesting)
 
 
 class EmbeddedRNN(PyroModule):

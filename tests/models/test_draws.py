@@ -28,9 +28,16 @@ def test_stacked_draws_equal_separate_runs(cell, batch_first):
         torch.testing.assert_close(logits2[s], alone2, atol=1e-5, rtol=1e-5)
 
 
-def test_stacked_draws_reject_targets():
+def test_stacked_draws_observe_targets_per_draw():
+    """With targets, each draw's tokens are scored by that draw's logits (vectorised ELBOs)."""
     model = LanguageModel(11, 5, 6, num_layers=1)
-    stacked = {s: torch.stack([v, v]) for s, v in weight_sites(model).items()}
-    tokens = torch.randint(0, 11, (4, 2))
-    with pytest.raises(ValueError, match="targets must be None"):
-        poutine.condition(model, data=stacked)(tokens, tokens)
+    draws = [{s: torch.randn_like(v) for s, v in weight_sites(model).items()} for _ in range(2)]
+    stacked = {s: torch.stack([d[s] for d in draws]) for s in draws[0]}
+    tokens, targets = torch.randint(0, 11, (4, 2)), torch.randint(0, 11, (4, 2))
+    trace = poutine.trace(poutine.condition(model, data=stacked)).get_trace(tokens, targets)
+    obs = trace.nodes["obs"]
+    scored = obs["fn"].log_prob(obs["value"])
+    for s, weights in enumerate(draws):
+        logits, _ = poutine.condition(model, data=weights)(tokens)
+        expected = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(scored[s], expected, atol=1e-5, rtol=1e-5)

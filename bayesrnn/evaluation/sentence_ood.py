@@ -1,0 +1,231 @@
+"""Per-sentence uncertainty scores, to tell in-distribution sentences from a foreign text's.
+
+A language model reads a text as one token stream (``<eos>`` closing each line), cut into the
+run's parallel sequences exactly as :func:`bayesrnn.inference.evaluate_stream` cuts a test split;
+each predicted token is then credited to the sentence it belongs to (its ``<eos>`` included), and
+a sentence's score is the mean over its predicted tokens. Scoring both sides the same way keeps
+the comparison fair: the hidden state runs on from the previous sentence of the same text on both.
+
+A sentence classifier scores each sentence on its own: the entropy of its class distribution.
+
+Scores, higher = more likely out-of-distribution: ``predictive_entropy`` (nats, the MC
+predictive's entropy) and ``mutual_information`` (its epistemic part, zero without MC draws).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bayesrnn.data import pad_batch
+from bayesrnn.evaluation.ood import ood_report
+from bayesrnn.evaluation.stream_report import TokenAccumulator
+from bayesrnn.evaluation.uncertainty import (
+    categorical_entropy,
+    expected_entropy,
+    predictive_entropy,
+)
+from bayesrnn.inference import evaluate_stream, predict_sequences
+
+__all__ = [
+    "SCORES",
+    "SentenceScores",
+    "sentence_ood_report",
+    "sentence_spans",
+    "sentence_unk_rate",
+    "sequence_sentence_scores",
+    "stream_sentence_scores",
+    "tokens_to_sentences",
+]
+
+SCORES = ("predictive_entropy", "mutual_information")
+
+
+@dataclass(frozen=True, eq=False)
+class SentenceScores:
+    """Scores of the sentences that were scored (``kept`` indexes them among all sentences)."""
+
+    predictive_entropy: Tensor  # (N,) float64, nats
+    mutual_information: Tensor  # (N,) float64, nats
+    predicted: Tensor  # (N,) tokens (LM) or 1 (classifier) behind each score
+    kept: Tensor  # (N,) indices into the text's sentences
+    sentences: int  # all sentences of the text, scored or not
+
+    def __len__(self) -> int:
+        return int(self.kept.numel())
+
+    def score(self, name: str) -> Tensor:
+        if name not in SCORES:
+            raise ValueError(f"unknown score {name!r}; known: {', '.join(SCORES)}")
+        return getattr(self, name)
+
+
+def sentence_spans(stream: Tensor, eos_id: int) -> Tensor:
+    """``(start, end)`` rows of each sentence of a token stream, ``end`` exclusive and past its
+    ``<eos>``; tokens after the last ``<eos>`` (a stream cut short) form a last sentence."""
+    if stream.dim() != 1:
+        raise ValueError(f"stream must be 1-D, got shape {tuple(stream.shape)}")
+    ends = (torch.nonzero(stream.cpu() == eos_id).reshape(-1) + 1).tolist()
+    if not ends or ends[-1] != stream.numel():
+        ends.append(stream.numel())
+    starts = [0, *ends[:-1]]
+    return torch.tensor([starts, ends], dtype=torch.long).t().reshape(-1, 2)
+
+
+def _words(stream: Tensor, spans: Tensor, eos_id: int) -> Tensor:
+    """Tokens of each sentence without its closing ``<eos>``."""
+    lengths = spans[:, 1] - spans[:, 0]
+    closed = torch.zeros_like(lengths, dtype=torch.bool)
+    nonempty = lengths > 0
+    closed[nonempty] = stream.cpu()[spans[nonempty, 1] - 1] == eos_id
+    return lengths - closed.long()
+
+
+def tokens_to_sentences(
+    token_values: dict[str, Tensor],
+    stream: Tensor,
+    batch_size: int,
+    eos_id: int,
+    min_words: int = 2,
+) -> SentenceScores:
+    """Per-sentence means of per-token values in ``evaluate_stream``'s order.
+
+    ``evaluate_stream`` cuts the stream into ``batch_size`` columns of ``steps`` tokens and
+    predicts rows 1 .. steps-1 of each, row by row: value ``i`` belongs to stream position
+    ``(i % B) * steps + i // B + 1``. A sentence is scored when it has ``min_words`` tokens
+    besides its ``<eos>`` and at least one of its tokens was predicted.
+    """
+    steps = stream.numel() // batch_size
+    count = (steps - 1) * batch_size
+    for name in SCORES:
+        if token_values[name].numel() != count:
+            raise ValueError(
+                f"{name} has {token_values[name].numel()} values; a stream of {stream.numel()} "
+                f"tokens in {batch_size} sequences has {count} predictions"
+            )
+    index = torch.arange(count)
+    positions = (index % batch_size) * steps + index // batch_size + 1
+    spans = sentence_spans(stream, eos_id)
+    lengths = spans[:, 1] - spans[:, 0]
+    sentence_of = torch.repeat_interleave(torch.arange(spans.shape[0]), lengths)[positions]
+    n = spans.shape[0]
+    predicted = torch.bincount(sentence_of, minlength=n)
+    keep = (_words(stream, spans, eos_id) >= min_words) & (predicted > 0)
+    kept = torch.nonzero(keep).reshape(-1)
+    means = {}
+    for name in SCORES:
+        sums = torch.zeros(n, dtype=torch.float64).index_add(
+            0, sentence_of, token_values[name].to(torch.float64)
+        )
+        means[name] = sums[kept] / predicted[kept].to(torch.float64)
+    return SentenceScores(
+        predictive_entropy=means["predictive_entropy"],
+        mutual_information=means["mutual_information"],
+        predicted=predicted[kept],
+        kept=kept,
+        sentences=n,
+    )
+
+
+def stream_sentence_scores(
+    model,
+    guide,
+    stream: Tensor,
+    *,
+    eos_id: int,
+    num_samples: int | None,
+    batch_size: int,
+    bptt: int,
+    min_words: int = 2,
+) -> SentenceScores:
+    """Score each sentence of a token stream under a language model (MC with ``num_samples``
+    draws, the posterior mean with None), the stream cut as ``evaluate_stream`` cuts it."""
+    if stream.numel() < 2 * batch_size:
+        raise ValueError(
+            f"a stream of {stream.numel()} tokens cannot be cut into {batch_size} sequences of "
+            "at least 2 tokens"
+        )
+    acc = TokenAccumulator()
+    evaluate_stream(
+        model,
+        guide,
+        stream,
+        batch_size=batch_size,
+        bptt=bptt,
+        num_samples=num_samples,
+        on_window=acc,
+    )
+    entropy = acc.column("entropy")
+    mutual = (entropy - acc.column("expected_entropy")).clamp_min(0.0)
+    values = {"predictive_entropy": entropy, "mutual_information": mutual}
+    return tokens_to_sentences(values, stream, batch_size, eos_id, min_words)
+
+
+def sequence_sentence_scores(
+    model,
+    guide,
+    sequences: Sequence[Tensor],
+    *,
+    num_samples: int | None,
+    batch_size: int,
+    pad_id: int,
+    min_words: int = 2,
+) -> SentenceScores:
+    """Score each sentence under a sentence classifier: the entropy of its predictive class
+    distribution and the mutual information between label and weights."""
+    kept = [i for i, seq in enumerate(sequences) if seq.numel() >= min_words]
+    entropy, mutual = [], []
+    device = next(iter(model.parameters())).device
+    for start in range(0, len(kept), batch_size):
+        batch = [sequences[i] for i in kept[start : start + batch_size]]
+        tokens, lengths = pad_batch(batch, pad_id=pad_id)
+        prediction = predict_sequences(
+            model, guide, tokens.to(device), lengths, num_samples=num_samples
+        )
+        if prediction.draw_log_probs is None:
+            log_probs = prediction.log_probs.cpu().double()
+            entropy.append(categorical_entropy(log_probs))
+            mutual.append(torch.zeros(len(batch), dtype=torch.float64))
+        else:
+            draws = prediction.draw_log_probs.cpu().double()
+            total = predictive_entropy(draws)
+            entropy.append(total)
+            mutual.append((total - expected_entropy(draws)).clamp_min(0.0))
+    empty = torch.zeros(0, dtype=torch.float64)
+    return SentenceScores(
+        predictive_entropy=torch.cat(entropy) if entropy else empty,
+        mutual_information=torch.cat(mutual) if mutual else empty,
+        predicted=torch.ones(len(kept), dtype=torch.long),
+        kept=torch.tensor(kept, dtype=torch.long),
+        sentences=len(sequences),
+    )
+
+
+def sentence_unk_rate(ids: Tensor, unk_id: int | None, eos_id: int | None = None) -> float:
+    """Share of a text's words that are ``<unk>`` (``<eos>`` tokens are not words; 0 for a
+    vocabulary without ``<unk>``, which cannot encode an unknown word at all)."""
+    words = ids if eos_id is None else ids[ids != eos_id]
+    if words.numel() == 0:
+        raise ValueError("the text has no words")
+    if unk_id is None:
+        return 0.0
+    return float((words == unk_id).double().mean())
+
+
+def sentence_ood_report(inside: SentenceScores, outside: SentenceScores) -> dict[str, dict]:
+    """AUROC, AUPR (outside = positive) and FPR95 of each score, with each side's mean."""
+    if not len(inside) or not len(outside):
+        raise ValueError(
+            f"both sides need scored sentences (in: {len(inside)}, out: {len(outside)})"
+        )
+    out = {}
+    for name in SCORES:
+        s_in, s_out = inside.score(name), outside.score(name)
+        out[name] = ood_report(s_in, s_out) | {
+            "mean_in": float(s_in.mean()),
+            "mean_out": float(s_out.mean()),
+        }
+    return out
