@@ -122,17 +122,30 @@ class GalWeight(TorchDistribution):
     ``rate`` and scales the kept ones by 1/(1−rate) (inverted dropout, so ``mean`` is also the
     posterior mean used by the "standard dropout approximation"). ``mask`` is the drawn mask
     (broadcastable to ``mean``) or None when the masks act inside the model (sequence scope).
-    The density is degenerate as σ → 0, so ``log_prob`` is 0 and the KL is Gal's L2 term.
+
+    The density is degenerate as σ → 0 (a constant entropy, dropped), so ``log_prob`` is 0 for
+    a masked draw, whose log p(w) under the prior N(0, s²) is already an unbiased estimate of
+    E_q[log p]. An unmasked draw is M, and log p(M) misses −rate/(1−rate)·‖M‖²/(2s²) of
+    E_q[log p(w)] = −‖M‖²/(2s²(1−rate)); ``log_prob`` returns +that missing part, so Pyro's
+    stock ELBOs (log p(w) − log q(w)) get Gal's KL. ``prior_scale`` is s (None: no correction).
+    The library's ELBO uses the registered closed-form KL instead.
     """
 
     arg_constraints = {}
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, mean: torch.Tensor, rate: float, mask: torch.Tensor | None = None):
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        rate: float,
+        mask: torch.Tensor | None = None,
+        prior_scale: float | None = None,
+    ):
         self.mean_weight = mean
         self.rate = float(rate)
         self.mask = mask
+        self.prior_scale = prior_scale
         super().__init__(torch.Size(), mean.shape, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
@@ -140,7 +153,12 @@ class GalWeight(TorchDistribution):
         return value.expand(sample_shape + value.shape) if sample_shape else value
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return value.new_zeros(value.shape[: value.dim() - len(self.event_shape)])
+        event = len(self.event_shape)
+        batch = value.shape[: value.dim() - event]
+        if self.mask is not None or self.rate == 0.0 or self.prior_scale is None:
+            return value.new_zeros(batch)
+        energy = value.square().reshape(*batch, -1).sum(-1) / (2 * self.prior_scale**2)
+        return energy * (self.rate / (1.0 - self.rate))
 
 
 @register_kl(GalWeight, Independent)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from pyro.nn import PyroModule, PyroSample
+from pyro.nn.module import to_pyro_module_
 
 from bayesrnn.models.priors import GaussianPrior, Prior
 
@@ -43,21 +44,43 @@ def _prior_sampler(prior: Prior, local_name: str) -> Callable[[PyroModule], obje
     return build
 
 
+def _refuse_cached_weights(model: torch.nn.Module, names: list[str], keep: tuple[str, ...]):
+    """torch's RNN modules hold their own list of weight references (``_flat_weights``), so a
+    sample site put in a weight's place is never read: refuse them, naming the replacement."""
+    for path, module in model.named_modules():
+        if not isinstance(module, torch.nn.RNNBase) or isinstance(module, PyroModule):
+            continue
+        own = [n for n in names if n.startswith(f"{path}.") or not path]
+        if any(not any(fnmatch.fnmatchcase(n, p) for p in keep) for n in own):
+            kind = type(module).__name__
+            raise ValueError(
+                f"bayesianize: {path or 'the model'} is a torch.nn.{kind}, which reads its "
+                f"weights from its own cache; use bayesrnn.models.Bayesian{kind} "
+                f"(same arguments) or keep its weights in deterministic"
+            )
+
+
 def bayesianize(
-    model: PyroModule,
+    model: torch.nn.Module,
     prior: PriorSpec = GaussianPrior(1.0),
     deterministic: Iterable[str] = (),
 ) -> PyroModule:
     """Replace each parameter of ``model`` by a sample site, except those in ``deterministic``.
 
+    Any module works: plain ``torch.nn`` children (``nn.Linear``, ``nn.Embedding``, …) are made
+    ``PyroModule``s in place first, so their own ``forward`` reads the sampled weights.
     ``deterministic`` holds site names or glob patterns (``"decoder.bias"``); those stay point
     estimates (``pyro.param`` sites), as Fortunato keeps the softmax bias. Returns ``model``.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"bayesianize needs a torch.nn.Module, got {type(model).__name__}")
     keep = tuple(deterministic)
     names = [name for name, _ in model.named_parameters()]
     unknown = [p for p in keep if not any(fnmatch.fnmatchcase(n, p) for n in names)]
     if unknown:
         raise ValueError(f"deterministic: {unknown} match no parameter of the model; have {names}")
+    _refuse_cached_weights(model, names, keep)
+    to_pyro_module_(model)
     for full_name in names:
         if any(fnmatch.fnmatchcase(full_name, p) for p in keep):
             continue

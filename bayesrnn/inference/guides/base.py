@@ -25,6 +25,15 @@ def _attribute(site: str) -> str:
     return site.replace(".", "__")
 
 
+def pyro_sample_sites(model: nn.Module) -> list[str]:
+    """Every ``PyroSample`` attribute of ``model``'s modules, by its site name."""
+    found = []
+    for path, module in model.named_modules():
+        for local in getattr(module, "_pyro_samples", {}):
+            found.append(f"{path}.{local}" if path else local)
+    return found
+
+
 class SiteParameters(PyroModule):
     """One ``nn.Parameter`` per weight site, registered as ``<holder>.<site with __ for .>``."""
 
@@ -49,6 +58,14 @@ class WeightGuide(PyroModule):
         sites = weight_sites(model)
         if not sites:
             raise ValueError("model has no Bayesian weight sites (was it built with prior=None?)")
+        foreign = [site for site in pyro_sample_sites(model) if site not in sites]
+        if foreign:
+            raise ValueError(
+                f"{type(self).__name__} covers the sites bayesianize made; {foreign} are "
+                "PyroSample sites it did not make, which would be drawn from their prior at every "
+                "step. Make them with bayesrnn.models.bayesianize(module, prior=...), or use a "
+                "Pyro autoguide (AutoNormal) for this model"
+            )
         self.__dict__["model"] = model
         self.site_names = list(sites)
         self.__dict__["_initial"] = sites

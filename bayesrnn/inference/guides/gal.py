@@ -31,6 +31,18 @@ steps of a window. The guide hands the rates to the model's locked masks, which 
 units (x⊙z_b, h⊙z_b) rather than forming per-sequence weights diag(z_b)·M — the same function,
 proved against a materialised version in the tests. ``"batch"``: one mask per minibatch, applied
 to the weight values in the guide, so the model runs PyTorch's fused kernel.
+
+Your own models. On a model built from any modules and :func:`bayesrnn.models.bayesianize`
+(no ``regularisers`` of its own), each bayesrnn RNN layer inside gets the ``input`` and
+``hidden`` rates as per-sequence locked masks; the other groups (``nn.Embedding`` or bayesrnn
+embedding rows: ``embedding``; the columns of any ``nn.Linear`` or bayesrnn ``Linear`` weight:
+``output``) get one mask per call, drawn here, since no mask inside such a model covers them.
+
+Which ELBO. :class:`bayesrnn.inference.WindowELBO` takes the KL above in closed form. Pyro's
+stock ELBOs score a draw by log p(w) − log q(w) instead; for a draw that is M itself (masks
+inside the model) log p(M) misses the 1/(1−p) of E_q‖w‖², so :class:`GalWeight`'s ``log_prob``
+returns that missing part and ``Trace_ELBO`` optimises the same objective, with the
+single-sample noise of the data term only (tested against the closed form).
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from bayesrnn.models.regularisers import MASK_SCOPES, bernoulli_mask, check_rate
 from bayesrnn.models.rnn import BayesianRNNBase
 
 _OWNED = ("locked_input", "locked_hidden", "locked_output", "embedding_dropout")
+_GROUPS = ("input", "hidden", "output", "embedding")
 
 
 class GalDropoutGuide(WeightGuide):
@@ -91,22 +104,24 @@ class GalDropoutGuide(WeightGuide):
                 )
         self.groups = {site: self._group(site) for site in self.site_names}
         self.mean = SiteParameters({s: self.initial_value(s) for s in self.site_names})
-        self._configure_model_masks()
+        self.guide_masked = self._configure_model_masks()
 
     @property
     def draws_share_weights(self) -> bool:
         """Sequence scope: the masks act inside the model and every draw returns M."""
-        return self.scope == "sequence"
+        return self.scope == "sequence" and not any(
+            self.rate(site) > 0 for site in self.guide_masked
+        )
 
     def _group(self, site: str) -> str | None:
         owner, local = self.owner(site), site.rpartition(".")[2]
-        if isinstance(owner, Embedding):
+        if isinstance(owner, Embedding | nn.Embedding) and local == "weight":
             return "embedding"
         if isinstance(owner, BayesianRNNBase) and local.startswith("weight_ih"):
             return "input"
         if isinstance(owner, BayesianRNNBase) and local.startswith("weight_hh"):
             return "hidden"
-        if isinstance(owner, Linear) and local == "weight":
+        if isinstance(owner, Linear | nn.Linear) and local == "weight":
             return "output"
         return None
 
@@ -114,17 +129,31 @@ class GalDropoutGuide(WeightGuide):
         group = self.groups[site]
         return 0.0 if group is None else self.rates[group]
 
-    def _configure_model_masks(self) -> None:
-        current = self.model.regularisers
+    def _configure_model_masks(self) -> set[str]:
+        """Hand the sequence-scope rates to the model's locked masks; returns the sites whose
+        masks the guide must draw itself (one per call), because no model mask covers them."""
+        if self.scope != "sequence":
+            return set()
+        if hasattr(self.model, "regularisers"):  # bayesrnn's models: every group has its mask
+            self._configure(self.model, self.site_names)
+            return set()
+        covered = set()  # your own model: each bayesrnn RNN layer masks its input and h
+        for path, module in self.model.named_modules():
+            if isinstance(module, BayesianRNNBase):
+                own = [s for s in self.site_names if s.startswith(f"{path}.") or not path]
+                self._configure(module, own, groups=("input", "hidden"))
+                covered |= {s for s in own if self.groups[s] in ("input", "hidden")}
+        return {s for s in self.site_names if self.groups[s] is not None and s not in covered}
+
+    def _configure(self, module: nn.Module, sites: list[str], groups: tuple[str, ...] = _GROUPS):
+        current = module.regularisers
         clash = [name for name in _OWNED if getattr(current, name) > 0]
         if clash:
             raise ValueError(
                 f"the model already has {clash} switched on; GalDropoutGuide owns these rates"
             )
-        if self.scope != "sequence":
-            return
-        has = set(self.groups.values())
-        self.model.regularisers = dataclasses.replace(
+        has = {self.groups[s] for s in sites} & set(groups)
+        module.regularisers = dataclasses.replace(
             current,
             locked_input=self.rates["input"] if "input" in has else 0.0,
             locked_hidden=self.rates["hidden"] if "hidden" in has else 0.0,
@@ -135,7 +164,8 @@ class GalDropoutGuide(WeightGuide):
 
     def _batch_mask(self, site: str, mean: torch.Tensor) -> torch.Tensor | None:
         rate = self.rate(site)
-        if self.scope != "batch" or rate == 0.0 or not masks_active(self.model):
+        by_guide = self.scope == "batch" or site in self.guide_masked
+        if not by_guide or rate == 0.0 or not masks_active(self.model):
             return None
         shape = (mean.shape[0], 1) if self.groups[site] == "embedding" else (1, mean.shape[-1])
         return bernoulli_mask(shape, rate, mean)
@@ -144,7 +174,8 @@ class GalDropoutGuide(WeightGuide):
         values = {}
         for site in self.site_names:
             mean = self.mean[site]
-            fn = GalWeight(mean, self.rate(site), self._batch_mask(site, mean))
+            mask = self._batch_mask(site, mean)
+            fn = GalWeight(mean, self.rate(site), mask, self.prior(site).scale)
             values[site] = pyro.sample(site, fn)
         return values
 

@@ -46,7 +46,17 @@ def window_nll_gradient(model, weights: dict[str, torch.Tensor], *args, **kwargs
     """
     leaves = {site: w.detach().requires_grad_(True) for site, w in weights.items()}
     with torch.enable_grad(), poutine.block():
-        trace = poutine.trace(poutine.condition(model, data=leaves)).get_trace(*args, **kwargs)
+        try:
+            trace = poutine.trace(poutine.condition(model, data=leaves)).get_trace(*args, **kwargs)
+        except ValueError as error:
+            if "collide" not in str(error):
+                raise
+            raise ValueError(
+                "posterior sharpening runs the model inside the guide, and Pyro put the guide's "
+                "draws in a plate at a dim the model's plates use (Predictive guesses the plate "
+                "dims from the guide alone). For parallel prediction put the guide in eval() "
+                "mode (it then samples q(φ), the paper's option 1) or use parallel=False"
+            ) from error
         nll = sum(  # conditioned weight sites count as observed: leave them out
             -site["fn"].log_prob(site["value"]).sum()
             for name, site in trace.nodes.items()
