@@ -46,6 +46,11 @@ def _scaled(value: torch.Tensor, site) -> torch.Tensor:
     return value * site["scale"]
 
 
+def _left_out(site) -> bool:
+    scale = site["scale"]
+    return not isinstance(scale, torch.Tensor) and scale == 0
+
+
 def window_terms(model, guide, *args, **kwargs) -> ELBOTerms:
     """Run ``guide`` then ``model`` (replayed) and return the window's NLL and KL."""
     guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
@@ -63,6 +68,8 @@ def window_terms(model, guide, *args, **kwargs) -> ELBOTerms:
         guide_site = guide_trace.nodes.get(name)
         if guide_site is None:
             raise ValueError(f"the model's latent site {name!r} has no counterpart in the guide")
+        if _left_out(guide_site):  # a window without the KL (scale_kl(…, 0)): skip the work
+            continue
         if is_validation_enabled() and not guide_site["fn"].has_rsample:
             raise ValueError(f"guide site {name!r} is not reparameterisable")
         try:
@@ -70,7 +77,8 @@ def window_terms(model, guide, *args, **kwargs) -> ELBOTerms:
         except NotImplementedError:
             kl = kl + _site_log_prob(guide_site) - _site_log_prob(site)
     for name, guide_site in guide_trace.nodes.items():
-        if guide_site["type"] == "sample" and name not in model_trace.nodes:
+        in_guide_only = guide_site["type"] == "sample" and name not in model_trace.nodes
+        if in_guide_only and not _left_out(guide_site):
             kl = kl + _site_log_prob(guide_site)
     return ELBOTerms(nll=-log_lik, kl=kl, result=model_trace.nodes["_RETURN"]["value"])
 

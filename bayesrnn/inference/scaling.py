@@ -18,8 +18,8 @@ class LatentScaleMessenger(Messenger):
     """``poutine.scale`` restricted to latent sites."""
 
     def __init__(self, scale: float) -> None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
+        if not scale >= 0:
+            raise ValueError(f"scale must be non-negative, got {scale!r}")
         super().__init__()
         self.scale = float(scale)
 
@@ -29,15 +29,36 @@ class LatentScaleMessenger(Messenger):
 
 
 def scale_kl(fn: Callable, scale: float) -> Callable:
-    """Wrap a model or guide so its latent sites (hence the KL) count ``scale`` times."""
+    """Wrap a model or guide so its latent sites (hence the KL) count ``scale`` times.
+
+    A scale of 0 leaves the KL out of the window (:func:`bayesrnn.inference.window_terms` then
+    does not compute it).
+    """
     return LatentScaleMessenger(scale)(fn)
 
 
-def epoch_kl_scales(num_windows: int) -> list[Fraction]:
-    """The KL weight of each window of an epoch, 1/C each, as exact fractions summing to one."""
+def epoch_kl_scales(num_windows: int, every: int = 1) -> list[Fraction]:
+    """The KL weight of each window of an epoch, as exact fractions summing to one.
+
+    ``every=1``: 1/C on each of the C windows. ``every=k``: the KL is taken on every k-th
+    window (and the last) with the weight of the windows since the one before, k/C, and left
+    out of the others. Any weights summing to one over the epoch give the same epoch objective,
+    the full-data ELBO (Blundell et al. 2015, section 3.4); a deterministic per-weight KL over
+    millions of weights then costs 1/k per window.
+    """
     if num_windows < 1:
         raise ValueError(f"num_windows must be at least 1, got {num_windows}")
-    return [Fraction(1, num_windows)] * num_windows
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    scales, pending = [], 0
+    for index in range(num_windows):
+        pending += 1
+        if (index + 1) % every == 0 or index == num_windows - 1:
+            scales.append(Fraction(pending, num_windows))
+            pending = 0
+        else:
+            scales.append(Fraction(0))
+    return scales
 
 
 def total_weight(scales: Sequence[Fraction]) -> Fraction:
