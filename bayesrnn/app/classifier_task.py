@@ -118,17 +118,17 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log, ood: OODText | None = N
     log(f"evaluating {ev.split} ({len(split)} sentences): posterior mean, MC {ev.mc_samples}")
     mean = classifier_predictions(s, split, None)
     mc = classifier_predictions(s, split, ev.mc_samples, guide=s.guide)
-    files = [plot_reliability_diagram(mc["_bins"], run / "reliability.png", title="MC predictive")]
+    plot_reliability_diagram(mc["_bins"], run / "reliability.png", title="MC predictive")
+    files = ["reliability.png"]
     wrong = mc["_probs"].argmax(-1) != mc["_labels"]
     if bool(wrong.any()) and bool((~wrong).any()):
-        files.append(
-            plot_entropy_histograms(
-                mc["_entropy"][~wrong],
-                mc["_entropy"][wrong],
-                run / "entropy.png",
-                labels=("correct", "misclassified"),
-            )
+        plot_entropy_histograms(
+            mc["_entropy"][~wrong],
+            mc["_entropy"][wrong],
+            run / "entropy.png",
+            labels=("correct", "misclassified"),
         )
+        files.append("entropy.png")
 
     def public(result: dict) -> dict:
         return {k: v for k, v in result.items() if not k.startswith("_")}
@@ -141,7 +141,7 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log, ood: OODText | None = N
             "posterior_mean": public(mean),
             "mc": public(mc),
         },
-        "plots": [p.name for p in files],
+        "plots": files,
     }
     if ood is not None:
         log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")

@@ -68,26 +68,25 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
     scores_mc = forecast_metrics(mc, observed.to(mc.loc), levels=LEVELS)
     naive = baselines(train, observed, previous, levels=LEVELS)
     times = corpus.full_times()
-    files = [
-        plot_forecast_fan(
-            mc,
-            observed,
-            run / "forecast.png",
-            times=times[start : rows.shape[0]],
-            history=_units(rows[:start, :d], corpus)[-4 * observed.shape[0] :, 0],
-            history_times=times[:start][-4 * observed.shape[0] :],
-            levels=LEVELS,
-            title=f"{corpus.name}: one-step-ahead forecasts of {ev.split} (MC, data units)",
-        ),
-        plot_pit_histogram(scores_mc["pit"], run / "pit.png", title="PIT of the MC forecast"),
-        plot_interval_reliability(
-            {
-                "bayesrnn (MC)": scores_mc["pit"],
-                **{name: scores["pit"] for name, scores in naive.items()},
-            },
-            run / "intervals.png",
-        ),
-    ]
+    plot_forecast_fan(
+        mc,
+        observed,
+        run / "forecast.png",
+        times=times[start : rows.shape[0]],
+        history=_units(rows[:start, :d], corpus)[-4 * observed.shape[0] :, 0],
+        history_times=times[:start][-4 * observed.shape[0] :],
+        levels=LEVELS,
+        title=f"{corpus.name}: one-step-ahead forecasts of {ev.split} (MC, data units)",
+    )
+    plot_pit_histogram(scores_mc["pit"], run / "pit.png", title="PIT of the MC forecast")
+    plot_interval_reliability(
+        {
+            "bayesrnn (MC)": scores_mc["pit"],
+            **{name: scores["pit"] for name, scores in naive.items()},
+        },
+        run / "intervals.png",
+    )
+    files = ["forecast.png", "pit.png", "intervals.png"]
     metrics = {
         key: scores_mc[key] for key in ("crps", "nll", "rmse", "mae", "coverage_50", "coverage_90")
     }
@@ -99,4 +98,4 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
         "mc": _public(scores_mc),
         "baselines": {name: _public(scores) for name, scores in naive.items()},
     }
-    return {ev.split: metrics, "plots": [p.name for p in files]}
+    return {ev.split: metrics, "plots": files}

@@ -105,26 +105,23 @@ def evaluate_language_model(
         metrics["dynamic_lr"] = ev.dynamic_lr
         metrics["nll_dynamic"] = dynamic.nll_per_token
         metrics["perplexity_dynamic"] = safe_exp(dynamic.nll_per_token)
-    files = [
-        plot_reliability_diagram(report.mc.bins, run / "reliability.png", title="MC predictive")
-    ]
+    plot_reliability_diagram(report.mc.bins, run / "reliability.png", title="MC predictive")
+    files = ["reliability.png"]
     if report.reversed_mc is not None:
-        files.append(
-            plot_entropy_histograms(
-                report.mc.token_entropy,
-                report.reversed_mc.token_entropy,
-                run / "entropy.png",
-                labels=("forward text", "reversed text"),
-            )
+        plot_entropy_histograms(
+            report.mc.token_entropy,
+            report.reversed_mc.token_entropy,
+            run / "entropy.png",
+            labels=("forward text", "reversed text"),
         )
+        files.append("entropy.png")
     out = {ev.split: metrics}
     if s.config.guide.is_gaussian and ev.pruning:
         pruning = _pruning(s, log)
         out["pruning"] = pruning
-        files.append(
-            plot_pruning_curve(pruning["fractions"], pruning["perplexities"], run / "pruning.png")
-        )
-    out["plots"] = [p.name for p in files]
+        plot_pruning_curve(pruning["fractions"], pruning["perplexities"], run / "pruning.png")
+        files.append("pruning.png")
+    out["plots"] = files
     if ood is not None:
         log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")
         compared = compare(s, ood, lm_report_sentences(s, stream, report.mc), stream)

@@ -93,7 +93,7 @@ def _training_summary(history: dict) -> dict:
 def plot_training(history: dict, path: Path) -> Path:
     """The ELBO trace per item (token, label or value), dashed lines at each epoch's start."""
     starts = list(itertools.accumulate(history.get("epoch_steps", [])))[:-1]
-    return plot_elbo_trace(
+    plot_elbo_trace(
         history["elbo"],
         path,
         kl=history["kl"],
@@ -101,6 +101,7 @@ def plot_training(history: dict, path: Path) -> Path:
         items=history["tokens"],
         epoch_starts=starts,
     )
+    return path
 
 
 def _describe(s: Setup) -> dict:

@@ -1,8 +1,9 @@
-"""PNG figures for probabilistic forecasts: fan chart, PIT histogram, interval reliability.
+"""Figures for probabilistic forecasts: fan chart, PIT histogram, interval reliability.
 
-Built like :mod:`bayesrnn.evaluation.plots`: a ``matplotlib.figure.Figure`` on an Agg canvas
-(pyplot untouched), seaborn's style only inside each call, and an atomic write (temporary file,
-then ``os.replace``); each writer returns the path written. Bad input is a ValueError.
+Built like :mod:`bayesrnn.evaluation.plots`: drawn into the caller's ``ax=`` or a new
+``matplotlib.figure.Figure`` (pyplot untouched), seaborn's style only inside each call, and with
+``path`` an atomic write in the format of its suffix (temporary file, then ``os.replace``); each
+function returns the figure. Bad input is a ValueError.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bayesrnn.evaluation.forecast import as_draws, interval_coverage, mixture_quantiles
-from bayesrnn.evaluation.plots import _STYLE, _check_path, _save, _to_array
+from bayesrnn.evaluation.plots import (
+    _STYLE,
+    _check_path_or_none,
+    _finish,
+    _single_axes,
+    _to_array,
+)
 from bayesrnn.models.regressor import Forecast
 
 __all__ = ["plot_forecast_fan", "plot_interval_reliability", "plot_pit_histogram"]
@@ -58,7 +65,7 @@ def _column(values: object, name: str, column: int) -> np.ndarray:
 def plot_forecast_fan(
     draws: Forecast | Sequence[Forecast],
     observed: object,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
     times: object = None,
     history: object = None,
@@ -67,16 +74,18 @@ def plot_forecast_fan(
     levels: Sequence[float] = (0.5, 0.9),
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     title: str | None = None,
-) -> Path:
+    ax: Axes | None = None,
+) -> Figure:
     """Fan chart over the forecast range: the observed series, the predictive median and the
     central bands of the S-draw mixture (50% and 90% by default, by exact mixture quantiles).
 
     ``draws`` (S, N, D) and ``observed`` (N,) or (N, D) are the forecasts and values of N steps;
     ``history`` (and ``history_times``) are earlier values drawn before them for context.
     ``column`` picks the output plotted. ``transform`` maps values to the units shown (e.g.
-    ``corpus.unscale``); it must be increasing, so that quantiles map to quantiles.
+    ``corpus.unscale``); it must be increasing, so that quantiles map to quantiles. Drawn into
+    ``ax`` when given, written to ``path`` when given; returns the figure.
     """
-    target = _check_path(path)
+    target = _check_path_or_none(path)
     stacked = as_draws(draws)
     if not -stacked.shape[2] <= column < stacked.shape[2]:
         raise ValueError(f"column {column} is out of range for {stacked.shape[2]} outputs")
@@ -105,8 +114,7 @@ def plot_forecast_fan(
     colours = sns.color_palette()
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(8.0, 4.0), layout="constrained")
-        axes = figure.subplots()
+        figure, axes = _single_axes(ax, (8.0, 4.0))
         for i, level in enumerate(levels):
             low, high = quantiles[1 + 2 * i], quantiles[2 + 2 * i]
             alpha = 0.2 + 0.3 * i / max(1, len(levels) - 1)
@@ -135,7 +143,7 @@ def plot_forecast_fan(
         axes.legend(loc="best", fontsize="small")
         heading = f"one-step forecasts, {stacked.shape[0]} draw(s)"
         axes.set_title(heading if title is None else f"{title}\n{heading}")
-    return _save(figure, target)
+    return _finish(figure, target)
 
 
 def _pit_values(pit: object, name: str = "pit") -> np.ndarray:
@@ -146,11 +154,17 @@ def _pit_values(pit: object, name: str = "pit") -> np.ndarray:
 
 
 def plot_pit_histogram(
-    pit: object, path: str | os.PathLike[str], *, bins: int = 10, title: str | None = None
-) -> Path:
+    pit: object,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    bins: int = 10,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Density histogram of PIT values with the uniform density of a calibrated forecaster and
-    its ±2 standard-error band per bin (binomial counts)."""
-    target = _check_path(path)
+    its ±2 standard-error band per bin (binomial counts). Drawn into ``ax`` when given, written
+    to ``path`` when given; returns the figure."""
+    target = _check_path_or_none(path)
     values = _pit_values(pit)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"bins must be an integer ≥ 2, got {bins!r}")
@@ -162,8 +176,7 @@ def plot_pit_histogram(
     colours = sns.color_palette()
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(5.0, 4.0), layout="constrained")
-        axes = figure.subplots()
+        figure, axes = _single_axes(ax, (5.0, 4.0))
         axes.axhspan(1 - band, 1 + band, color="0.5", alpha=0.2, label="uniform ± 2 SE", zorder=0)
         axes.bar(
             edges[:-1],
@@ -180,25 +193,27 @@ def plot_pit_histogram(
         axes.legend(loc="best", fontsize="small")
         if title is not None:
             axes.set_title(title)
-    return _save(figure, target)
+    return _finish(figure, target)
 
 
 def plot_interval_reliability(
     pit: object | Mapping[str, object],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
     levels: Sequence[float] = RELIABILITY_LEVELS,
     title: str | None = None,
-) -> Path:
+    ax: Axes | None = None,
+) -> Figure:
     """Observed against nominal coverage of central predictive intervals.
 
     ``pit``: the PIT values of one forecaster, or ``{name: pit}`` to compare several (a model
     and its baselines). The observed coverage at level α is the fraction with
     |PIT − ½| ≤ α/2; the diagonal is perfect calibration, points below it intervals that are
     too narrow. The grey band is ±2 binomial standard errors around the diagonal for the first
-    forecaster's number of values.
+    forecaster's number of values. Drawn into ``ax`` when given, written to ``path`` when given;
+    returns the figure.
     """
-    target = _check_path(path)
+    target = _check_path_or_none(path)
     series = dict(pit) if isinstance(pit, Mapping) else {"forecast": pit}
     if not series:
         raise ValueError("pit must hold at least one forecaster's PIT values")
@@ -218,8 +233,7 @@ def plot_interval_reliability(
     band = 2 * np.sqrt(nominal * (1 - nominal) / first_n)
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(5.0, 5.0), layout="constrained")
-        axes = figure.subplots()
+        figure, axes = _single_axes(ax, (5.0, 5.0))
         axes.fill_between(
             nominal,
             nominal - band,
@@ -238,4 +252,4 @@ def plot_interval_reliability(
         axes.legend(loc="best", fontsize="small")
         if title is not None:
             axes.set_title(title)
-    return _save(figure, target)
+    return _finish(figure, target)

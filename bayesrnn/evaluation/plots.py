@@ -1,11 +1,15 @@
-"""PNG figures for evaluation reports: reliability diagram, entropy histograms, pruning curve and
+"""Figures for evaluation reports: reliability diagram, entropy histograms, pruning curve and
 ELBO trace.
 
-Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so
-no global backend is chosen or changed, nothing is registered with pyplot, and the functions work
-on headless machines. Seaborn styles apply only inside each call. Every writer creates the
-parent directory, writes to a temporary file beside the target and moves it into place with
-``os.replace``, so a reader never sees a half-written PNG; it returns the path written.
+Every function returns the ``matplotlib.figure.Figure`` it drew on. With ``ax=`` it draws into
+the caller's axes (a pair of axes for the two-panel plots) and returns their figure, leaving it
+open and otherwise untouched; without, it builds its own ``Figure`` directly, never through
+pyplot, so no global backend is chosen or changed, nothing is registered with pyplot (such a
+figure is freed like any object once dropped: there is nothing to close), and the functions work
+on headless machines. Seaborn styles apply only inside each call. With ``path`` the figure is
+also written, in any format matplotlib writes (chosen by the suffix: .png, .pdf, .svg, ...): the
+parent directory is created and the file written beside the target and moved into place with
+``os.replace``, so a reader never sees a half-written file.
 """
 
 import contextlib
@@ -17,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -46,21 +52,70 @@ def _to_array(values: object, name: str, flatten: bool = False) -> np.ndarray:
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path whose suffix names a format matplotlib can write."""
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"path must be a str or os.PathLike, got {type(path)!r}")
     target = Path(path)
-    if target.suffix.lower() != ".png":
-        raise ValueError(f"path must end in .png, got {str(target)!r}")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if target.suffix.lower().lstrip(".") not in formats:
+        raise ValueError(
+            f"path must end in a suffix matplotlib can write ({', '.join(sorted(formats))}), "
+            f"got {str(target)!r}"
+        )
     return target
 
 
+def _check_path_or_none(path: str | os.PathLike[str] | None) -> Path | None:
+    return None if path is None else _check_path(path)
+
+
+def _root_figure(ax: object, name: str = "ax") -> Figure:
+    """The figure holding ``ax`` (the top one when ``ax`` sits in a subfigure)."""
+    if not isinstance(ax, Axes):
+        raise ValueError(f"{name} must be a matplotlib Axes, got {type(ax)!r}")
+    return ax.get_figure(root=True)
+
+
+def _single_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The caller's axes and their figure, or a new one-panel Figure (not pyplot's)."""
+    if ax is None:
+        figure = Figure(figsize=figsize, layout="constrained")
+        return figure, figure.subplots()
+    if not isinstance(ax, Axes):
+        raise ValueError(
+            f"ax must be one matplotlib Axes (this plot has a single panel), got {type(ax)!r}"
+        )
+    return _root_figure(ax), ax
+
+
+def _axes_pair(ax: object, what: str) -> tuple[Axes, Axes]:
+    """Two axes given for a two-panel plot, or a clear error."""
+    if isinstance(ax, Axes) or not isinstance(ax, Sequence) or len(ax) != 2:
+        raise ValueError(f"ax must be a pair of matplotlib Axes ({what}), got {ax!r}")
+    for index, each in enumerate(ax):
+        _root_figure(each, f"ax[{index}]")
+    return ax[0], ax[1]
+
+
+def _finish(figure: Figure, target: Path | None) -> Figure:
+    """Write ``figure`` to ``target`` when one is given; the figure either way."""
+    if target is not None:
+        _save(figure, target)
+    return figure
+
+
 def _save(figure: Figure, target: Path) -> Path:
-    """Render ``figure`` to ``target`` atomically (temp file in the same dir, then os.replace)."""
+    """Render ``figure`` to ``target`` atomically (temp file in the same dir, then os.replace),
+    in the format its suffix names."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
+    if type(figure.canvas) is FigureCanvasBase:  # our own figure: an Agg canvas draws it
+        FigureCanvasAgg(figure)
+    fmt = target.suffix.lower().lstrip(".")
     temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         # os.open with mode 0o666 keeps the user's umask (mkstemp would force 0o600).
         with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
-            figure.savefig(fh, format="png", dpi=_DPI)
+            figure.savefig(fh, format=fmt, dpi=_DPI)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -70,13 +125,20 @@ def _save(figure: Figure, target: Path) -> Path:
 
 
 def plot_reliability_diagram(
-    bins: ReliabilityBins, path: str | os.PathLike[str], title: str | None = None
-) -> Path:
+    bins: ReliabilityBins,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    *,
+    ax: Axes | Sequence[Axes] | None = None,
+) -> Figure:
     """Accuracy against confidence per bin, with the diagonal of perfect calibration and the
-    number of items per bin below; the title reports ECE and MCE."""
+    number of items per bin below; the title reports ECE and MCE.
+
+    ``ax``: one Axes for the diagram alone (no count panel, to fit a grid of plots), or a pair
+    (diagram, counts); the figure is written to ``path`` when given and returned."""
     if not isinstance(bins, ReliabilityBins):
         raise ValueError(f"bins must be a ReliabilityBins, got {type(bins)!r}")
-    target = _check_path(path)
+    target = _check_path_or_none(path)
     count = bins.count.detach().cpu().numpy()
     if count.sum() == 0:
         raise ValueError("bins holds no items")
@@ -88,8 +150,14 @@ def plot_reliability_diagram(
     colours = sns.color_palette()
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(5.0, 6.0), layout="constrained")
-        top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        if ax is None:
+            figure = Figure(figsize=(5.0, 6.0), layout="constrained")
+            top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        elif isinstance(ax, Axes):
+            figure, top, bottom = _root_figure(ax), ax, None
+        else:
+            top, bottom = _axes_pair(ax, "the diagram and the counts per bin")
+            figure = _root_figure(top)
         top.bar(
             lower,
             accuracy,
@@ -116,20 +184,27 @@ def plot_reliability_diagram(
         top.legend(loc="best")
         heading = f"ECE {bins.ece:.4f}   MCE {bins.mce:.4f}   ({bins.strategy} bins)"
         top.set_title(heading if title is None else f"{title}\n{heading}")
-        bottom.bar(lower, count, width=width, align="edge", color=colours[0], edgecolor="white")
-        bottom.set(xlabel="confidence (top-1 probability)", ylabel="items")
-    return _save(figure, target)
+        xlabel = "confidence (top-1 probability)"
+        if bottom is None:
+            top.set(xlabel=xlabel)
+        else:
+            bottom.bar(lower, count, width=width, align="edge", color=colours[0], edgecolor="white")
+            bottom.set(xlabel=xlabel, ylabel="items")
+    return _finish(figure, target)
 
 
 def plot_entropy_histograms(
     in_entropy: Curve,
     out_entropy: Curve,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     labels: tuple[str, str] = ("in-distribution", "out-of-distribution"),
-) -> Path:
+    *,
+    ax: Axes | None = None,
+) -> Figure:
     """Overlaid density histograms of per-item entropies (nats) of two data sets, on shared bins;
-    for OOD checks and Fortunato's forward vs reversed text."""
-    target = _check_path(path)
+    for OOD checks and Fortunato's forward vs reversed text. Drawn into ``ax`` when given,
+    written to ``path`` when given; returns the figure."""
+    target = _check_path_or_none(path)
     first = _to_array(in_entropy, "in_entropy", flatten=True)
     second = _to_array(out_entropy, "out_entropy", flatten=True)
     if len(labels) != 2 or not all(isinstance(label, str) for label in labels):
@@ -141,8 +216,7 @@ def plot_entropy_histograms(
     edges = np.linspace(low, high, 51)
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(6.0, 4.0), layout="constrained")
-        axes = figure.subplots()
+        figure, axes = _single_axes(ax, (6.0, 4.0))
         palette = sns.color_palette()
         for values, label, colour in zip((first, second), labels, palette[:2], strict=True):
             sns.histplot(
@@ -157,12 +231,19 @@ def plot_entropy_histograms(
             )
         axes.set(xlabel="entropy (nats)", ylabel="density")
         axes.legend()
-    return _save(figure, target)
+    return _finish(figure, target)
 
 
-def plot_pruning_curve(fractions: Curve, perplexities: Curve, path: str | os.PathLike[str]) -> Path:
-    """Perplexity against the fraction of weights pruned by signal-to-noise ratio (Fortunato)."""
-    target = _check_path(path)
+def plot_pruning_curve(
+    fractions: Curve,
+    perplexities: Curve,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    ax: Axes | None = None,
+) -> Figure:
+    """Perplexity against the fraction of weights pruned by signal-to-noise ratio (Fortunato).
+    Drawn into ``ax`` when given, written to ``path`` when given; returns the figure."""
+    target = _check_path_or_none(path)
     x = _to_array(fractions, "fractions")
     y = _to_array(perplexities, "perplexities")
     if x.shape != y.shape:
@@ -174,27 +255,28 @@ def plot_pruning_curve(fractions: Curve, perplexities: Curve, path: str | os.Pat
     order = np.argsort(x, kind="stable")
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(6.0, 4.0), layout="constrained")
-        axes = figure.subplots()
+        figure, axes = _single_axes(ax, (6.0, 4.0))
         sns.lineplot(x=100.0 * x[order], y=y[order], marker="o", sort=False, ax=axes)
         axes.set(xlabel="weights pruned (%)", ylabel="perplexity", xlim=(0.0, 100.0))
-    return _save(figure, target)
+    return _finish(figure, target)
 
 
 def plot_elbo_trace(
     elbo: Curve,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     kl: Curve | None = None,
     nll: Curve | None = None,
     *,
     items: Curve | None = None,
     epoch_starts: Sequence[int] = (),
-) -> Path:
+    ax: Axes | Sequence[Axes] | None = None,
+) -> Figure:
     """ELBO per step; with ``kl`` and/or ``nll`` (same length) a second panel shows the terms,
     to see whether the KL or the data term drives training. ``items`` (tokens or labels per
     step) puts every curve per item, comparable across batch sizes and windows; dashed lines
-    mark ``epoch_starts`` (step indices)."""
-    target = _check_path(path)
+    mark ``epoch_starts`` (step indices). ``ax``: one Axes for the ELBO alone, a pair (ELBO,
+    terms) with ``kl`` or ``nll``. Written to ``path`` when given; returns the figure."""
+    target = _check_path_or_none(path)
     trace = _to_array(elbo, "elbo")
     terms = {}
     for name, values in (("nll", nll), ("kl", kl)):
@@ -213,8 +295,15 @@ def plot_elbo_trace(
     steps = np.arange(trace.size)
 
     with sns.axes_style(_STYLE):
-        figure = Figure(figsize=(7.0, 6.0 if terms else 4.0), layout="constrained")
-        panels = figure.subplots(2 if terms else 1, 1, sharex=True, squeeze=False)[:, 0]
+        if ax is None:
+            figure = Figure(figsize=(7.0, 6.0 if terms else 4.0), layout="constrained")
+            panels = figure.subplots(2 if terms else 1, 1, sharex=True, squeeze=False)[:, 0]
+        elif terms:
+            panels = _axes_pair(ax, "the ELBO and its terms, as kl or nll are given")
+            figure = _root_figure(panels[0])
+        else:
+            figure, single = _single_axes(ax, (7.0, 4.0))
+            panels = [single]
         sns.lineplot(x=steps, y=trace, ax=panels[0])
         panels[0].set(ylabel="ELBO" + unit)
         for (name, values), colour in zip(terms.items(), sns.color_palette()[1:], strict=False):
@@ -226,4 +315,4 @@ def plot_elbo_trace(
                 for panel in panels:
                     panel.axvline(start - 0.5, color="grey", linestyle="--", linewidth=0.8)
         panels[-1].set(xlabel="step (dashed: epoch starts)" if len(epoch_starts) else "step")
-    return _save(figure, target)
+    return _finish(figure, target)
