@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import bayesrnn
-from bayesrnn.app.cli import main
 from bayesrnn.app.classifier_task import evaluate_classifier
+from bayesrnn.app.cli import main
 from bayesrnn.app.config_files import resolve_config
 from bayesrnn.app.ood_task import encode_ood_text, read_ood_file
 from bayesrnn.app.run_dir import JobError, RunDir
