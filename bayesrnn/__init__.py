@@ -6,11 +6,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = ["TrainedRun", "__version__", "load_run"]
+
+# Log records go to logging.getLogger("bayesrnn") and its children; a library adds no output of
+# its own (configure logging to see them; the bayesrnn command writes INFO and up to stderr).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from bayesrnn.app.trained_run import TrainedRun, load_run

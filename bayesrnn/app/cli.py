@@ -302,7 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in _HEAVY_IMPORTS.get(args.command, ()):
                 importlib.import_module(name)
         try:
-            return HANDLERS[args.handler_name](args)
+            from bayesrnn.app.logs import cli_logging
+
+            with cli_logging(quiet=getattr(args, "quiet", False)):
+                return HANDLERS[args.handler_name](args)
         except _user_errors() as error:
             print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
             from bayesrnn.inference.distributed import PeerLostError

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import shutil
 import time
@@ -70,6 +71,8 @@ __all__ = [
     "run_job",
     "stderr_log",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def _training_summary(history: dict) -> dict:
@@ -156,7 +159,7 @@ def _evaluate(
                 files.append(written.name)
         except (ValueError, RuntimeError, OSError) as error:  # keep the evaluation regardless
             export_error = " ".join(str(error).split())
-            log(f"warning: posterior.nc not written: {export_error}")
+            logger.warning(f"posterior.nc not written: {export_error}")
     metrics = {
         "bayesrnn": __version__,
         "task": s.config.task,

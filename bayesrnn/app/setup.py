@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +11,6 @@ from typing import Any
 
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from bayesrnn.app.config import DATA_SOURCES, SERIES_SOURCES, ConfigError, RunConfig
 from bayesrnn.app.run_dir import JobError, RunDir
@@ -43,12 +42,17 @@ __all__ = ["Log", "Setup", "load_data", "quiet_log", "restore", "setup", "stderr
 
 Log = Callable[[str], None]
 
+logger = logging.getLogger(__name__)
+
 
 def stderr_log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    """``message`` as an INFO record of the ``bayesrnn.app`` loggers: on stderr under the
+    ``bayesrnn`` command, wherever the caller's logging configuration sends it otherwise."""
+    logger.info(message)
 
 
 def quiet_log(message: str) -> None:
+    """Drops ``message``: for callers that want no progress lines whatever logging does."""
     return None
 
 

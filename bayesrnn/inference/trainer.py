@@ -19,6 +19,7 @@ row. Checkpoints are written only once their weights have scored a window within
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -63,6 +64,8 @@ __all__ = [
 
 Validate = Callable[[], dict[str, float]]
 
+logger = logging.getLogger(__name__)
+
 
 class SVITrainer:
     """Trains a Pyro (model, guide) pair by SVI, one ``batching`` step at a time.
@@ -77,6 +80,11 @@ class SVITrainer:
     NLL per item of a trivial predictor (log K for K outcomes, ½log(2πe) for standardised
     values); the divergence ceiling is ``divergence_factor`` times it (none without one: then
     only non-finite losses stop the run).
+
+    ``config.progress`` shows a tqdm bar, on a terminal only. Each epoch logs an INFO line (steps,
+    seconds, items/s, train NLL per item) and one with the validation results, on the
+    ``bayesrnn.inference.trainer`` logger: configure ``logging`` to see them (the ``bayesrnn``
+    command writes them to stderr).
     """
 
     def __init__(
@@ -211,27 +219,31 @@ class SVITrainer:
         self.history.epoch_seconds.append(elapsed)
         self.history.epoch_steps.append(len(plan))
         self.history.tokens_per_second.append(seen / elapsed if elapsed > 0 else float("nan"))
-        if cfg.progress and self.ranks.is_main and not sys.stderr.isatty():
+        if self.ranks.is_main:
             done = range(len(self.history.nll) - (len(plan) - start), len(self.history.nll))
             nll = sum(self.history.nll[i] for i in done) / max(
                 1, sum(self.history.tokens[i] for i in done)
             )
-            tqdm.write(
-                f"epoch {epoch + 1}/{cfg.epochs}: {len(done)} {self.batching.step_name}s in "
-                f"{elapsed:.1f} s ({seen / max(elapsed, 1e-9):.0f} items/s), train NLL "
-                f"{nll:.4f} per item",
-                file=sys.stderr,
+            logger.info(
+                "epoch %d/%d: %d %ss in %.1f s (%.0f items/s), train NLL %.4f per item",
+                epoch + 1,
+                cfg.epochs,
+                len(done),
+                self.batching.step_name,
+                elapsed,
+                seen / max(elapsed, 1e-9),
+                nll,
             )
         if self.validate is not None:
             results = self.validate()
             for key, value in results.items():
                 getattr(self.history, key).append(value)
-            if cfg.progress and self.ranks.is_main:
+            if self.ranks.is_main:
                 shown = ", ".join(
                     f"{k.replace('_', ' ')} {v:.2f}" if "perplexity" in k else f"{k} {v:.4f}"
                     for k, v in results.items()
                 )
-                tqdm.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
+                logger.info("epoch %d: %s", epoch + 1, shown)
         return False
 
     def _step(self, batch: Batch, scale: float, epoch: int, index: int) -> tuple[float, float, int]:
