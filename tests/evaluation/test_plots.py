@@ -6,7 +6,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-
 from matplotlib.figure import Figure
 
 from bayesrnn.evaluation.calibration import reliability_bins
