@@ -25,6 +25,7 @@ __all__ = [
     "current_ranks",
     "gather_columns",
     "shard",
+    "union_over_ranks",
 ]
 
 
@@ -111,6 +112,21 @@ def gather_columns(state, ranks: Ranks, dim: int = 1):
     parts = [torch.empty_like(state) for _ in range(ranks.world)]
     _collective(dist.all_gather, parts, state.contiguous())
     return torch.cat(parts, dim=dim)
+
+
+def union_over_ranks(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The sorted distinct values of a 1-D integer tensor over all ranks (the same on each)."""
+    if not ranks.distributed:
+        return torch.unique(values)
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(ranks.world)]
+    _collective(dist.all_gather, sizes, torch.tensor([values.numel()]))
+    longest = int(max(sizes).item())
+    padded = torch.full((longest,), -1, dtype=torch.long)
+    padded[: values.numel()] = values.cpu()
+    parts = [torch.empty_like(padded) for _ in range(ranks.world)]
+    _collective(dist.all_gather, parts, padded)
+    merged = torch.unique(torch.cat(parts))
+    return merged[merged >= 0].to(values.device)
 
 
 def take_columns(state, columns: slice, dim: int = 1):

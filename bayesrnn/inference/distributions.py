@@ -56,6 +56,45 @@ class ExpectedKLNormal(ReparamNormal):
     quadrature_order: int = 8
 
 
+class RowSampledNormal(ExpectedKLNormal):
+    """N(loc, σ²), σ = softplus(ρ) + ``min_scale``, drawn only at the rows ``rows`` of dim 0.
+
+    The other rows of a draw hold ``loc``: for a window that reads only ``rows`` (a language
+    model's embedding: a few hundred of 10,000 word types) they cannot change the likelihood,
+    so the window's estimate of the ELBO, with the KL computed from (μ, σ) rather than from the
+    draw, has the same distribution as with a dense draw, at the cost of the rows it reads.
+    σ of all rows is computed only if something asks for it (the KL). Under a plate (vectorised
+    particles) the distribution is dense again.
+    """
+
+    def __init__(self, loc: torch.Tensor, rho: torch.Tensor, rows: torch.Tensor, min_scale: float):
+        self.loc, self._rho, self._rows, self._min_scale = loc, rho, rows, float(min_scale)
+        self._scale = None
+        TorchDistribution.__init__(self, loc.shape, validate_args=False)
+
+    @property
+    def scale(self) -> torch.Tensor:  # type: ignore[override]
+        if self._scale is None:
+            self._scale = torch.nn.functional.softplus(self._rho) + self._min_scale
+        return self._scale
+
+    def dense(self) -> ExpectedKLNormal:
+        normal = ExpectedKLNormal(self.loc, self.scale, validate_args=False)
+        normal.quadrature_order = self.quadrature_order
+        return normal
+
+    def expand(self, batch_shape, _instance=None):
+        return self.dense().expand(batch_shape, _instance)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        if sample_shape:
+            return self.dense().rsample(sample_shape)
+        rows = self._rows
+        sigma = torch.nn.functional.softplus(self._rho[rows]) + self._min_scale
+        eps = torch.randn(sigma.shape, dtype=sigma.dtype, device=sigma.device)
+        return self.loc.index_add(0, rows, sigma * eps)
+
+
 @register_kl(ExpectedKLNormal, ScaleMixtureNormal)
 def _kl_expected_normal_mixture(q: ExpectedKLNormal, p: ScaleMixtureNormal) -> torch.Tensor:
     pi, sigma1, sigma2 = p._compact

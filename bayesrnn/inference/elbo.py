@@ -9,6 +9,7 @@ factor) count in log q. Only reparameterised guides are supported: the papers' p
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,15 @@ def _scaled(value: torch.Tensor, site) -> torch.Tensor:
     return value * site["scale"]
 
 
+_ANALYTIC_KL = contextvars.ContextVar("bayesrnn_analytic_kl", default=False)
+
+
+def analytic_kl_active() -> bool:
+    """True while :func:`window_terms` traces a guide: registered KLs will be computed from the
+    sites' distributions, so a guide may skip drawing what the window cannot read."""
+    return _ANALYTIC_KL.get()
+
+
 def _left_out(site) -> bool:
     scale = site["scale"]
     return not isinstance(scale, torch.Tensor) and scale == 0
@@ -53,7 +63,11 @@ def _left_out(site) -> bool:
 
 def window_terms(model, guide, *args, **kwargs) -> ELBOTerms:
     """Run ``guide`` then ``model`` (replayed) and return the window's NLL and KL."""
-    guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
+    token = _ANALYTIC_KL.set(True)
+    try:
+        guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
+    finally:
+        _ANALYTIC_KL.reset(token)
     model_trace = prune_subsample_sites(
         poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     )

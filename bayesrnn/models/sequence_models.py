@@ -139,10 +139,21 @@ class EmbeddedRNN(PyroModule):
         self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
         self.decoder = Linear(hidden_size, outputs)
         reinitialise(self, init_range)
+        self.tie_weights = bool(tie_weights)
         if tie_weights:
             del self.decoder.weight
         if prior is not None:
             bayesianize(self, prior, deterministic)
+
+    def rows_read(self, site: str, tokens: object = None, *args, **kwargs) -> Tensor | None:
+        """The rows of ``site`` that a call on ``tokens`` reads, or None for all of them.
+
+        Only the embedding is read by rows, and only when the decoder does not share it. A
+        guide may sample just these rows for a window: the others cannot change its output.
+        """
+        if site != "embedding.weight" or self.tie_weights or not isinstance(tokens, Tensor):
+            return None
+        return torch.unique(tokens)
 
     @property
     def regularisers(self) -> Regularisers:

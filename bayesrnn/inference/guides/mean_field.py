@@ -9,9 +9,12 @@ import torch
 from pyro.distributions import Independent
 from torch import nn
 
-from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal
+from bayesrnn.inference.distributed import current_ranks, union_over_ranks
+from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal, RowSampledNormal
+from bayesrnn.inference.elbo import analytic_kl_active
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
 from bayesrnn.inference.mixture_kl import check_quadrature_order
+from bayesrnn.models.priors import GaussianPrior
 
 MIN_SCALE = 1e-5  # σ = softplus(ρ) + 1e-5, as in DeepMind's brnn_ptb example
 
@@ -88,15 +91,39 @@ class MeanFieldGuide(WeightGuide):
             cache[site] = (key, nn.functional.softplus(rho).add_(MIN_SCALE))
         return cache[site][1]
 
-    def distribution(self, site: str) -> Independent:
+    def distribution(self, site: str, rows: torch.Tensor | None = None) -> Independent:
+        """q of one site; with ``rows``, a draw samples only those rows (the rest is μ)."""
         loc = self.loc[site]
-        kind = ExpectedKLNormal if self.kl == "expected" else ReparamNormal
-        normal = kind(loc, self.scale(site), validate_args=False)
+        if rows is not None:
+            normal = RowSampledNormal(loc, self.rho[site], rows, MIN_SCALE)
+        else:
+            kind = ExpectedKLNormal if self.kl == "expected" else ReparamNormal
+            normal = kind(loc, self.scale(site), validate_args=False)
         normal.quadrature_order = self.quadrature_order
         return Independent(normal, loc.dim())
 
+    def rows_to_draw(self, site: str, *args, **kwargs) -> torch.Tensor | None:
+        """The rows of ``site`` this window reads, when drawing only those is exact.
+
+        That needs a KL computed from (μ, σ), not from the draw: the library's ELBO
+        (:func:`bayesrnn.inference.window_terms`) with ``kl="expected"`` or a Gaussian prior.
+        Stock Pyro ELBOs score the draw itself, so they always get dense draws.
+        """
+        if not analytic_kl_active() or not torch.is_grad_enabled():
+            return None
+        if self.kl != "expected" and not isinstance(self.prior(site), GaussianPrior):
+            return None
+        rows_read = getattr(self.model, "rows_read", None)
+        rows = None if rows_read is None else rows_read(site, *args, **kwargs)
+        # One draw for the whole distributed minibatch: every rank draws the rows any rank reads.
+        return None if rows is None else union_over_ranks(rows, current_ranks())
+
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        return {site: pyro.sample(site, self.distribution(site)) for site in self.site_names}
+        values = {}
+        for site in self.site_names:
+            rows = self.rows_to_draw(site, *args, **kwargs)
+            values[site] = pyro.sample(site, self.distribution(site, rows))
+        return values
 
     def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """Posterior means μ (Fortunato's Table 1 evaluates with these)."""
