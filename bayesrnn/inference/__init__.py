@@ -4,6 +4,7 @@ from bayesrnn.inference.batching import SequenceBatches, StreamWindows
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.divergence import DivergenceError, DivergenceGuard
 from bayesrnn.inference.dynamic import DynamicEvaluation, dynamic_evaluate
+from bayesrnn.inference.early_stopping import EarlyStopping
 from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
 from bayesrnn.inference.guides import (
     GUIDES,
@@ -26,11 +27,11 @@ from bayesrnn.inference.predictive import (
 )
 from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
 from bayesrnn.inference.tbptt import Window, model_window, plan_windows, window_batch
+from bayesrnn.inference.tbptt_trainer import TBPTTTrainer
 from bayesrnn.inference.trainer import (
     History,
     NonFiniteLossError,
     SVITrainer,
-    TBPTTTrainer,
     TrainerConfig,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "DivergenceGuard",
     "DynamicEvaluation",
     "ELBOTerms",
+    "EarlyStopping",
     "GalDropoutGuide",
     "History",
     "LatentScaleMessenger",

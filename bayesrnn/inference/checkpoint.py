@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from bayesrnn.data.atomic import atomic_write
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "cpu_copy", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(ValueError):
@@ -61,3 +62,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
             "from the start, or restore it from a backup"
         )
     return payload
+
+
+def cpu_copy(value):
+    """A copy of a checkpoint payload that later training steps cannot change (tensors on CPU:
+    a kept copy costs host memory, not accelerator memory)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, Mapping):
+        return {key: cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(cpu_copy(item) for item in value)
+    return value

@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -31,9 +31,8 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from bayesrnn.data.streams import check_token_ids
 from bayesrnn.inference.batching import Batch, SequenceBatches, StreamWindows
-from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.checkpoint import cpu_copy, load_checkpoint, save_checkpoint
 from bayesrnn.inference.distributed import (
     all_reduce_gradients,
     all_reduce_sum,
@@ -46,8 +45,18 @@ from bayesrnn.inference.divergence import (
     NonFiniteLossError,
     training_stopped,
 )
+from bayesrnn.inference.early_stopping import EarlyStopping, best_checkpoint_path
 from bayesrnn.inference.elbo import window_terms
-from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, observed_nll
+from bayesrnn.inference.optimisers import (
+    OptimizerSpec,
+    SchedulerSpec,
+    build_optimizer,
+    build_scheduler,
+    check_optimizer_spec,
+    check_scheduler_spec,
+    needs_metric,
+    step_scheduler,
+)
 from bayesrnn.inference.scaling import scale_kl
 from bayesrnn.inference.tbptt import detach_state
 from bayesrnn.inference.trainer_config import OPTIMIZERS, History, TrainerConfig
@@ -58,7 +67,6 @@ __all__ = [
     "History",
     "NonFiniteLossError",
     "SVITrainer",
-    "TBPTTTrainer",
     "TrainerConfig",
 ]
 
@@ -85,6 +93,13 @@ class SVITrainer:
     seconds, items/s, train NLL per item) and one with the validation results, on the
     ``bayesrnn.inference.trainer`` logger: configure ``logging`` to see them (the ``bayesrnn``
     command writes them to stderr).
+
+    ``optimizer`` and ``scheduler`` replace the config's optimiser and epoch schedule (see
+    :mod:`bayesrnn.inference.optimisers`: a class or factory, stepped once per epoch). With
+    ``config.early_stopping_patience`` set, training stops after that many epochs without
+    validation improvement, the best epoch is also written to ``checkpoint.best.pt`` beside the
+    checkpoint, and when ``fit`` returns the model and guide hold the best epoch's parameters
+    (the checkpoint too, with the final position); :attr:`history` says which epoch and why.
     """
 
     def __init__(
@@ -98,9 +113,29 @@ class SVITrainer:
         validate: Validate | None = None,
         baseline_nll: float | None = None,
         unit: str = "item",
+        optimizer: OptimizerSpec = None,
+        scheduler: SchedulerSpec = None,
     ) -> None:
         config = config or TrainerConfig()
+        check_optimizer_spec(optimizer)
+        check_scheduler_spec(scheduler)
+        if (optimizer is not None or scheduler is not None) and config.lr_decay != 1.0:
+            raise ValueError(
+                f"lr_decay={config.lr_decay} is the config's own schedule; with optimizer= or "
+                "scheduler= the learning rate is theirs: leave lr_decay at 1 and schedule with "
+                "scheduler="
+            )
+        if config.early_stopping_patience is not None and validate is None:
+            raise ValueError("early stopping needs validation: give validation data")
         self.config = config
+        self._specs = (optimizer, scheduler)
+        self.scheduler = None
+        self.early = EarlyStopping(
+            config.early_stopping_patience,
+            min_delta=config.early_stopping_min_delta,
+            monitor=config.monitor,
+        )
+        self._best: dict | None = None  # the best epoch's parameters, on CPU
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.guide = guide.to(self.device) if isinstance(guide, torch.nn.Module) else guide
@@ -131,28 +166,32 @@ class SVITrainer:
     def _call_kwargs(self) -> dict:
         return {"state": self._state} if self.batching.carries_state else {}
 
-    def _build_optimizer(self) -> torch.optim.Optimizer:
+    def _build_optimizer(self) -> None:
         # Autoguides create their parameters on first call: run the guide once beforehand.
         first = self.batching.first(self.model)
         state = {"state": None} if self.batching.carries_state else {}
         with torch.no_grad():  # traced: a guide's factor sites warn when run bare
             poutine.trace(self.guide).get_trace(*first, **state)
-        cfg = self.config
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        spec, scheduler = self._specs
+        self.optimizer, brought = build_optimizer(spec, self.parameters(), self.config)
+        if scheduler is not None and brought is not None:
+            raise ValueError("scheduler= given twice: by a pyro.optim scheduler and by scheduler=")
+        self.scheduler = build_scheduler(scheduler or brought, self.optimizer)
+        if needs_metric(self.scheduler) and self.validate is None:
+            raise ValueError("ReduceLROnPlateau needs a validation metric: give validation data")
 
     def fit(self, resume: bool = False) -> History:
-        """Train for ``config.epochs`` epochs (or ``max_windows`` steps in all)."""
+        """Train for ``config.epochs`` epochs (or ``max_windows`` steps in all, or until early
+        stopping)."""
         torch.manual_seed(self.config.seed)
-        self.optimizer = self._build_optimizer()
+        self._build_optimizer()
         if resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
             self._restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
         cfg = self.config
         epoch, start = self._position
         self._pending = None
         try:
-            while epoch < cfg.epochs:
+            while epoch < cfg.epochs and self.history.stop_reason is None:
                 if self._plan is None or start == 0:
                     self._plan = self.batching.plan(self.generator)
                     self._state = None
@@ -165,6 +204,14 @@ class SVITrainer:
         except BaseException:
             self._pending = None  # never vouched for: a stopped run leaves the file on disk
             raise
+        if self._best is not None and self.history.best_epoch != len(self.history.epoch_lr):
+            self.model.load_state_dict(self._best["model"])
+            if isinstance(self.guide, torch.nn.Module):
+                self.guide.load_state_dict(self._best["guide"])
+            if self.ranks.is_main:
+                logger.info("restored the best parameters, epoch %d's", self.history.best_epoch)
+            self._pending = None
+            self.save_checkpoint()  # the final position, with the best parameters
         self._write_pending()
         return self.history
 
@@ -172,7 +219,11 @@ class SVITrainer:
         cfg = self.config
         plan = self._plan
         scale = 1.0 / (len(plan) * self.ranks.world)  # KL/C per step, summed over the ranks
-        lr = cfg.learning_rate(epoch)
+        groups = self.optimizer.param_groups
+        if self._specs == (None, None):  # the config's own schedule
+            for group in groups:
+                group["lr"] = cfg.learning_rate(epoch)
+        lr = groups[0]["lr"]
         began, seen = time.perf_counter(), 0
         bar = tqdm(
             total=len(plan),
@@ -192,9 +243,14 @@ class SVITrainer:
                 bar.close()
                 return True
             batch = self.batching.batch(self.model, plan[index])
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * batch.lr_factor
-            nll, kl, items = self._step(batch, scale, epoch, index)
+            rates = [group["lr"] for group in groups]
+            for group, rate in zip(groups, rates, strict=True):
+                group["lr"] = rate * batch.lr_factor  # variable windows: length/bptt
+            try:
+                nll, kl, items = self._step(batch, scale, epoch, index)
+            finally:
+                for group, rate in zip(groups, rates, strict=True):
+                    group["lr"] = rate
             if self.guard.suspect:  # the pending checkpoint's weights scored above the ceiling
                 self._pending = None
             else:
@@ -244,7 +300,39 @@ class SVITrainer:
                     for k, v in results.items()
                 )
                 logger.info("epoch %d: %s", epoch + 1, shown)
+            if results and self._after_validation(epoch, results):
+                return True
+        step_scheduler(self.scheduler, self.early.latest)
         return False
+
+    def _after_validation(self, epoch: int, results: dict[str, float]) -> bool:
+        """Track the best epoch (keep and write it under early stopping); True: stop now."""
+        improved, stop = self.early.update(epoch, results)
+        history, patience = self.history, self.config.early_stopping_patience
+        if self.early.best_epoch is not None:
+            history.best_epoch, history.best_valid = self.early.best_epoch + 1, self.early.best
+        if patience is None:
+            return False
+        if improved and not self.guard.suspect:
+            self._best = cpu_copy(self._parameters())
+            if self.checkpoint_path is not None:
+                payload = self._payload()  # a collective: every rank calls it
+                if self.ranks.is_main:
+                    save_checkpoint(best_checkpoint_path(self.checkpoint_path), payload)
+        if not stop or epoch + 1 >= self.config.epochs:
+            return False
+        history.stopped_epoch = epoch + 1
+        history.stop_reason = (
+            f"early stopping: {self.early.metric} did not improve for {patience} epoch(s) "
+            f"after epoch {history.best_epoch}"
+        )
+        if self.ranks.is_main:
+            logger.info("epoch %d: %s", epoch + 1, history.stop_reason)
+        return True
+
+    def _parameters(self) -> dict:
+        guide = self.guide.state_dict() if isinstance(self.guide, torch.nn.Module) else {}
+        return {"model": self.model.state_dict(), "guide": guide}
 
     def _step(self, batch: Batch, scale: float, epoch: int, index: int) -> tuple[float, float, int]:
         cfg = self.config
@@ -315,7 +403,7 @@ class SVITrainer:
         if self.checkpoint_path is None:
             return
         # Weights stepped from ones that scored above the ceiling are suspect: no copy of them.
-        self._pending = None if self.guard.suspect else _cpu_copy(self._payload())
+        self._pending = None if self.guard.suspect else cpu_copy(self._payload())
 
     def _write_pending(self) -> None:
         if self._pending is not None and self.checkpoint_path is not None and self.ranks.is_main:
@@ -324,9 +412,10 @@ class SVITrainer:
 
     def _payload(self) -> dict:
         return {
-            "model": self.model.state_dict(),
-            "guide": self.guide.state_dict() if isinstance(self.guide, torch.nn.Module) else {},
+            **self._parameters(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "early_stopping": self.early.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "window_rng": self.generator.get_state(),
@@ -343,6 +432,12 @@ class SVITrainer:
         if isinstance(self.guide, torch.nn.Module):
             self.guide.load_state_dict(payload["guide"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload.get("scheduler") is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        self.early.load_state_dict(payload.get("early_stopping", {}))
+        best = best_checkpoint_path(self.checkpoint_path) if self.checkpoint_path else None
+        if self.early.patience is not None and best is not None and best.is_file():
+            self._best = {k: v for k, v in load_checkpoint(best).items() if k in ("model", "guide")}
         torch.set_rng_state(payload["torch_rng"].cpu())
         if payload["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
@@ -356,92 +451,10 @@ class SVITrainer:
         self.guard.streak = int(payload.get("divergence_streak", 0))
 
 
-class TBPTTTrainer(SVITrainer):
-    """SVI over truncated-BPTT windows of a stream: :class:`SVITrainer` with
-    :class:`StreamWindows`, validated by perplexity (token streams) or NLL per value (real-valued
-    (N, F) streams) of ``valid``.
+def __getattr__(name: str):
+    # TBPTTTrainer lives in bayesrnn.inference.tbptt_trainer; still importable from here.
+    if name == "TBPTTTrainer":
+        from bayesrnn.inference.tbptt_trainer import TBPTTTrainer
 
-    ``model(tokens, targets, state=state)`` must return ``(output, new_state)``. Model and guide
-    get each window as (T, B) token tensors, or (B, T) when the model has ``batch_first=True``;
-    the carried state is (layers, B, H) either way. Works with the bayesrnn guides and with Pyro
-    autoguides. ``checkpoint_path`` with ``checkpoint_every`` writes a checkpoint every N
-    windows (and at each epoch's end); ``fit(resume=True)`` continues from it and gives the same
-    numbers as an uninterrupted run with the same seed.
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        guide: Callable,
-        train: torch.Tensor,
-        valid: torch.Tensor | None = None,
-        config: TrainerConfig | None = None,
-        *,
-        checkpoint_path: str | Path | None = None,
-        **overrides,
-    ) -> None:
-        config = config or TrainerConfig()
-        if overrides:
-            config = TrainerConfig.from_dict({**asdict(config), **overrides})
-        vocab = getattr(model, "vocab_size", None)
-        self._tokens = not (isinstance(train, torch.Tensor) and train.is_floating_point())
-        for name, stream in (("train", train), ("valid", valid)):
-            if stream is not None and vocab is not None and self._tokens:
-                check_token_ids(stream, vocab, name)
-        batching = StreamWindows(train, config.batch_size, config.bptt, config.variable_bptt)
-        super().__init__(
-            model,
-            guide,
-            batching,
-            config,
-            checkpoint_path=checkpoint_path,
-            validate=None if valid is None else self._validate,
-            baseline_nll=_baseline_nll(vocab, self._tokens),
-            unit="token" if self._tokens else "value",
-        )
-        self.valid = valid
-
-    @property
-    def train_data(self) -> torch.Tensor:
-        """The batchified training stream, (steps, B) or (steps, B, F)."""
-        return self.batching.data
-
-    def _validate(self) -> dict[str, float]:
-        result = self.evaluate(self.valid)
-        if self._tokens:
-            return {"valid_perplexity": result.perplexity}
-        return {"valid_nll": result.nll_per_token}
-
-    def evaluate(self, stream: torch.Tensor, **kwargs) -> StreamEvaluation:
-        """Posterior-mean perplexity of a token stream (keyword arguments go to
-        evaluate_stream), or the NLL per value of a real-valued one (``observed_nll``)."""
-        options = {
-            "batch_size": self.config.eval_batch_size,
-            "bptt": self.config.bptt,
-            # every process validates together, each its share of the sequences (when they
-            # split evenly; else each scores all of them, the same numbers, no collective)
-            "ranks": self.ranks if self.config.eval_batch_size % self.ranks.world == 0 else None,
-        } | kwargs
-        if not self._tokens:
-            return observed_nll(self.model, self.guide, stream.to(self.device), **options)
-        return evaluate_stream(self.model, self.guide, stream.to(self.device), **options)
-
-
-def _baseline_nll(vocab: int | None, tokens: bool) -> float | None:
-    """log V for tokens (a uniform predictor; none below two ids or without a vocabulary), or
-    ½log(2πe), the NLL of N(0, 1) on a standardised real series."""
-    if not tokens:
-        return 0.5 * math.log(2 * math.pi * math.e)
-    return math.log(vocab) if vocab is not None and vocab >= 2 else None
-
-
-def _cpu_copy(value):
-    """A copy of a checkpoint payload that later training steps cannot change (tensors on CPU:
-    a pending checkpoint costs host memory, not accelerator memory)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, Mapping):
-        return {key: _cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_cpu_copy(item) for item in value)
-    return value
+        return TBPTTTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

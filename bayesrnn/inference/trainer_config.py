@@ -6,8 +6,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 OPTIMIZERS = ("sgd", "adam")
+MONITORS = ("valid_nll", "valid_perplexity", "valid_accuracy")
 
-__all__ = ["OPTIMIZERS", "History", "TrainerConfig"]
+__all__ = ["MONITORS", "OPTIMIZERS", "History", "TrainerConfig"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class TrainerConfig:
     progress: bool = True
     divergence_factor: float | None = 10.0  # ceiling: factor × log V nats per token; None: off
     divergence_patience: int = 5  # windows in a row above the ceiling before training stops
+    # Early stopping: epochs in a row without validation improvement before training stops
+    # (None: off), the least change that counts, and the metric watched (None: valid_nll,
+    # else valid_perplexity). The best epoch's parameters are restored when training ends.
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+    monitor: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -47,9 +54,11 @@ class TrainerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("checkpoint_every", "max_windows"):
+        for name in ("checkpoint_every", "max_windows", "early_stopping_patience"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"{name} must be None or a positive integer, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -68,6 +77,11 @@ class TrainerConfig:
             or not (factor > 0 and math.isfinite(factor))
         ):
             raise ValueError(f"divergence_factor must be None or a positive number, got {factor!r}")
+        delta = self.early_stopping_min_delta
+        if isinstance(delta, bool) or not isinstance(delta, int | float) or not delta >= 0:
+            raise ValueError(f"early_stopping_min_delta must be a number >= 0, got {delta!r}")
+        if self.monitor is not None and self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be None or one of {MONITORS}, got {self.monitor!r}")
 
     def learning_rate(self, epoch: int) -> float:
         """Constant for ``constant_epochs`` epochs, then divided by ``lr_decay`` each epoch."""
@@ -84,7 +98,8 @@ class TrainerConfig:
 
 @dataclass
 class History:
-    """Per-window ELBO terms and per-epoch validation, as plain lists (JSON-ready)."""
+    """Per-window ELBO terms and per-epoch validation as plain lists, and how training ended
+    (JSON-ready)."""
 
     elbo: list[float] = field(default_factory=list)
     nll: list[float] = field(default_factory=list)
@@ -98,6 +113,12 @@ class History:
     epoch_steps: list[int] = field(default_factory=list)  # windows or batches of each epoch
     tokens_per_second: list[float] = field(default_factory=list)
     sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
+    # The epoch (from 1) with the best monitored validation, its value, and why training
+    # stopped before its last epoch (None: it did not).
+    best_epoch: int | None = None
+    best_valid: float | None = None
+    stopped_epoch: int | None = None
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, list]:
         return asdict(self)
