@@ -33,6 +33,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     put("trainer", "seed", getattr(args, "seed", None))
     put("trainer", "device", args.device)
     put("trainer", "epochs", getattr(args, "epochs", None))
+    put("trainer", "early_stopping_patience", getattr(args, "early_stopping", None))
     put("evaluation", "mc_samples", getattr(args, "samples", None))
     put("evaluation", "dynamic_lr", getattr(args, "dynamic_eval", None))
     if args.quiet:

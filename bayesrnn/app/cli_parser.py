@@ -123,6 +123,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--seed", type=int, help="random seed (default 0)")
     how.add_argument("--epochs", type=int, help="number of epochs (trainer.epochs)")
     how.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="N",
+        help="stop after N epochs without validation improvement and keep the best epoch's "
+        "parameters (trainer.early_stopping_patience; default: off)",
+    )
+    how.add_argument(
         "--samples",
         type=int,
         metavar="S",

@@ -90,6 +90,9 @@ def _training_summary(history: dict) -> dict:
     for key in ("valid_perplexity", "valid_accuracy", "valid_nll"):
         if history.get(key):
             out[key] = history[key]
+    for key in ("best_epoch", "stopped_epoch", "stop_reason"):  # early stopping
+        if history.get(key) is not None:
+            out[key] = history[key]
     return out
 
 
@@ -383,5 +386,6 @@ def _warn_unfinished(config: RunConfig, payload: dict, log: Log) -> None:
     done = epoch >= trainer.epochs or (
         trainer.max_windows is not None and steps >= trainer.max_windows
     )
+    done = done or payload["history"].get("stop_reason") is not None  # stopped early
     if not done:
         log(f"note: the checkpoint is mid-training (epoch {epoch + 1}, step {window}); used as is")
