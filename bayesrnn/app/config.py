@@ -230,7 +230,10 @@ class EvaluationConfig:
     pruning: bool = True
     pruning_fractions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
     export: bool = True
-    export_samples: int = 10
+    # arviz_stats' PSIS fits a Pareto tail of S/5 draws (S <= 225) and refuses fewer than 5, so
+    # loo/compare need S >= 25; 100 gives a tail of 20 and a k̂ threshold of 1 − 1/log10(S) = 0.5.
+    # Measured on the default run (test split, 5,245 tokens, 2 shared CPU cores): ~0.2 s a draw.
+    export_samples: int = 100
     max_tokens: int | None = None
     dynamic_lr: float | None = None
 

@@ -22,16 +22,15 @@ def no_export_reason(config: RunConfig) -> str | None:
     """Why a run has no ArviZ export, or None when it has one."""
     if config.guide.name == "none":
         return "a deterministic network has no posterior to export"
-    if config.guide.name == "gal":
-        return "Gal's Bernoulli-mixture posterior has no density (log q) for the ArviZ export"
     return None
 
 
 def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Path | None:
     """Write ``path`` (an ArviZ DataTree) from the trained model on the evaluation split.
 
-    Held-out data: its log-likelihood compares guides; for PSIS-LOO of the approximate posterior
-    export the training data instead (see ``bayesrnn.evaluation.arviz_export``).
+    Held-out data, recorded with its fingerprint: ``arviz_stats.loo``/``compare`` (and
+    ``bayesrnn compare``) rank runs scored on the same tokens (see
+    ``bayesrnn.evaluation.arviz_export``). Gal's guide exports too, without ``sample_stats``.
     """
     reason = no_export_reason(s.config)
     if reason is not None:
@@ -50,7 +49,13 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
 
         rows, start = forecast_range(s.corpus, ev.split)
         tree = export_forecaster(
-            s.model, guide, rows.to(device), start, num_samples=ev.export_samples
+            s.model,
+            guide,
+            rows.to(device),
+            start,
+            num_samples=ev.export_samples,
+            target_names=list(s.corpus.target_columns),
+            split=ev.split,
         )
     elif s.config.task == "classify":
         split = getattr(s.corpus, ev.split)
@@ -62,6 +67,9 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
             lengths,
             split.labels.to(device),
             num_samples=ev.export_samples,
+            split=ev.split,
+            vocabulary=s.corpus.vocab.itos,
+            label_names=list(s.corpus.label_names),
         )
     else:
         stream = s.corpus.split(ev.split)
@@ -75,6 +83,8 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
             batch_size=s.config.trainer.eval_batch_size,
             bptt=s.config.trainer.bptt,
             history=history,
+            split=ev.split if ev.max_tokens is None else f"{ev.split}[:{ev.max_tokens}]",
+            vocabulary=s.corpus.vocab.itos,
         )
     tmp = temporary_path(path)
     try:

@@ -162,7 +162,7 @@ PRESETS: dict[str, Preset] = {
                     "eval_batch_size": 1,
                     "checkpoint_every": 50,
                 },
-                "evaluation": {"mc_samples": 50, "export_samples": 20},
+                "evaluation": {"mc_samples": 50, "export_samples": 100},
             },
         ),
         Preset(

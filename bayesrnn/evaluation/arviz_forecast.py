@@ -13,11 +13,13 @@ observations are the target values of rows ``start`` … N − 1. Groups:
   predictive, real-valued;
 - ``observed_data["obs"]``: the observed values (step, target);
 - ``sample_stats`` (guides with a density: mean-field, sharpened, autoguides): ``log_q``,
-  ``log_prior``, ``log_p`` = log p(θ_s) + Σ log p(y | θ_s) and ``kl``, as in
-  :mod:`~bayesrnn.evaluation.arviz_export`. Gal's Bernoulli mixture has no density: no
-  ``sample_stats`` then.
+  ``log_prior`` and ``kl``, as in :mod:`~bayesrnn.evaluation.arviz_export` (no ``log_p``:
+  see there). Gal's Bernoulli mixture has no density: no ``sample_stats`` then.
 
-Coordinate ``step`` is each observation's row in ``series``; ``target`` its column name.
+Coordinate ``step`` is each observation's row in ``series``; ``target`` its column name; the
+decoder's ``output`` dim is labelled ``loc_NAME`` then ``scale_NAME``. Weight sites are named
+and laid out as in :mod:`~bayesrnn.evaluation.arviz_layout`; root and ``observed_data`` carry
+``split`` (when given) and the observations' ``fingerprint``.
 ``arviz_stats.loo_pit(tree)`` gives the LOO-PIT of every value. Under Gal's guide (or any model
 with dropout masks) the masks are on (MC dropout): draw s is one network with one set of masks.
 """
@@ -32,16 +34,17 @@ import xarray as xr
 from pyro import poutine
 
 from bayesrnn.evaluation.arviz_export import (
+    _attrs,
     _check_complete,
     _check_num_samples,
     _choose_sites,
     _draw,
-    _history_traces,
     _log_density,
-    _root_attrs,
+    _posterior_value,
     evaluation_mode,
-    to_datatree,
 )
+from bayesrnn.evaluation.arviz_layout import site_layouts
+from bayesrnn.evaluation.arviz_tree import history_traces, to_datatree
 from bayesrnn.evaluation.forecast import _check_series, series_inputs
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.predictive import module_device, sample_weights
@@ -68,13 +71,15 @@ def export_forecaster(
     sites: Sequence[str] | None = None,
     target_names: Sequence[str] | None = None,
     history=None,
+    split: str | None = None,
 ) -> xr.DataTree:
     """S posterior draws of a forecaster and their one-step predictions of rows ``start`` …
     N − 1 of ``series`` (N, F), as an ArviZ DataTree (see the module docstring).
 
     ``sites`` picks the weight sites of ``posterior`` (default: the biases);
     ``target_names`` names the D target columns (default ``y0``, ``y1``, …); ``history`` (a
-    trainer ``History``) fills the ``optimization`` group. ``arviz_stats.loo_pit`` needs the
+    trainer ``History``) fills the ``optimization`` group; ``split`` names the data in the
+    attributes. ``arviz_stats.loo_pit`` needs the
     draws to be at least 25 or so for its Pareto smoothing.
     """
     num_samples = _check_num_samples(num_samples)
@@ -90,7 +95,9 @@ def export_forecaster(
     inputs, targets = series_inputs(model, series.to(device))
     observed = series[start:, :outputs].to(device).double()
 
-    posterior: dict[str, list[np.ndarray]] = {site: [] for site in chosen}
+    heads = [f"loc_{n}" for n in names] + [f"scale_{n}" for n in names]
+    layouts, site_coords = site_layouts(model, chosen, {"output": heads})
+    posterior: dict[str, list[np.ndarray]] = {lay.name: [] for lay in layouts}
     log_lik, predictive, log_q, log_prior = [], [], [], []
     with evaluation_mode(model, guide), torch.no_grad(), mc_dropout(model):
         for _ in range(num_samples):
@@ -112,8 +119,9 @@ def export_forecaster(
             forecast = _forecast_of(model, trace, start)
             log_lik.append(forecast.log_prob(observed).cpu().numpy())
             predictive.append(forecast.sample().cpu().numpy())
-            for site in chosen:
-                posterior[site].append(weights[site].cpu().numpy())
+            for lay in layouts:
+                value = _posterior_value(guide, lay.site, weights[lay.site])
+                posterior[lay.name].append(lay.arrange(value))
 
     def stacked(per_draw: list) -> np.ndarray:
         return np.stack(per_draw)[np.newaxis]  # (chain=1, draw, ...)
@@ -122,32 +130,32 @@ def export_forecaster(
     sample_stats = None
     if densities:
         q, prior = (np.asarray(v, dtype=np.float64)[np.newaxis] for v in (log_q, log_prior))
-        total = log_lik_array.sum(axis=(2, 3))
-        sample_stats = {"log_q": q, "log_prior": prior, "log_p": prior + total, "kl": q - prior}
-    optimization, trace_dims = (None, {}) if history is None else _history_traces(history)
+        sample_stats = {"log_q": q, "log_prior": prior, "kl": q - prior}
+    optimization, trace_dims = (None, {}) if history is None else history_traces(history)
     extra = {}
     df = model.df() if hasattr(model, "df") and callable(model.df) else None
     if df is not None:
         extra["df"] = [float(v) for v in df.detach().cpu()]
+    steps, observed_values = np.arange(start, series.shape[0]), observed.cpu().numpy()
     return to_datatree(
-        posterior={site: stacked(v) for site, v in posterior.items()} or None,
+        posterior={name: stacked(v) for name, v in posterior.items()} or None,
         posterior_predictive={"obs": stacked(predictive)},
         log_likelihood={"obs": log_lik_array},
-        observed_data={"obs": observed.cpu().numpy()},
+        observed_data={"obs": observed_values},
         sample_stats=sample_stats,
-        coords={"step": np.arange(start, series.shape[0]), "target": np.asarray(names)},
-        dims={"obs": ["step", "target"]},
-        attrs={
-            "/": _root_attrs(
-                model,
-                guide,
-                observations="one-step forecasts of rows start … N − 1; coordinate = row",
-                start=int(start),
-                rows=int(series.shape[0]),
-                likelihood=str(getattr(model, "likelihood", "gaussian")),
-                **extra,
-            )
-        },
+        coords={**site_coords, "step": steps, "target": np.asarray(names)},
+        dims={"obs": ["step", "target"], **{lay.name: list(lay.dims) for lay in layouts}},
+        attrs=_attrs(
+            model,
+            guide,
+            {"obs": observed_values, "step": steps, "target": np.asarray(names)},
+            split,
+            observations="one-step forecasts of rows start … N − 1; coordinate = row",
+            start=int(start),
+            rows=int(series.shape[0]),
+            likelihood=str(getattr(model, "likelihood", "gaussian")),
+            **extra,
+        ),
         optimization=optimization,
         optimization_dims=trace_dims,
     )

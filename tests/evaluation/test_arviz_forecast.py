@@ -11,7 +11,7 @@ import xarray as xr
 
 from bayesrnn.evaluation.arviz_forecast import export_forecaster
 from bayesrnn.evaluation.forecast import predict_series
-from bayesrnn.inference import TBPTTTrainer, make_guide
+from bayesrnn.inference import TBPTTTrainer, TrainerConfig, make_guide
 from bayesrnn.models import GaussianPrior, SequenceRegressor
 
 DRAWS = 30
@@ -35,12 +35,7 @@ def trained():
         guide,
         series[:120],
         None,
-        batch_size=4,
-        bptt=10,
-        epochs=3,
-        lr=0.01,
-        optimizer="adam",
-        progress=False,
+        TrainerConfig(batch_size=4, bptt=10, epochs=3, lr=0.01, optimizer="adam", progress=False),
     ).fit()
     return model, guide, series, history
 
@@ -55,11 +50,14 @@ def test_groups_shapes_and_loo_pit(trained, tmp_path):
     assert tree.log_likelihood["obs"].dims == ("chain", "draw", "step", "target")
     np.testing.assert_array_equal(tree.observed_data["obs"].coords["step"], np.arange(120, 160))
     np.testing.assert_allclose(tree.observed_data["obs"].values, series[120:, :1].numpy())
-    assert set(tree.posterior.data_vars) == {"rnn.bias_ih_l0", "rnn.bias_hh_l0", "decoder.bias"}
+    assert set(tree.posterior.data_vars) == {"rnn__bias_ih_l0", "rnn__bias_hh_l0", "decoder__bias"}
+    assert tree.posterior["rnn__bias_ih_l0"].dims == ("chain", "draw", "gate", "unit")
+    assert list(tree.posterior["gate"].values) == ["i", "f", "g", "o"]
+    # decoder = Linear(hidden, 2·D): the D locations, then the D scales
+    assert list(tree.posterior["decoder__bias"].coords["output"].values) == ["loc_y", "scale_y"]
     stats = tree.sample_stats
-    assert stats["log_p"].shape == (1, DRAWS)
-    total = tree.log_likelihood["obs"].sum(("step", "target"))
-    np.testing.assert_allclose(stats["log_p"] - stats["log_prior"], total, rtol=1e-10)
+    assert set(stats.data_vars) == {"log_q", "log_prior", "kl"}  # no log_p (see arviz_export)
+    np.testing.assert_allclose(stats["kl"], stats["log_q"] - stats["log_prior"])
     assert np.isfinite(tree.posterior_predictive["obs"]).all()
     pit = arviz_stats.loo_pit(tree)
     values = np.asarray(pit["obs"])
