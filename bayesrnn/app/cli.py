@@ -1,9 +1,9 @@
 """The ``bayesrnn`` command: train and evaluate Bayesian RNNs from the shell.
 
 Subcommands: ``run`` (train, evaluate, export), ``train``, ``evaluate``, ``export``, ``score``,
-``presets`` and ``download``. Every fault a user can fix (settings, data, files, the OS refusing
-a write) ends in one line on stderr and exit status 2, Ctrl-C in one line and status 130; only
-bugs show a traceback.
+``compare``, ``presets`` and ``download``. Every fault a user can fix (settings, data, files, the
+OS refusing a write) ends in one line on stderr and exit status 2, Ctrl-C in one line and status
+130; only bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -147,6 +147,16 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from bayesrnn.app.compare import compare_runs
+
+    comparison = compare_runs(args.runs)
+    print(json.dumps(comparison.to_dict()) if args.json else comparison.table())
+    return 0
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from bayesrnn.app.config import ConfigError
     from bayesrnn.app.config_files import dumps_toml, resolve_config
@@ -200,6 +210,7 @@ HANDLERS = {
     "evaluate": _cmd_evaluate,
     "export": _cmd_export,
     "score": _cmd_score,
+    "compare": _cmd_compare,
     "presets": _cmd_presets,
     "download": _cmd_download,
 }
@@ -243,6 +254,7 @@ _HEAVY_IMPORTS = {
     "evaluate": ("bayesrnn.app.pipeline",),
     "export": ("bayesrnn.app.pipeline", "bayesrnn.evaluation.arviz_export"),
     "score": ("bayesrnn.app.trained_run",),
+    "compare": ("bayesrnn.app.compare", "arviz_stats", "xarray"),
 }
 
 

@@ -37,6 +37,7 @@ after a run:
   bayesrnn evaluate --out bayesrnn-run --samples 100    (a new eval-N/ folder in the run)
   bayesrnn export --out bayesrnn-run    write the ArviZ file again (posterior-N.nc)
   bayesrnn score --out bayesrnn-run notes.txt           perplexity of any text under the model
+  bayesrnn compare run1 run2            rank runs by held-out elpd (from their posterior.nc)
 
 A run killed part-way resumes from its last checkpoint when the same command is run again.
 """
@@ -269,6 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--device", help="cpu, cuda, ... (default: the run's, else cpu)")
     score.add_argument("--json", action="store_true", help="print the numbers as JSON")
     score.set_defaults(handler_name="score")
+
+    compare = commands.add_parser(
+        "compare",
+        help="rank runs by their held-out elpd (arviz_stats.compare on their posterior.nc)",
+        description="Read each RUN's posterior.nc (a run directory, or a .nc file), check that "
+        "all were scored on the same held-out tokens, and print arviz_stats.compare's table "
+        "per token: rank, elpd (PSIS-LOO) and its se, the difference to the best and its se, "
+        "the stacking weight, and the direct held-out log predictive density (lpd). Any "
+        "guides, Gal's included. Writes nothing.",
+        epilog="example:\n  bayesrnn export --out bbb\n  bayesrnn export --out gal\n"
+        "  bayesrnn compare bbb gal",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories (two or more)")
+    compare.add_argument("--json", action="store_true", help="print the table as JSON")
+    compare.set_defaults(handler_name="compare")
 
     presets = commands.add_parser(
         "presets",

@@ -1,0 +1,305 @@
+"""``bayesrnn compare``: rank runs by their held-out elpd with ``arviz_stats.compare``.
+
+Each run is read from its ArviZ export (``RUN/posterior.nc``, or a ``.nc`` file named
+directly), whatever its guide: ``compare`` needs only the per-observation log-likelihood draws.
+Runs are comparable only when they were scored on the same observations: the same ids at the
+same positions of the same split, which the observations' fingerprint
+(:func:`bayesrnn.evaluation.arviz_layout.observations_fingerprint`, recomputed here from
+``observed_data``) decides. Language models exported with different ``evaluation.split``,
+``evaluation.max_tokens``, ``trainer.eval_batch_size`` or vocabulary are refused.
+
+The elpd is PSIS-LOO's, as ``arviz_stats.compare`` computes it; on held-out tokens it is the
+held-out log predictive density minus loo's ``p``, so ``lpd_per_token`` (the direct held-out
+estimate, Σ_i log mean_s p(y_i | θ_s) / N) is reported beside it. Values are per observation
+(token, sequence or forecast value): totals grow with the split, per-token values compare with
+a perplexity (exp(−elpd per token)).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bayesrnn.app.run_dir import JobError, RunDir
+
+MIN_DRAWS = 25  # arviz_stats' PSIS: a Pareto tail of S/5 draws, at least 5
+
+__all__ = ["MIN_DRAWS", "ComparedRun", "Comparison", "compare_runs", "loo_of"]
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One row of the comparison; every ``*_per_token`` value is per observation."""
+
+    rank: int
+    run: str
+    path: str
+    guide: str
+    elpd_per_token: float
+    se_per_token: float
+    elpd_diff_per_token: float
+    dse_per_token: float
+    weight: float
+    lpd_per_token: float
+    elpd: float
+    se: float
+    p_loo: float
+    diagnostic: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``arviz_stats.compare`` of runs scored on the same observations, best first."""
+
+    runs: tuple[ComparedRun, ...]
+    observations: int
+    draws: dict[str, int]
+    split: str | None
+    fingerprint: str
+    method: str
+
+    def to_dict(self) -> dict:
+        return {
+            "observations": self.observations,
+            "split": self.split,
+            "fingerprint": self.fingerprint,
+            "method": self.method,
+            "draws": dict(self.draws),
+            "runs": [asdict(run) for run in self.runs],
+        }
+
+    def table(self) -> str:
+        """The comparison as aligned text, one run a line."""
+        what = f"split {self.split}" if self.split else "the same observations"
+        lines = [
+            f"{self.observations} observations of {what} (fingerprint {self.fingerprint[:12]}); "
+            f"elpd by PSIS-LOO (arviz_stats.compare, {self.method} weights), per observation",
+        ]
+        header = ("rank", "run", "elpd", "se", "elpd_diff", "dse", "weight", "lpd", "note")
+        rows = [
+            (
+                str(r.rank),
+                r.run,
+                f"{r.elpd_per_token:.4f}",
+                f"{r.se_per_token:.4f}",
+                f"{r.elpd_diff_per_token:.4f}",
+                f"{r.dse_per_token:.4f}",
+                f"{r.weight:.3f}",
+                f"{r.lpd_per_token:.4f}",
+                r.diagnostic,
+            )
+            for r in self.runs
+        ]
+        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+        for row in (header, *rows):
+            cells = [
+                cell.ljust(width) if i in (1, 8) else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  ".join(cells).rstrip())
+        return "\n".join(lines)
+
+
+def _export_path(run: str | os.PathLike[str]) -> Path:
+    path = Path(run).expanduser()
+    if path.is_dir():
+        nc = RunDir(path).posterior
+        if not nc.is_file():
+            raise JobError(
+                f"{path} has no posterior.nc: write it with `bayesrnn export --out {path}`"
+            )
+        return nc
+    if path.is_file():
+        return path
+    raise JobError(f"{path}: no such run directory or ArviZ file")
+
+
+def _open(path: Path):
+    import xarray as xr
+
+    try:
+        tree = xr.open_datatree(path, engine="h5netcdf")
+    except (OSError, ValueError) as error:
+        raise JobError(f"{path} is not an ArviZ netCDF file ({error})") from None
+    try:
+        tree.load()
+    finally:
+        tree.close()
+    if "log_likelihood" not in tree.children or "obs" not in tree["log_likelihood"]:
+        raise JobError(f"{path} has no log_likelihood['obs'] to compare")
+    if "observed_data" not in tree.children or "obs" not in tree["observed_data"]:
+        raise JobError(f"{path} has no observed_data['obs'] to tell which tokens it scored")
+    return tree
+
+
+def _fingerprint(tree) -> str:
+    from bayesrnn.evaluation.arviz_layout import observations_fingerprint
+
+    obs = tree["observed_data"]["obs"]
+    return observations_fingerprint(obs.values, *(obs[dim].values for dim in obs.dims))
+
+
+def _label(given: str | os.PathLike[str]) -> str:
+    text = str(given)
+    return text.rstrip("/") or text
+
+
+def _lpd_per_observation(tree) -> float:
+    """Σ_i log mean_s p(y_i | θ_s) / N: the direct held-out log predictive density."""
+    ll = np.asarray(tree["log_likelihood"]["obs"].values, dtype=np.float64)
+    draws = ll.shape[0] * ll.shape[1]
+    flat = ll.reshape(draws, -1)
+    peak = flat.max(axis=0)
+    lpd = peak + np.log(np.exp(flat - peak).mean(axis=0))
+    return float(lpd.mean())
+
+
+def _tail_length(draws: int) -> int:
+    """arviz_stats' right-tail length for PSIS-LOO of one chain (r_eff = 1)."""
+    return int(math.floor(3 * math.sqrt(draws)) if draws > 225 else draws // 5)
+
+
+def loo_of(tree):
+    """``arviz_stats.loo(tree, pointwise=True)``, also where a token's largest importance ratios
+    tie.
+
+    arviz_stats refuses an observation whose Pareto tail holds one value: under Gal's dropout
+    a token can score the same under every mask (the first token of a sequence when only h is
+    dropped, h₀ being 0), or under a few mask patterns only. Its ratios are then bounded, so
+    plain importance sampling is exact enough: those tokens get the raw normalised ratios and
+    k̂ = 0, the others arviz_stats' PSIS weights and k̂ (one chain: r_eff = 1).
+    """
+    import arviz_stats
+    import xarray as xr
+    from scipy.special import logsumexp
+
+    try:
+        return arviz_stats.loo(tree, pointwise=True)
+    except ValueError as error:
+        if "tail values are the same" not in str(error):
+            raise
+    ll = tree["log_likelihood"]["obs"]
+    sample = [d for d in ll.dims if d in ("chain", "draw")]
+    obs_dims = [d for d in ll.dims if d not in sample]
+    flat = ll.stack(__obs__=obs_dims).transpose(*sample, "__obs__")
+    neg = -np.asarray(flat.values, dtype=np.float64).reshape(-1, flat.sizes["__obs__"])
+    shifted = np.sort(neg - neg.max(axis=0), axis=0)[-_tail_length(neg.shape[0]) :]
+    tied = np.abs(shifted.max(axis=0) - shifted.min(axis=0)) < np.finfo(float).tiny
+    log_weights = neg - logsumexp(neg, axis=0)
+    khat = np.zeros(neg.shape[1])
+    if not tied.all():
+        rest = flat.isel(__obs__=np.flatnonzero(~tied))
+        lw, k = rest.azstats.psislw(r_eff=1.0, dim=sample)
+        log_weights[:, ~tied] = lw.transpose(*sample, "__obs__").values.reshape(neg.shape[0], -1)
+        khat[~tied] = k.values
+    weights = xr.DataArray(log_weights.reshape(flat.shape), dims=flat.dims, coords=flat.coords)
+    pareto_k = xr.DataArray(khat, dims=["__obs__"], coords=flat["__obs__"].coords)
+    return arviz_stats.loo(
+        tree,
+        pointwise=True,
+        log_weights=weights.unstack("__obs__").transpose(*ll.dims),
+        pareto_k=pareto_k.unstack("__obs__").transpose(*obs_dims),
+    )
+
+
+def _refuse_mismatch(labels: list[str], fingerprints: list[str], trees: list) -> None:
+    groups: dict[str, list[int]] = {}
+    for index, fingerprint in enumerate(fingerprints):
+        groups.setdefault(fingerprint, []).append(index)
+    if len(groups) == 1:
+        return
+    parts = []
+    for fingerprint, members in groups.items():
+        tree = trees[members[0]]
+        split = tree["observed_data"].attrs.get("split", tree.attrs.get("split", "unknown"))
+        size = tree["observed_data"]["obs"].size
+        names = ", ".join(labels[i] for i in members)
+        parts.append(f"{names} (split {split}, {size} observations, {fingerprint[:12]})")
+    raise JobError(
+        "the runs were scored on different observations, so their elpd is not comparable: "
+        + " vs ".join(parts)
+        + "; export them on the same data (evaluation.split, evaluation.max_tokens, "
+        "trainer.eval_batch_size and the vocabulary must agree)"
+    )
+
+
+def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stacking") -> Comparison:
+    """Rank ``runs`` (run directories or ArviZ ``.nc`` files, at least two) by PSIS-LOO elpd.
+
+    Refuses (:class:`JobError`) a run without an export, an export with fewer than
+    :data:`MIN_DRAWS` draws, the same file twice, and runs scored on different observations.
+    ``method`` is ``arviz_stats.compare``'s weighting ("stacking", "BB-pseudo-BMA",
+    "pseudo-BMA").
+    """
+    if isinstance(runs, str | os.PathLike) or len(runs) < 2:
+        raise JobError("compare needs at least two runs")
+    if method not in ("stacking", "BB-pseudo-BMA", "pseudo-BMA"):
+        raise JobError(f"method must be stacking, BB-pseudo-BMA or pseudo-BMA, got {method!r}")
+    paths = [_export_path(run) for run in runs]
+    seen: dict[Path, str] = {}
+    for path, run in zip(paths, runs, strict=True):
+        if path.resolve() in seen:
+            raise JobError(f"{run} and {seen[path.resolve()]} are the same export ({path})")
+        seen[path.resolve()] = str(run)
+    labels = [_label(run) for run in runs]
+    trees = [_open(path) for path in paths]
+    draws = {}
+    for label, tree in zip(labels, trees, strict=True):
+        obs = tree["log_likelihood"]["obs"]
+        draws[label] = int(obs.sizes.get("chain", 1) * obs.sizes.get("draw", 1))
+        if draws[label] < MIN_DRAWS:
+            raise JobError(
+                f"{label} has {draws[label]} posterior draws; PSIS-LOO needs at least "
+                f"{MIN_DRAWS}: re-export it with `bayesrnn export --out RUN --samples 100 --force`"
+            )
+    fingerprints = [_fingerprint(tree) for tree in trees]
+    _refuse_mismatch(labels, fingerprints, trees)
+
+    import arviz_stats
+
+    with warnings.catch_warnings():
+        # k̂ warnings: compare's diag_elpd column carries them into the table instead
+        warnings.simplefilter("ignore", UserWarning)
+        elpds = {label: loo_of(tree) for label, tree in zip(labels, trees, strict=True)}
+        table = arviz_stats.compare(elpds, method=method, round_to="none")
+    n = int(trees[0]["observed_data"]["obs"].size)
+    by_label = dict(zip(labels, zip(paths, trees, strict=True), strict=True))
+    rows = []
+    for label, row in table.iterrows():
+        path, tree = by_label[label]
+        note = str(row.get("diag_elpd", "") or "")
+        rows.append(
+            ComparedRun(
+                rank=int(row["rank"]),
+                run=str(label),
+                path=str(path),
+                guide=str(tree.attrs.get("guide", "unknown")),
+                elpd_per_token=float(row["elpd"]) / n,
+                se_per_token=float(row["se"]) / n,
+                elpd_diff_per_token=float(row["elpd_diff"]) / n,
+                dse_per_token=float(row["dse"]) / n,
+                weight=float(row["weight"]),
+                lpd_per_token=_lpd_per_observation(tree),
+                elpd=float(row["elpd"]),
+                se=float(row["se"]),
+                p_loo=float(row["p"]),
+                diagnostic=note if note and note.lower() != "nan" else "",
+            )
+        )
+    split = trees[0]["observed_data"].attrs.get("split")
+    if any(not math.isfinite(r.elpd) for r in rows):
+        raise JobError("arviz_stats.compare gave a non-finite elpd; check the exports")
+    return Comparison(
+        runs=tuple(rows),
+        observations=n,
+        draws=draws,
+        split=str(split) if split is not None else None,
+        fingerprint=fingerprints[0],
+        method=method,
+    )
