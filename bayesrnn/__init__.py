@@ -1,7 +1,6 @@
 """bayesrnn: Bayesian recurrent neural networks in Pyro.
 
-``bayesrnn.load_run(path)`` opens a trained run directory, ``bayesrnn.compare_runs([a, b])``
-ranks runs by held-out elpd (``bayesrnn compare``); the library lives in
+``bayesrnn.load_run(path)`` opens a trained run directory; the library lives in
 ``bayesrnn.models``, ``bayesrnn.inference``, ``bayesrnn.evaluation`` and ``bayesrnn.data``.
 """
 
@@ -12,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["TrainedRun", "__version__", "compare_runs", "load_run"]
+__all__ = ["TrainedRun", "__version__", "load_run"]
 
 # Log records go to logging.getLogger("bayesrnn") and its children; a library adds no output of
 # its own (configure logging to see them; the bayesrnn command writes INFO and up to stderr).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from bayesrnn.app.compare import compare_runs
     from bayesrnn.app.trained_run import TrainedRun, load_run
 
 
@@ -29,8 +27,4 @@ def __getattr__(name: str) -> Any:
         from bayesrnn.app import trained_run
 
         return getattr(trained_run, name)
-    if name == "compare_runs":
-        from bayesrnn.app.compare import compare_runs
-
-        return compare_runs
     raise AttributeError(f"module 'bayesrnn' has no attribute {name!r}")

@@ -11,7 +11,6 @@ import pytest
 import torch
 import xarray as xr
 
-import bayesrnn
 from bayesrnn.app.cli import main
 from bayesrnn.app.compare import MIN_DRAWS, compare_runs, loo_of
 from bayesrnn.app.config import EvaluationConfig
@@ -57,7 +56,6 @@ def runs(tmp_path_factory) -> list[Path]:
 
 
 def test_compare_runs_matches_arviz_stats_per_token(runs) -> None:
-    assert bayesrnn.compare_runs is compare_runs
     result = compare_runs(runs)
     trees = {str(run): xr.open_datatree(run / "posterior.nc", engine="h5netcdf") for run in runs}
     with warnings.catch_warnings():
