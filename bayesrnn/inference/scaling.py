@@ -40,24 +40,19 @@ def scale_kl(fn: Callable, scale: float) -> Callable:
 def epoch_kl_scales(num_windows: int, every: int = 1) -> list[Fraction]:
     """The KL weight of each window of an epoch, as exact fractions summing to one.
 
-    ``every=1``: 1/C on each of the C windows. ``every=k``: the KL is taken on every k-th
-    window (and the last) with the weight of the windows since the one before, k/C, and left
-    out of the others. Any weights summing to one over the epoch give the same epoch objective,
-    the full-data ELBO (Blundell et al. 2015, section 3.4); a deterministic per-weight KL over
-    millions of weights then costs 1/k per window.
+    ``every=1``: 1/C on each of the C windows. ``every=k``: the KL is taken on the first window
+    of each run of k (windows 0, k, 2k, …) with the weight of its run, k/C (the last run may be
+    shorter), and left out of the others. Any weights summing to one over the epoch give the
+    same epoch objective, the full-data ELBO (Blundell et al. 2015, section 3.4); a per-weight
+    KL over millions of weights then costs 1/k per window.
     """
     if num_windows < 1:
         raise ValueError(f"num_windows must be at least 1, got {num_windows}")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be an integer >= 1, got {every!r}")
-    scales, pending = [], 0
-    for index in range(num_windows):
-        pending += 1
-        if (index + 1) % every == 0 or index == num_windows - 1:
-            scales.append(Fraction(pending, num_windows))
-            pending = 0
-        else:
-            scales.append(Fraction(0))
+    scales = [Fraction(0)] * num_windows
+    for first in range(0, num_windows, every):
+        scales[first] = Fraction(min(every, num_windows - first), num_windows)
     return scales
 
 

@@ -57,7 +57,7 @@ from bayesrnn.inference.optimisers import (
     needs_metric,
     step_scheduler,
 )
-from bayesrnn.inference.scaling import scale_kl
+from bayesrnn.inference.scaling import epoch_kl_scales, scale_kl
 from bayesrnn.inference.tbptt import detach_state
 from bayesrnn.inference.trainer_config import OPTIMIZERS, History, TrainerConfig
 
@@ -218,7 +218,9 @@ class SVITrainer:
     def _run_epoch(self, epoch: int, start: int) -> bool:
         cfg = self.config
         plan = self._plan
-        scale = 1.0 / (len(plan) * self.ranks.world)  # KL/C per step, summed over the ranks
+        # KL/C per step (or k/C every k-th step), summed over the ranks
+        scales = [float(s) / self.ranks.world for s in epoch_kl_scales(len(plan), cfg.kl_every)]
+        share = 1.0 / (len(plan) * self.ranks.world)
         groups = self.optimizer.param_groups
         if self._specs == (None, None):  # the config's own schedule
             for group in groups:
@@ -247,7 +249,8 @@ class SVITrainer:
             for group, rate in zip(groups, rates, strict=True):
                 group["lr"] = rate * batch.lr_factor  # variable windows: length/bptt
             try:
-                nll, kl, items = self._step(batch, scale, epoch, index)
+                nll, kl, items = self._step(batch, scales[index], epoch, index)
+                kl = self._kl_share(kl, scales[index], share)
             finally:
                 for group, rate in zip(groups, rates, strict=True):
                     group["lr"] = rate
@@ -374,6 +377,13 @@ class SVITrainer:
         self.optimizer.step()
         self._state = detach_state(state)
         return nll, kl, items
+
+    def _kl_share(self, kl: float, scale: float, share: float) -> float:
+        """The KL recorded for a step: its 1/C share of the epoch's KL. With ``kl_every`` = k
+        the KL is computed on the first step of each k; the others record that value."""
+        if scale > 0:
+            return kl * share / scale
+        return self.history.kl[-1] if self.history.kl else 0.0
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())

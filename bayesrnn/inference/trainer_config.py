@@ -26,6 +26,9 @@ class TrainerConfig:
     clip_norm: float | None = 5.0
     weight_decay: float = 0.0
     num_particles: int = 1
+    # The KL on every k-th step only, with weight k/C: the same epoch objective for 1/k of the
+    # KL's cost (bayesrnn.inference.scaling.epoch_kl_scales); 1 takes it on every step.
+    kl_every: int = 1
     eval_batch_size: int = 10
     checkpoint_every: int | None = None
     max_windows: int | None = None
@@ -48,6 +51,7 @@ class TrainerConfig:
             "epochs",
             "constant_epochs",
             "num_particles",
+            "kl_every",
             "eval_batch_size",
             "divergence_patience",
         ):
