@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 
 
 class LatentScaleMessenger(Messenger):
@@ -26,6 +27,11 @@ class LatentScaleMessenger(Messenger):
     def _process_message(self, msg) -> None:
         if msg["type"] == "sample" and not msg["is_observed"]:
             msg["scale"] = self.scale * msg["scale"]
+
+
+def kl_left_out() -> bool:
+    """True inside ``scale_kl(…, 0)``: this call's KL counts for nothing and is not computed."""
+    return any(isinstance(h, LatentScaleMessenger) and h.scale == 0 for h in _PYRO_STACK)
 
 
 def scale_kl(fn: Callable, scale: float) -> Callable:

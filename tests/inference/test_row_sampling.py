@@ -93,3 +93,20 @@ def test_sparse_and_dense_draws_give_the_same_expected_gradient():
         z = (s - d).abs() / (se1.square() + se2.square()).sqrt().clamp_min(1e-6)
         assert float(z.max()) < 5.0
         assert float((z > 3).float().mean()) < 0.02
+
+
+def test_a_kl_read_from_the_draw_gets_sparse_rows_only_where_the_kl_is_left_out():
+    lm, _ = _model_and_guide(ScaleMixturePrior())
+    guide = MeanFieldGuide(lm, init_scale=0.3, kl="sample")  # the one-sample KL reads the draw
+    tokens, targets = torch.randint(0, 10, (5, 2)), torch.randint(0, 40, (5, 2))
+    unread = torch.ones(40, dtype=torch.bool)
+    unread[tokens.unique()] = False
+    mean = guide.loc["embedding.weight"]
+    for scale, sparse in ((0.5, False), (0.0, True)):
+        seen = {}
+
+        def recording_guide(*args, **kwargs):
+            seen.update(guide(*args, **kwargs))
+
+        window_terms(scale_kl(lm, scale), scale_kl(recording_guide, scale), tokens, targets)
+        assert torch.equal(seen["embedding.weight"][unread], mean[unread]) == sparse

@@ -14,6 +14,7 @@ from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal, Ro
 from bayesrnn.inference.elbo import analytic_kl_active
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
 from bayesrnn.inference.mixture_kl import check_quadrature_order
+from bayesrnn.inference.scaling import kl_left_out
 from bayesrnn.models.priors import GaussianPrior
 
 MIN_SCALE = 1e-5  # σ = softplus(ρ) + 1e-5, as in DeepMind's brnn_ptb example
@@ -105,13 +106,15 @@ class MeanFieldGuide(WeightGuide):
     def rows_to_draw(self, site: str, *args, **kwargs) -> torch.Tensor | None:
         """The rows of ``site`` this window reads, when drawing only those is exact.
 
-        That needs a KL computed from (μ, σ), not from the draw: the library's ELBO
-        (:func:`bayesrnn.inference.window_terms`) with ``kl="expected"`` or a Gaussian prior.
+        That needs a KL that does not read the draw: the library's ELBO
+        (:func:`bayesrnn.inference.window_terms`) with ``kl="expected"`` or a Gaussian prior,
+        or a window whose KL is left out (``scale_kl(…, 0)``, ``TrainerConfig.kl_every``).
         Stock Pyro ELBOs score the draw itself, so they always get dense draws.
         """
         if not analytic_kl_active() or not torch.is_grad_enabled():
             return None
-        if self.kl != "expected" and not isinstance(self.prior(site), GaussianPrior):
+        from_draw = self.kl != "expected" and not isinstance(self.prior(site), GaussianPrior)
+        if from_draw and not kl_left_out():
             return None
         rows_read = getattr(self.model, "rows_read", None)
         rows = None if rows_read is None else rows_read(site, *args, **kwargs)
