@@ -55,16 +55,37 @@ def runs(tmp_path_factory) -> list[Path]:
     return [write_run(root / "bbb", "mean_field"), write_run(root / "gal", "gal")]
 
 
-def test_compare_runs_matches_arviz_stats_per_token(runs) -> None:
+def test_holdout_comparison_is_the_log_mean_density_of_the_draws(runs) -> None:
     result = compare_runs(runs)
+    n = 4 * (120 // 4 - 1)  # 4 sequences of 30 tokens, 29 targets each
+    assert result.observations == n and result.split == "test" and result.estimate == "holdout"
+    pointwise = {}
+    for run in runs:  # independently: log mean_s p(y_i | θ_s) from the file
+        with xr.open_datatree(run / "posterior.nc", engine="h5netcdf") as tree:
+            ll = tree.log_likelihood.obs.to_numpy()[0]
+        pointwise[str(run)] = np.logaddexp.reduce(ll, axis=0) - math.log(DRAWS)
+    best, other = result.runs
+    assert best.elpd_per_token >= other.elpd_per_token and best.rank == 0 and other.rank == 1
+    for row in result.runs:
+        elpd_i = pointwise[row.run]
+        assert row.elpd_per_token == pytest.approx(elpd_i.mean(), rel=1e-12)
+        assert row.lpd_per_token == row.elpd_per_token and row.p_loo is None
+        assert row.se_per_token == pytest.approx(math.sqrt(n * elpd_i.var()) / n, rel=1e-9)
+    diff = pointwise[other.run] - pointwise[best.run]
+    assert other.elpd_diff_per_token == pytest.approx(diff.mean(), rel=1e-9)
+    assert other.dse_per_token == pytest.approx(math.sqrt(n * diff.var()) / n, rel=1e-6)
+    assert best.elpd_diff_per_token == 0.0 and best.weight + other.weight == pytest.approx(1.0)
+    assert {r.guide for r in result.runs} == {"MeanFieldGuide", "GalDropoutGuide"}
+
+
+def test_loo_comparison_matches_arviz_stats_per_token(runs) -> None:
+    result = compare_runs(runs, estimate="loo")
     trees = {str(run): xr.open_datatree(run / "posterior.nc", engine="h5netcdf") for run in runs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         table = arviz_stats.compare(trees, round_to="none")
-    n = 4 * (120 // 4 - 1)  # 4 sequences of 30 tokens, 29 targets each
-    assert result.observations == n and result.split == "test"
+    n = result.observations
     assert [r.run for r in result.runs] == list(table.index)
-    assert {r.guide for r in result.runs} == {"MeanFieldGuide", "GalDropoutGuide"}
     for row in result.runs:
         expected = table.loc[row.run]
         assert row.rank == expected["rank"]
@@ -73,12 +94,10 @@ def test_compare_runs_matches_arviz_stats_per_token(runs) -> None:
         assert row.elpd_diff_per_token == pytest.approx(expected["elpd_diff"] / n)
         assert row.dse_per_token == pytest.approx(expected["dse"] / n)
         assert row.weight == pytest.approx(expected["weight"])
-        # the direct held-out log predictive density, from the file's log-likelihood
-        ll = trees[row.run].log_likelihood.obs.to_numpy()[0]
-        lpd = np.logaddexp.reduce(ll, axis=0) - math.log(DRAWS)
-        assert row.lpd_per_token == pytest.approx(lpd.mean())
-        assert row.elpd_per_token <= row.lpd_per_token + 1e-9  # elpd_loo = lpd − p_loo
-    assert result.runs[0].elpd_diff_per_token == 0.0
+        assert row.p_loo == pytest.approx(expected["p"])
+        # elpd_loo = lpd − p_loo: below the held-out density of the same draws
+        assert row.elpd_per_token <= row.lpd_per_token + 1e-12
+        assert row.elpd_per_token == pytest.approx(row.lpd_per_token - row.p_loo / n)
     for tree in trees.values():
         tree.close()
 
@@ -136,18 +155,24 @@ def test_compare_refuses_missing_exports_too_few_draws_and_repeats(runs, tmp_pat
         compare_runs([runs[0]])
     with pytest.raises(JobError, match="method"):
         compare_runs(runs, method="waic")
+    with pytest.raises(JobError, match="estimate"):
+        compare_runs(runs, estimate="waic")
 
 
 def test_cli_prints_the_table_and_json(runs, capsys) -> None:
     assert main(["compare", *map(str, runs)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert "elpd by PSIS-LOO" in lines[0] and "split test" in lines[0]
-    assert lines[1].split()[:7] == ["rank", "run", "elpd", "se", "elpd_diff", "dse", "weight"]
+    assert "held-out log predictive density" in lines[0] and "split test" in lines[0]
+    assert lines[1].split() == ["rank", "run", "elpd", "se", "elpd_diff", "dse", "weight"]
     assert {line.split()[1] for line in lines[2:]} == {str(run) for run in runs}
+    assert main(["compare", "--loo", *map(str, runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "PSIS-LOO" in lines[0] and lines[1].split()[-2:] == ["lpd", "note"]
     assert main(["compare", "--json", *map(str, runs)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["observations"] == 116 and len(data["runs"]) == 2
+    assert data["estimate"] == "holdout"
     assert [r["rank"] for r in data["runs"]] == [0, 1]
     assert main(["compare", str(runs[0])]) == 2
     assert "at least two runs" in capsys.readouterr().err

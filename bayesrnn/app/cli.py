@@ -152,7 +152,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from bayesrnn.app.compare import compare_runs
 
-    comparison = compare_runs(args.runs)
+    comparison = compare_runs(args.runs, estimate="loo" if args.loo else "holdout")
     print(json.dumps(comparison.to_dict()) if args.json else comparison.table())
     return 0
 

@@ -276,15 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank runs by their held-out elpd (arviz_stats.compare on their posterior.nc)",
         description="Read each RUN's posterior.nc (a run directory, or a .nc file), check that "
         "all were scored on the same held-out tokens, and print arviz_stats.compare's table "
-        "per token: rank, elpd (PSIS-LOO) and its se, the difference to the best and its se, "
-        "the stacking weight, and the direct held-out log predictive density (lpd). Any "
-        "guides, Gal's included. Writes nothing.",
+        "per token: rank, elpd and its se, the difference to the best and its se, the stacking "
+        "weight. The elpd is the held-out log predictive density log mean_s p(y|θ_s) (--loo: "
+        "PSIS-LOO on the same draws, with Pareto k̂ notes). Any guides, Gal's included. Writes "
+        "nothing.",
         epilog="example:\n  bayesrnn export --out bbb\n  bayesrnn export --out gal\n"
         "  bayesrnn compare bbb gal",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories (two or more)")
     compare.add_argument("--json", action="store_true", help="print the table as JSON")
+    compare.add_argument(
+        "--loo", action="store_true", help="rank by PSIS-LOO instead of the held-out density"
+    )
     compare.set_defaults(handler_name="compare")
 
     presets = commands.add_parser(

@@ -8,11 +8,19 @@ same positions of the same split, which the observations' fingerprint
 ``observed_data``) decides. Language models exported with different ``evaluation.split``,
 ``evaluation.max_tokens``, ``trainer.eval_batch_size`` or vocabulary are refused.
 
-The elpd is PSIS-LOO's, as ``arviz_stats.compare`` computes it; on held-out tokens it is the
-held-out log predictive density minus loo's ``p``, so ``lpd_per_token`` (the direct held-out
-estimate, Σ_i log mean_s p(y_i | θ_s) / N) is reported beside it. Values are per observation
-(token, sequence or forecast value): totals grow with the split, per-token values compare with
-a perplexity (exp(−elpd per token)).
+Two estimates of the elpd, ranked, differenced and weighted by ``arviz_stats.compare``:
+
+- ``"holdout"`` (default): the tokens were never trained on, so the held-out log predictive
+  density elpd_i = log mean_s p(y_i | θ_s) is the estimate itself (a one-fold cross-validation,
+  passed to ``compare`` as an ``ELPDDataLOOKFold``), se = sqrt(N·var_i elpd_i);
+- ``"loo"``: ``arviz_stats``' PSIS-LOO on the same draws. It leaves each token out of a
+  posterior that never held it, giving elpd_i = −log mean_s 1/p(y_i | θ_s) <= the held-out
+  value; the gap (loo's ``p``) grows with the spread of the draws, so a wide mean-field
+  posterior pays more than Gal's (0.6 against 0.1 nats a token in the README's toy runs) and the
+  two rankings can disagree. It needs at least :data:`MIN_DRAWS` draws and reports Pareto k̂.
+
+Values are per observation (token, sequence or forecast value): totals grow with the split,
+per-token values compare with a perplexity (exp(−elpd per token)).
 """
 
 from __future__ import annotations
@@ -29,13 +37,26 @@ import numpy as np
 from bayesrnn.app.run_dir import JobError, RunDir
 
 MIN_DRAWS = 25  # arviz_stats' PSIS: a Pareto tail of S/5 draws, at least 5
+ESTIMATES = ("holdout", "loo")
 
-__all__ = ["MIN_DRAWS", "ComparedRun", "Comparison", "compare_runs", "loo_of"]
+__all__ = [
+    "ESTIMATES",
+    "MIN_DRAWS",
+    "ComparedRun",
+    "Comparison",
+    "compare_runs",
+    "holdout_elpd",
+    "loo_of",
+]
 
 
 @dataclass(frozen=True)
 class ComparedRun:
-    """One row of the comparison; every ``*_per_token`` value is per observation."""
+    """One row of the comparison; every ``*_per_token`` value is per observation.
+
+    ``elpd``/``se`` (totals) and the per-token values are of the comparison's estimate;
+    ``lpd_per_token`` is always the held-out value, ``p_loo`` only with ``estimate="loo"``.
+    """
 
     rank: int
     run: str
@@ -49,7 +70,7 @@ class ComparedRun:
     lpd_per_token: float
     elpd: float
     se: float
-    p_loo: float
+    p_loo: float | None
     diagnostic: str
 
 
@@ -63,12 +84,14 @@ class Comparison:
     split: str | None
     fingerprint: str
     method: str
+    estimate: str
 
     def to_dict(self) -> dict:
         return {
             "observations": self.observations,
             "split": self.split,
             "fingerprint": self.fingerprint,
+            "estimate": self.estimate,
             "method": self.method,
             "draws": dict(self.draws),
             "runs": [asdict(run) for run in self.runs],
@@ -77,11 +100,18 @@ class Comparison:
     def table(self) -> str:
         """The comparison as aligned text, one run a line."""
         what = f"split {self.split}" if self.split else "the same observations"
+        how = (
+            "held-out log predictive density"
+            if self.estimate == "holdout"
+            else "PSIS-LOO (lpd: the held-out value)"
+        )
         lines = [
             f"{self.observations} observations of {what} (fingerprint {self.fingerprint[:12]}); "
-            f"elpd by PSIS-LOO (arviz_stats.compare, {self.method} weights), per observation",
+            f"elpd per observation: {how}; arviz_stats.compare, {self.method} weights",
         ]
-        header = ("rank", "run", "elpd", "se", "elpd_diff", "dse", "weight", "lpd", "note")
+        loo = self.estimate == "loo"
+        header = ("rank", "run", "elpd", "se", "elpd_diff", "dse", "weight")
+        header += ("lpd", "note") if loo else ()
         rows = [
             (
                 str(r.rank),
@@ -91,16 +121,15 @@ class Comparison:
                 f"{r.elpd_diff_per_token:.4f}",
                 f"{r.dse_per_token:.4f}",
                 f"{r.weight:.3f}",
-                f"{r.lpd_per_token:.4f}",
-                r.diagnostic,
+                *((f"{r.lpd_per_token:.4f}", r.diagnostic) if loo else ()),
             )
             for r in self.runs
         ]
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
         for row in (header, *rows):
             cells = [
-                cell.ljust(width) if i in (1, 8) else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+                cell.ljust(width) if name in ("run", "note") else cell.rjust(width)
+                for name, cell, width in zip(header, row, widths, strict=True)
             ]
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
@@ -150,14 +179,40 @@ def _label(given: str | os.PathLike[str]) -> str:
     return text.rstrip("/") or text
 
 
-def _lpd_per_observation(tree) -> float:
-    """Σ_i log mean_s p(y_i | θ_s) / N: the direct held-out log predictive density."""
-    ll = np.asarray(tree["log_likelihood"]["obs"].values, dtype=np.float64)
-    draws = ll.shape[0] * ll.shape[1]
-    flat = ll.reshape(draws, -1)
-    peak = flat.max(axis=0)
-    lpd = peak + np.log(np.exp(flat - peak).mean(axis=0))
-    return float(lpd.mean())
+def holdout_elpd(tree):
+    """The held-out elpd of an export as ``arviz_stats``' ELPD data (a one-fold
+    ``ELPDDataLOOKFold``): elpd_i = log mean_s p(y_i | θ_s), se = sqrt(N·var_i elpd_i).
+
+    ``p`` is NaN: there is no in-sample fit to subtract it from.
+    """
+    import xarray as xr
+    from arviz_stats.utils import ELPDDataLOOKFold
+    from scipy.special import logsumexp
+
+    ll = tree["log_likelihood"]["obs"]
+    sample = [d for d in ll.dims if d in ("chain", "draw")]
+    draws = int(np.prod([ll.sizes[d] for d in sample]))
+    values = np.asarray(ll.transpose(*sample, ...).values, dtype=np.float64)
+    pointwise = logsumexp(values.reshape(draws, -1), axis=0) - math.log(draws)
+    obs_dims = [d for d in ll.dims if d not in sample]
+    elpd_i = xr.DataArray(
+        pointwise.reshape([ll.sizes[d] for d in obs_dims]),
+        dims=obs_dims,
+        coords={d: ll[d] for d in obs_dims if d in ll.coords},
+    )
+    n = pointwise.size
+    return ELPDDataLOOKFold(
+        elpd=float(pointwise.sum()),
+        se=float(math.sqrt(n * pointwise.var())),
+        p=math.nan,
+        n_samples=draws,
+        n_data_points=n,
+        scale="log",
+        warning=False,
+        good_k=None,
+        elpd_i=elpd_i,
+        n_folds=1,
+    )
 
 
 def _tail_length(draws: int) -> int:
@@ -229,8 +284,14 @@ def _refuse_mismatch(labels: list[str], fingerprints: list[str], trees: list) ->
     )
 
 
-def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stacking") -> Comparison:
-    """Rank ``runs`` (run directories or ArviZ ``.nc`` files, at least two) by PSIS-LOO elpd.
+def compare_runs(
+    runs: Sequence[str | os.PathLike[str]],
+    *,
+    estimate: str = "holdout",
+    method: str = "stacking",
+) -> Comparison:
+    """Rank ``runs`` (run directories or ArviZ ``.nc`` files, at least two) by their elpd on
+    the exported held-out observations: ``estimate`` "holdout" or "loo" (module docstring).
 
     Refuses (:class:`JobError`) a run without an export, an export with fewer than
     :data:`MIN_DRAWS` draws, the same file twice, and runs scored on different observations.
@@ -239,6 +300,8 @@ def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stack
     """
     if isinstance(runs, str | os.PathLike) or len(runs) < 2:
         raise JobError("compare needs at least two runs")
+    if estimate not in ESTIMATES:
+        raise JobError(f"estimate must be one of {', '.join(ESTIMATES)}, got {estimate!r}")
     if method not in ("stacking", "BB-pseudo-BMA", "pseudo-BMA"):
         raise JobError(f"method must be stacking, BB-pseudo-BMA or pseudo-BMA, got {method!r}")
     paths = [_export_path(run) for run in runs]
@@ -255,7 +318,7 @@ def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stack
         draws[label] = int(obs.sizes.get("chain", 1) * obs.sizes.get("draw", 1))
         if draws[label] < MIN_DRAWS:
             raise JobError(
-                f"{label} has {draws[label]} posterior draws; PSIS-LOO needs at least "
+                f"{label} has {draws[label]} posterior draws; compare needs at least "
                 f"{MIN_DRAWS}: re-export it with `bayesrnn export --out RUN --samples 100 --force`"
             )
     fingerprints = [_fingerprint(tree) for tree in trees]
@@ -266,8 +329,14 @@ def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stack
     with warnings.catch_warnings():
         # k̂ warnings: compare's diag_elpd column carries them into the table instead
         warnings.simplefilter("ignore", UserWarning)
-        elpds = {label: loo_of(tree) for label, tree in zip(labels, trees, strict=True)}
+        score = loo_of if estimate == "loo" else holdout_elpd
+        elpds = {label: score(tree) for label, tree in zip(labels, trees, strict=True)}
         table = arviz_stats.compare(elpds, method=method, round_to="none")
+        held_out = (
+            {label: holdout_elpd(tree) for label, tree in zip(labels, trees, strict=True)}
+            if estimate == "loo"
+            else elpds
+        )
     n = int(trees[0]["observed_data"]["obs"].size)
     by_label = dict(zip(labels, zip(paths, trees, strict=True), strict=True))
     rows = []
@@ -285,10 +354,10 @@ def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stack
                 elpd_diff_per_token=float(row["elpd_diff"]) / n,
                 dse_per_token=float(row["dse"]) / n,
                 weight=float(row["weight"]),
-                lpd_per_token=_lpd_per_observation(tree),
+                lpd_per_token=held_out[label].elpd / n,
                 elpd=float(row["elpd"]),
                 se=float(row["se"]),
-                p_loo=float(row["p"]),
+                p_loo=float(row["p"]) if estimate == "loo" else None,
                 diagnostic=note if note and note.lower() != "nan" else "",
             )
         )
@@ -302,4 +371,5 @@ def compare_runs(runs: Sequence[str | os.PathLike[str]], *, method: str = "stack
         split=str(split) if split is not None else None,
         fingerprint=fingerprints[0],
         method=method,
+        estimate=estimate,
     )

@@ -24,11 +24,12 @@ a sha256 of the observations and their coordinates
 (:func:`~bayesrnn.evaluation.arviz_layout.observations_fingerprint`): two exports with the same
 fingerprint were scored on the same tokens, the condition for comparing them.
 
-What to compute. ``arviz_stats.loo(tree)`` and ``arviz_stats.compare({...})`` read
-``log_likelihood`` (and ``posterior``, for its chain count). On held-out tokens, what ``bayesrnn
-export`` writes, loo's elpd is the held-out log predictive density Σ_i log mean_s p(y_i | θ_s)
-minus loo's ``p`` (each token is left out once more: slightly pessimistic, the same way for
-every run scored on the same tokens); that direct sum is the held-out estimate itself.
+What to compute. ``bayesrnn export`` scores held-out tokens, so the elpd estimate is the held-out
+log predictive density Σ_i log mean_s p(y_i | θ_s) itself (``bayesrnn compare``, default).
+``arviz_stats.loo(tree)`` and ``arviz_stats.compare({...})`` read ``log_likelihood`` (and
+``posterior``, for its chain count) and run too, but PSIS-LOO leaves each token out of a
+posterior that never held it: its elpd is the held-out value minus loo's ``p``, a gap that grows
+with the spread of the draws (larger for a wide mean-field posterior than for Gal's).
 
 Masks. Draws run with the model's dropout-type masks on (MC dropout), as the MC evaluation does.
 Gal's guide (:class:`GalDropoutGuide`) has no density: no ``sample_stats``. With mask scope
