@@ -123,19 +123,23 @@ class SharpenedGuide(MeanFieldGuide):
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         if not self.training:  # evaluation samples q(φ): no use of the batch's targets
             return super().forward(*args, **kwargs)
-        phi_dists = {site: self.distribution(site) for site in self.site_names}
+        phi_dists = {
+            site: self.distribution(site, self.rows_to_draw(site, *args, **kwargs))
+            for site in self.site_names
+        }
         phi = {site: d.rsample() for site, d in phi_dists.items()}
         grads = self.data_gradient(phi, *args, **kwargs)
         values, extra_kl = {}, torch.zeros(())
         step_square = sigma_square = 0.0
         for site in self.site_names:
             step = self.eta(site) * grads[site]
-            extra_kl = extra_kl + step.square().sum() / (2 * self.sigma0**2)
+            square = step.square().sum()
+            extra_kl = extra_kl + square / (2 * self.sigma0**2)
             fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0)
             values[site] = pyro.sample(site, fn)
             with torch.no_grad():
-                step_square += float(step.square().sum())
-                sigma_square += float(phi_dists[site].base_dist.scale.square().sum())
+                step_square += float(square)
+                sigma_square += float(self.scale(site).square().sum())
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
         # ‖η⊙g‖/‖σ‖: how far sharpening moves θ against q(φ)'s own spread (trainer logs it).
         self.diagnostics = {"sharpening_step_ratio": math.sqrt(step_square / sigma_square)}
