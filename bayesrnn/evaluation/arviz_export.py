@@ -76,6 +76,8 @@ from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
 from bayesrnn.models.bayesian import weight_sites
 from bayesrnn.models.regularisers import bernoulli_mask, mc_dropout
 
+_SHARED_BUDGET = 2**24  # logits per call when draws share weights (64 MB of float32)
+
 __all__ = [
     "OPTIMIZATION_GROUP",
     "SAMPLED_GROUPS",
@@ -323,22 +325,38 @@ def export_language_model(
     windows = plan_windows(steps, min(bptt, steps - 1))
     first_inputs, first_targets = window_batch(data, windows[0])
     draws = _Draws(model, guide, chosen, {"vocab": vocabulary} if vocabulary is not None else {})
+    # Draws that differ only in the model's own masks (Gal's sequence scope) share the weights:
+    # k of them run as one call over k copies of the batch, each copy with its own masks.
+    per_call = 1
+    if getattr(guide, "draws_share_weights", False):
+        logits = windows[0].length * data.shape[1] * model.vocab_size
+        per_call = max(1, min(num_samples, _SHARED_BUDGET // logits))
     with evaluation_mode(model, guide), torch.no_grad(), mc_dropout(model):
-        for _ in range(num_samples):
+        for start in range(0, num_samples, per_call):
+            k = min(per_call, num_samples - start)
             weights, log_q = _draw(guide, (first_inputs, first_targets), {"state": None})
             _check_complete(model, weights)
             state, prior, lls, pps = None, None, [], []
             for index, window in enumerate(windows):
                 inputs, targets = window_batch(data, window)
                 (_, state), lp, ll, sampled = _run_conditioned(
-                    model, weights, (inputs, targets), {"state": state}, prior=index == 0
+                    model,
+                    weights,
+                    (inputs.repeat(1, k), targets.repeat(1, k)),
+                    {"state": state},
+                    prior=index == 0,
                 )
                 state = detach_state(state)
                 prior = lp if index == 0 else prior
                 lls.append(ll)
                 pps.append(sampled)
-            log_lik = torch.cat(lls).t().reshape(-1)  # (steps−1, B) → sequence-major
-            draws.add(weights, log_q, prior, log_lik, torch.cat(pps).t().reshape(-1))
+            # (steps−1, k·B) → per copy, sequence-major (stream order)
+            log_lik, sampled = (
+                torch.cat(x).reshape(steps - 1, k, -1).permute(1, 2, 0).reshape(k, -1)
+                for x in (lls, pps)
+            )
+            for copy in range(k):
+                draws.add(weights, log_q, prior, log_lik[copy], sampled[copy])
 
     targets = data[1:].t().reshape(-1).cpu().numpy()
     starts = np.arange(data.shape[1])[:, None] * steps  # sequence j begins at stream[j·steps]

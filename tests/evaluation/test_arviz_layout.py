@@ -39,10 +39,11 @@ def gal_lm(scope: str = "sequence") -> tuple[LanguageModel, GalDropoutGuide]:
     return model, GalDropoutGuide(model, input=0.3, hidden=0.5, output=0.2, scope=scope)
 
 
-def ll_by_hand(model, weights, stream, masks: bool) -> np.ndarray:
+def ll_by_hand(model, weights, stream, masks: bool, copies: int = 1) -> np.ndarray:
     """log softmax of the conditioned model's logits at the targets, window by window, in the
-    export's order (and its random-number order: masks, then one uniform per target)."""
-    data = batchify(stream, B)
+    export's order (and its random-number order: masks, then one uniform per target). With
+    ``copies`` the batch is repeated, one copy per draw: (copies, tokens)."""
+    data = batchify(stream, B).repeat(1, copies)
     state, out = None, []
     context = mc_dropout(model) if masks else mc_dropout(model, enabled=False)
     model.eval()
@@ -52,22 +53,27 @@ def ll_by_hand(model, weights, stream, masks: bool) -> np.ndarray:
             logits, state = poutine.condition(model, data=weights)(inputs, targets, state=state)
             out.append(torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0])
             torch.rand((*targets.shape, 1))  # the export's predictive draw
-    return torch.cat(out).t().reshape(-1).double().numpy()
+    ll = torch.cat(out)  # (steps − 1, copies·B)
+    per_copy = [ll[:, c * B : (c + 1) * B].t().reshape(-1) for c in range(copies)]
+    return torch.stack(per_copy).double().numpy()
 
 
 # -- Gal's guide ----------------------------------------------------------------------------
 
 
 def test_gal_sequence_scope_draw_is_an_mc_dropout_pass_with_the_mean_weights() -> None:
+    """The draws share M, so they run as copies of the batch in one call, each copy with its
+    own masks: draw s is copy s."""
     model, guide = gal_lm("sequence")
     pyro.set_rng_seed(3)
-    tree = export_language_model(model, guide, STREAM, 1, batch_size=B, bptt=T)
+    tree = export_language_model(model, guide, STREAM, 3, batch_size=B, bptt=T)
     pyro.set_rng_seed(3)
-    expected = ll_by_hand(model, guide.median(), STREAM, masks=True)
-    np.testing.assert_allclose(tree.log_likelihood.obs[0, 0].to_numpy(), expected, rtol=1e-6)
+    expected = ll_by_hand(model, guide.median(), STREAM, masks=True, copies=3)
+    np.testing.assert_allclose(tree.log_likelihood.obs[0].to_numpy(), expected, rtol=1e-6)
+    assert not np.allclose(expected[0], expected[1])  # other masks, other scores
     # masks were on: the mean network (no masks) scores the tokens differently
-    plain = ll_by_hand(model, guide.median(), STREAM, masks=False)
-    assert not np.allclose(expected, plain)
+    plain = ll_by_hand(model, guide.median(), STREAM, masks=False)[0]
+    assert not np.allclose(expected[0], plain)
     assert "sample_stats" not in tree.children  # no density, no log q
     assert tree.attrs["guide"] == "GalDropoutGuide"
 
@@ -84,7 +90,7 @@ def test_gal_batch_scope_posterior_holds_the_masked_weights_that_scored_the_toke
             )
             for name, var in tree.posterior.data_vars.items()
         }
-        expected = ll_by_hand(model, weights, STREAM, masks=False)  # masks are in the weights
+        expected = ll_by_hand(model, weights, STREAM, masks=False)[0]  # masks in the weights
         np.testing.assert_allclose(tree.log_likelihood.obs[0, draw].to_numpy(), expected, 1e-5)
     hidden = tree.posterior["rnn__weight_hh_l0"][0, 0].to_numpy()  # (gate, unit, hidden)
     mean = guide.mean["rnn.weight_hh_l0"].detach().numpy().reshape(hidden.shape)
