@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,13 @@ from pyro.poutine.util import site_is_subsample
 
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.distributed import Ranks, all_reduce_sum, shard
+from bayesrnn.inference.mc_draws import (
+    DECODER_CHOICES,
+    is_mean_field,
+    local_decoder,
+    local_decoder_sites,
+    mean_field_draws,
+)
 from bayesrnn.inference.tbptt import (
     detach_state,
     model_window,
@@ -129,8 +137,13 @@ def _run(model, weights, inputs, state):
 
 def _target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) without materialising the (…, V) log-softmax."""
-    picked = logits.gather(-1, targets.expand(*logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    # cross_entropy's fused log-softmax: half the time of gather − logsumexp over (…, V)
+    lead = logits.shape[:-1]
+    flat = logits.reshape(-1, logits.shape[-1])
+    nll = torch.nn.functional.cross_entropy(
+        flat, targets.expand(lead).reshape(-1), reduction="none"
+    )
+    return nll.neg_().reshape(lead)
 
 
 def _mixture_scores(draw_log_probs, probs_sum, targets, draws: int) -> torch.Tensor:
@@ -165,6 +178,7 @@ def evaluate_stream(
     draws_per_batch: int | None = None,
     redraw: str = "window",
     ranks: Ranks | None = None,
+    decoder: str = "weights",
 ) -> StreamEvaluation:
     """Perplexity of a 1-D token stream split into ``batch_size`` parallel sequences.
 
@@ -179,11 +193,24 @@ def evaluate_stream(
     log-probabilities of each draw (None otherwise), for entropy and mutual information.
     ``ranks`` (every process of a torch.distributed group calling together) shards the B
     sequences over the processes and all-reduces the sums (``on_window`` sees this process's).
+
+    With a :class:`MeanFieldGuide` and ``redraw="window"`` a draw samples the embedding only at
+    the rows its window reads (exact: the others are never read). ``decoder="local"`` (MC with
+    a mean-field guide, untied decoder) draws each token's logits from their Gaussian marginal
+    given h instead of drawing the decoder weights (:mod:`bayesrnn.inference.mc_draws`): the
+    same per-token predictive in expectation, but on the CPU a second decoder matmul and V
+    normals per token cost more than the (V, H) weight draw (2 × 200 PTB LM, S = 10, 1 thread,
+    CPU time: 1.6 × S mean passes with weight draws, 2.7 × with local noise; README,
+    Benchmarks), so ``"weights"`` is the default.
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
     if redraw not in REDRAW_CHOICES:
         raise ValueError(f"redraw must be one of {REDRAW_CHOICES}, got {redraw!r}")
+    if decoder not in DECODER_CHOICES:
+        raise ValueError(f"decoder must be one of {DECODER_CHOICES}, got {decoder!r}")
+    local = num_samples is not None and decoder == "local"
+    skip = local_decoder_sites(model, guide) if local else ()
     data = _my_columns(batchify(stream, batch_size), batch_size, ranks)
     data = data.to(module_device(model, guide))
     windows = plan_windows(data.shape[0], min(bptt, data.shape[0] - 1))
@@ -199,8 +226,10 @@ def evaluate_stream(
         # then sees S·B sequences at once). Otherwise, on the CPU S fused calls beat one
         # stacked (bmm-loop) call (benchmarks/eval_cost.py); on a GPU, where per-call overhead
         # dominates, draws are stacked as far as memory allows.
-        shared = num_samples is not None and draws_share_weights(
-            guide, *model_window(model, data, windows[0])
+        # decoder="local" with only the decoder random: h is shared, the noise is per token
+        noise_only = local and set(guide.site_names) <= set(skip)
+        shared = num_samples is not None and (
+            noise_only or draws_share_weights(guide, *model_window(model, data, windows[0]))
         )
         if shared:
             logits_per_draw = windows[0].length * batch_size * getattr(model, "vocab_size", 1)
@@ -209,6 +238,7 @@ def evaluate_stream(
             chunk = draws_per_batch or draws_per_call(guide, draws)
         else:
             chunk = draws_per_batch or 1
+        fast = num_samples is not None and (noise_only or not shared) and is_mean_field(guide)
         chunks = [min(chunk, draws - start) for start in range(0, draws, chunk)]
         states: list = [None] * len(chunks)
         kept: list = [None] * len(chunks)  # redraw="stream": each chunk's weights, drawn once
@@ -236,18 +266,32 @@ def evaluate_stream(
                 else:
                     per_chunk = []
                     probs_sum = None
-                    with mc_dropout(model):
+                    with ExitStack() as scope:
+                        scope.enter_context(mc_dropout(model))
+                        means = scope.enter_context(local_decoder(model, guide)) if local else {}
                         for c, count in enumerate(chunks):
                             weights = kept[c]
                             if weights is None:
-                                weights = stacked_draws(
-                                    guide,
-                                    1 if shared else count,
-                                    to_model_layout(model, inputs),
-                                    to_model_layout(model, targets),
-                                )
+                                tokens_in = to_model_layout(model, inputs)
+                                if fast:  # window draws: the embedding rows read, exactly
+                                    weights = mean_field_draws(
+                                        guide,
+                                        model,
+                                        1 if shared else count,
+                                        tokens_in,
+                                        rows_only=redraw == "window",
+                                        skip=skip,
+                                    )
+                                else:
+                                    weights = stacked_draws(
+                                        guide,
+                                        1 if shared else count,
+                                        tokens_in,
+                                        to_model_layout(model, targets),
+                                    )
                                 if redraw == "stream":
                                     kept[c] = weights
+                            weights = {**weights, **means}
                             # shared weights, random masks: one call over S copies of the batch
                             batch = inputs.repeat(1, count) if shared else inputs
                             logits, states[c] = _run(model, weights, batch, states[c])
