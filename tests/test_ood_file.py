@@ -166,8 +166,11 @@ def test_the_test_text_itself_is_not_out_of_distribution(trained, capsys):
     report = json.loads((written / "metrics.json").read_text())["ood_file"]
     assert report["sentences"]["in"] == report["sentences"]["out"]
     assert report["unk_rate"]["in"] == report["unk_rate"]["out"]
-    # the same sentences, other MC draws: the scores barely separate them
-    assert report["scores"]["predictive_entropy"]["auroc"] == pytest.approx(0.5, abs=0.1)
+    # the same sentences, other MC draws: no separation beyond the AUROC's own spread under
+    # the null, sqrt((m + n + 1) / (12 m n)) (Hanley & McNeil 1982), taken at 4 SD
+    m = n = report["sentences"]["in"]
+    spread = ((m + n + 1) / (12 * m * n)) ** 0.5
+    assert report["scores"]["predictive_entropy"]["auroc"] == pytest.approx(0.5, abs=4 * spread)
 
 
 @pytest.mark.parametrize(

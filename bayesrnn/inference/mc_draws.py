@@ -19,6 +19,8 @@ from contextlib import contextmanager
 
 import torch
 
+from bayesrnn.inference.distributed import Ranks, union_over_ranks
+
 DECODER_CHOICES = ("weights", "local")
 DECODER_SITES = ("decoder.weight", "decoder.bias")
 
@@ -39,12 +41,14 @@ def mean_field_draws(
     *,
     rows_only: bool,
     skip: tuple[str, ...] = (),
+    ranks: Ranks | None = None,
 ) -> dict[str, torch.Tensor]:
     """``count`` draws of every site but ``skip`` for one call of ``model`` on ``tokens``.
 
     Site by site in the guide's order, so a dense draw (``rows_only=False``) is the one the
     guide's own trace gives for the same random state. ``rows_only=True`` draws only the rows
-    ``model.rows_read(site, tokens)`` names (the rest hold μ): exact for a single call only.
+    ``model.rows_read(site, tokens)`` names (the rest hold μ): exact for a single call only;
+    under ``ranks`` every process draws the rows any of them reads, so all draw the same.
     One draw comes unstacked, several stacked on a leading dim, as :func:`stacked_draws` does.
     """
     if not is_mean_field(guide):
@@ -58,6 +62,8 @@ def mean_field_draws(
                 if site in skip:
                     continue
                 rows = None if rows_read is None else rows_read(site, tokens)
+                if rows is not None and ranks is not None:  # one draw for all ranks' columns
+                    rows = union_over_ranks(rows, ranks)
                 values[site] = guide.distribution(site, rows).rsample().detach()
             draws.append(values)
     if count == 1:

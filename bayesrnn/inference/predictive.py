@@ -281,6 +281,7 @@ def evaluate_stream(
                                         tokens_in,
                                         rows_only=redraw == "window",
                                         skip=skip,
+                                        ranks=ranks,
                                     )
                                 else:
                                     weights = stacked_draws(

@@ -48,6 +48,8 @@ class TBPTTTrainer(SVITrainer):
         **overrides,
     ) -> None:
         config = config or TrainerConfig()
+        if isinstance(optimizer, str):  # a name is the config's optimiser (TrainerConfig.optimizer)
+            overrides["optimizer"], optimizer = optimizer, None
         if overrides:
             config = TrainerConfig.from_dict({**asdict(config), **overrides})
         vocab = getattr(model, "vocab_size", None)
