@@ -80,10 +80,10 @@ def breakdown(model, guide, stream: torch.Tensor, repeats: int = 20) -> None:
             guide, inputs, targets
         ),
         "draw, dense, site by site (no trace)": lambda: mean_field_draws(
-            guide, model, 1, inputs, rows_only=False
+            guide, 1, inputs, rows_only=False
         ),
         "draw, embedding rows read only (default, window redraw)": lambda: mean_field_draws(
-            guide, model, 1, inputs, rows_only=True
+            guide, 1, inputs, rows_only=True
         ),
     }
     for site in guide.site_names:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import torch
 
-from bayesrnn.inference.distributed import Ranks, union_over_ranks
+from bayesrnn.inference.distributed import Ranks
 
 DECODER_CHOICES = ("weights", "local")
 DECODER_SITES = ("decoder.weight", "decoder.bias")
@@ -35,7 +35,6 @@ def is_mean_field(guide) -> bool:
 
 def mean_field_draws(
     guide,
-    model,
     count: int,
     tokens: torch.Tensor,
     *,
@@ -43,29 +42,27 @@ def mean_field_draws(
     skip: tuple[str, ...] = (),
     ranks: Ranks | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``count`` draws of every site but ``skip`` for one call of ``model`` on ``tokens``.
+    """``count`` draws of every site but ``skip`` for one call of the guide's model on ``tokens``.
 
     Site by site in the guide's order, so a dense draw (``rows_only=False``) is the one the
     guide's own trace gives for the same random state. ``rows_only=True`` draws only the rows
-    ``model.rows_read(site, tokens)`` names (the rest hold μ): exact for a single call only;
-    under ``ranks`` every process draws the rows any of them reads, so all draw the same.
-    One draw comes unstacked, several stacked on a leading dim, as :func:`stacked_draws` does.
+    the model reads on ``tokens`` (:meth:`MeanFieldGuide.rows_read`; the rest hold μ): exact
+    for a single call only; under ``ranks`` every process draws the rows any of them reads, so
+    all draw the same. One draw comes unstacked, several stacked on a leading dim, as
+    :func:`stacked_draws` does.
     """
     if not is_mean_field(guide):
         raise ValueError(f"mean_field_draws needs a MeanFieldGuide, got {type(guide).__name__}")
-    rows_read = getattr(model, "rows_read", None) if rows_only else None
+    sites = [site for site in guide.site_names if site not in skip]
+    rows = {  # the same rows for every draw: read (and gathered over ranks) once
+        site: guide.rows_read(site, tokens, ranks=ranks) if rows_only else None for site in sites
+    }
     draws = []
     with torch.no_grad():
         for _ in range(count):
-            values = {}
-            for site in guide.site_names:
-                if site in skip:
-                    continue
-                rows = None if rows_read is None else rows_read(site, tokens)
-                if rows is not None and ranks is not None:  # one draw for all ranks' columns
-                    rows = union_over_ranks(rows, ranks)
-                values[site] = guide.distribution(site, rows).rsample().detach()
-            draws.append(values)
+            draws.append(
+                {site: guide.distribution(site, rows[site]).rsample().detach() for site in sites}
+            )
     if count == 1:
         return draws[0]
     return {site: torch.stack([d[site] for d in draws]) for site in draws[0]}

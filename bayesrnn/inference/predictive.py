@@ -276,7 +276,6 @@ def evaluate_stream(
                                 if fast:  # window draws: the embedding rows read, exactly
                                     weights = mean_field_draws(
                                         guide,
-                                        model,
                                         1 if shared else count,
                                         tokens_in,
                                         rows_only=redraw == "window",

@@ -18,22 +18,22 @@ def _pair(vocab=13, size=6, scale=0.3, **kwargs):
 
 
 def test_dense_draws_are_the_guide_traces_draws_for_the_same_random_state():
-    model, guide = _pair()
+    _, guide = _pair()
     tokens = torch.randint(0, 13, (5, 3))
     torch.manual_seed(3)
     traced = sample_weights(guide, tokens, tokens)
     torch.manual_seed(3)
-    direct = mean_field_draws(guide, model, 1, tokens, rows_only=False)
+    direct = mean_field_draws(guide, 1, tokens, rows_only=False)
     assert traced.keys() == direct.keys()
     for site in traced:
         torch.testing.assert_close(direct[site], traced[site], rtol=0, atol=0)
 
 
 def test_window_draws_sample_the_embedding_only_at_the_rows_read_with_the_guide_scale():
-    model, guide = _pair(vocab=40)
+    _, guide = _pair(vocab=40)
     tokens = torch.tensor([[3, 7], [7, 11], [3, 30]])
     read = torch.tensor([3, 7, 11, 30])
-    draws = mean_field_draws(guide, model, 2000, tokens, rows_only=True)["embedding.weight"]
+    draws = mean_field_draws(guide, 2000, tokens, rows_only=True)["embedding.weight"]
     loc = guide.loc["embedding.weight"].detach()
     sigma = guide.scale("embedding.weight").detach()
     unread = torch.ones(40, dtype=torch.bool)

@@ -9,7 +9,7 @@ import torch
 from pyro.distributions import Independent
 from torch import nn
 
-from bayesrnn.inference.distributed import current_ranks, union_over_ranks
+from bayesrnn.inference.distributed import Ranks, current_ranks, union_over_ranks
 from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal, RowSampledNormal
 from bayesrnn.inference.elbo import analytic_kl_active
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
@@ -116,10 +116,17 @@ class MeanFieldGuide(WeightGuide):
         from_draw = self.kl != "expected" and not isinstance(self.prior(site), GaussianPrior)
         if from_draw and not kl_left_out():
             return None
+        # One draw for the whole distributed minibatch: every rank draws the rows any rank reads.
+        return self.rows_read(site, *args, ranks=current_ranks(), **kwargs)
+
+    def rows_read(
+        self, site: str, *args, ranks: Ranks | None = None, **kwargs
+    ) -> torch.Tensor | None:
+        """The rows of ``site`` a model call on these arguments reads (``model.rows_read``),
+        or None for all; under ``ranks``, the rows any of those processes reads."""
         rows_read = getattr(self.model, "rows_read", None)
         rows = None if rows_read is None else rows_read(site, *args, **kwargs)
-        # One draw for the whole distributed minibatch: every rank draws the rows any rank reads.
-        return None if rows is None else union_over_ranks(rows, current_ranks())
+        return rows if rows is None or ranks is None else union_over_ranks(rows, ranks)
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         values = {}
