@@ -22,13 +22,13 @@ from torch import Tensor
 
 from bayesrnn.data import pad_batch
 from bayesrnn.evaluation.ood import ood_report
-from bayesrnn.evaluation.stream_report import TokenAccumulator
+from bayesrnn.evaluation.stream_report import stream_report
 from bayesrnn.evaluation.uncertainty import (
     categorical_entropy,
     expected_entropy,
     predictive_entropy,
 )
-from bayesrnn.inference import evaluate_stream, predict_sequences
+from bayesrnn.inference import predict_sequences
 
 __all__ = [
     "SCORES",
@@ -148,19 +148,13 @@ def stream_sentence_scores(
             f"a stream of {stream.numel()} tokens cannot be cut into {batch_size} sequences of "
             "at least 2 tokens"
         )
-    acc = TokenAccumulator()
-    evaluate_stream(
-        model,
-        guide,
-        stream,
-        batch_size=batch_size,
-        bptt=bptt,
-        num_samples=num_samples,
-        on_window=acc,
+    report = stream_report(
+        model, guide, stream, num_samples=num_samples, batch_size=batch_size, bptt=bptt
     )
-    entropy = acc.column("entropy")
-    mutual = (entropy - acc.column("expected_entropy")).clamp_min(0.0)
-    values = {"predictive_entropy": entropy, "mutual_information": mutual}
+    values = {
+        "predictive_entropy": report.token_entropy,
+        "mutual_information": report.token_mutual_information,
+    }
     return tokens_to_sentences(values, stream, batch_size, eos_id, min_words)
 
 
