@@ -137,9 +137,11 @@ class SharpenedGuide(MeanFieldGuide):
             extra_kl = extra_kl + square / (2 * self.sigma0**2)
             fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0)
             values[site] = pyro.sample(site, fn)
+            # q(φ)'s own σ, with its graph: a row-sampled q computes it once, here, for the KL too
+            sigma = phi_dists[site].base_dist.scale
             with torch.no_grad():
                 step_square += float(square)
-                sigma_square += float(self.scale(site).square().sum())
+                sigma_square += float(sigma.square().sum())
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
         # ‖η⊙g‖/‖σ‖: how far sharpening moves θ against q(φ)'s own spread (trainer logs it).
         self.diagnostics = {"sharpening_step_ratio": math.sqrt(step_square / sigma_square)}
