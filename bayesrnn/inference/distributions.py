@@ -13,11 +13,10 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
-from bayesrnn.inference.mixture_kl import (
-    HALF_LOG_2PI,
-    expected_mixture_log_density,
-    gaussian_entropy,
-)
+from bayesrnn.inference.fused_draw import gaussian_draw, gaussian_draw_with_log_sum
+from bayesrnn.inference.mixture_kl import HALF_LOG_2PI, expected_mixture_log_density
+from bayesrnn.inference.scaling import kl_left_out
+from bayesrnn.inference.softplus import scale_and_log_sum, softplus_scale
 from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.priors import (
     ScaleMixtureNormal,
@@ -56,32 +55,49 @@ class ExpectedKLNormal(ReparamNormal):
     quadrature_order: int = 8
 
 
-class RowSampledNormal(ExpectedKLNormal):
-    """N(loc, σ²), σ = softplus(ρ) + ``min_scale``, drawn only at the rows ``rows`` of dim 0.
+class SoftplusNormal(ReparamNormal):
+    """N(loc, σ²) with σ = softplus(ρ) + ``floor`` computed only when asked, fused with its draw.
 
-    The other rows of a draw hold ``loc``: for a window that reads only ``rows`` (a language
-    model's embedding: a few hundred of 10,000 word types) they cannot change the likelihood,
-    so the window's estimate of the ELBO, with the KL computed from (μ, σ) rather than from the
-    draw, has the same distribution as with a dense draw, at the cost of the rows it reads.
-    σ of all rows is computed only if something asks for it (the KL). Under a plate (vectorised
-    particles) the distribution is dense again.
+    A draw computes σ, θ = μ + σ⊙ε and Σ log σ (for the KL's entropy term) in one pass over the
+    weights (:mod:`bayesrnn.inference.fused_draw`), skipping Σ log σ in a window whose KL is left
+    out. With ``rows``, a draw samples only those rows of dim 0 and the others hold ``loc``: for
+    a window that reads only ``rows`` (a language model's embedding: a few hundred of 10,000 word
+    types) they cannot change the likelihood, so with the KL computed from (μ, σ) rather than
+    from the draw the window's ELBO estimate has the same distribution as with a dense draw, at
+    the cost of the rows it reads. Under a plate (vectorised particles) the distribution is
+    dense again. ``scale`` may be given when σ is already known (prediction reuses it).
     """
 
-    def __init__(self, loc: torch.Tensor, rho: torch.Tensor, rows: torch.Tensor, min_scale: float):
-        self.loc, self._rho, self._rows, self._min_scale = loc, rho, rows, float(min_scale)
-        self._scale = None
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        rho: torch.Tensor,
+        floor: float,
+        rows: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ):
+        self.loc, self._rho, self._rows, self._floor = loc, rho, rows, float(floor)
+        self._scale, self._log_scale_sum = scale, None
         TorchDistribution.__init__(self, loc.shape, validate_args=False)
 
     @property
     def scale(self) -> torch.Tensor:  # type: ignore[override]
         if self._scale is None:
-            self._scale = torch.nn.functional.softplus(self._rho) + self._min_scale
+            self._scale, self._log_scale_sum = scale_and_log_sum(self._rho, self._floor)
         return self._scale
 
-    def dense(self) -> ExpectedKLNormal:
-        normal = ExpectedKLNormal(self.loc, self.scale, validate_args=False)
+    def log_scale_sum(self) -> torch.Tensor:
+        """Σ log σ over every weight (the entropy's and log q's σ term)."""
+        if self._log_scale_sum is None:
+            self._log_scale_sum = self.scale.log().sum()
+        return self._log_scale_sum
+
+    def dense(self) -> ReparamNormal:
+        normal = self._dense_kind(self.loc, self.scale, validate_args=False)
         normal.quadrature_order = self.quadrature_order
         return normal
+
+    _dense_kind = ReparamNormal
 
     def expand(self, batch_shape, _instance=None):
         return self.dense().expand(batch_shape, _instance)
@@ -89,10 +105,44 @@ class RowSampledNormal(ExpectedKLNormal):
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         if sample_shape:
             return self.dense().rsample(sample_shape)
-        rows = self._rows
-        sigma = torch.nn.functional.softplus(self._rho[rows]) + self._min_scale
-        eps = torch.randn(sigma.shape, dtype=sigma.dtype, device=sigma.device)
-        return self.loc.index_add(0, rows, sigma * eps)
+        if self._rows is not None:
+            rows = self._rows
+            sigma = softplus_scale(self._rho[rows], self._floor)
+            eps = torch.randn(sigma.shape, dtype=sigma.dtype, device=sigma.device)
+            return self.loc.index_add(0, rows, sigma * eps)
+        eps = torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device)
+        if self._scale is not None:
+            value = torch.addcmul(self.loc, self._scale, eps)
+        elif kl_left_out():  # this window computes no KL: no Σ log σ
+            value, self._scale = gaussian_draw(self.loc, self._rho, eps, self._floor)
+        else:
+            value, self._scale, self._log_scale_sum = gaussian_draw_with_log_sum(
+                self.loc, self._rho, eps, self._floor
+            )
+        self._last = (eps, value)
+        return value
+
+
+class ExpectedSoftplusNormal(SoftplusNormal, ExpectedKLNormal):
+    """A :class:`SoftplusNormal` whose KL against a scale mixture is computed, not sampled."""
+
+    _dense_kind = ExpectedKLNormal
+
+
+class RowSampledNormal(ExpectedSoftplusNormal):
+    """An :class:`ExpectedSoftplusNormal` drawn only at ``rows`` (argument order kept)."""
+
+    def __init__(self, loc: torch.Tensor, rho: torch.Tensor, rows: torch.Tensor, min_scale: float):
+        super().__init__(loc, rho, min_scale, rows)
+
+
+def log_scale_sum(q: Normal) -> torch.Tensor:
+    """Σ log σ of a Normal, read from a :class:`SoftplusNormal`'s fused draw when it has one."""
+    return q.log_scale_sum() if isinstance(q, SoftplusNormal) else q.scale.log().sum()
+
+
+def _entropy(q: Normal) -> torch.Tensor:
+    return log_scale_sum(q) + q.loc.numel() * (0.5 + HALF_LOG_2PI)
 
 
 @register_kl(ExpectedKLNormal, ScaleMixtureNormal)
@@ -103,7 +153,7 @@ def _kl_expected_normal_mixture(q: ExpectedKLNormal, p: ScaleMixtureNormal) -> t
     expected = expected_mixture_log_density(
         q.loc, q.scale, float(pi), float(sigma1), float(sigma2), q.quadrature_order
     )
-    return -gaussian_entropy(q.scale) - expected
+    return -_entropy(q) - expected
 
 
 @register_kl(Independent, GroupedScaleMixture)
@@ -113,7 +163,7 @@ def _kl_normal_grouped_mixture(q: Independent, p: GroupedScaleMixture) -> torch.
         raise NotImplementedError
     if isinstance(base, ExpectedKLNormal):
         moments = p.group_sums(base.loc.square() + base.scale.square())
-        return -gaussian_entropy(base.scale) - p.group_log_prob(moments)
+        return -_entropy(base) - p.group_log_prob(moments)
     log_q, value = _last_draw_log_q(base)
     return log_q - p.log_prob(value)
 
@@ -124,7 +174,7 @@ def _kl_normal_zero_mean(q: ReparamNormal, p: ZeroMeanNormal) -> torch.Tensor:
     s = p.scalar_scale
     n = q.loc.numel()
     energy = (q.scale.square().sum() + q.loc.square().sum()) / (2 * s * s)
-    return energy - q.scale.log().sum() + n * (math.log(s) - 0.5)
+    return energy - log_scale_sum(q) + n * (math.log(s) - 0.5)
 
 
 @register_kl(ReparamNormal, ScaleMixtureNormal)
@@ -145,7 +195,8 @@ def _last_draw_log_q(q: ReparamNormal) -> tuple[torch.Tensor, torch.Tensor]:
     if last is None:
         raise NotImplementedError  # no draw to score: the ELBO falls back to log-densities
     eps, value = last
-    log_q = -0.5 * eps.square().sum() - q.scale.log().sum() - value.numel() * HALF_LOG_2PI
+    flat = eps.detach().reshape(-1)
+    log_q = -0.5 * torch.dot(flat, flat) - log_scale_sum(q) - value.numel() * HALF_LOG_2PI
     return log_q, value
 
 

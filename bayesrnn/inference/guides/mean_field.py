@@ -10,11 +10,12 @@ from pyro.distributions import Independent
 from torch import nn
 
 from bayesrnn.inference.distributed import Ranks, current_ranks, union_over_ranks
-from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal, RowSampledNormal
+from bayesrnn.inference.distributions import ExpectedSoftplusNormal, SoftplusNormal
 from bayesrnn.inference.elbo import analytic_kl_active
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
 from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.scaling import kl_left_out
+from bayesrnn.inference.softplus import softplus_scale
 from bayesrnn.models.priors import GaussianPrior
 
 MIN_SCALE = 1e-5  # σ = softplus(ρ) + 1e-5, as in DeepMind's brnn_ptb example
@@ -84,22 +85,24 @@ class MeanFieldGuide(WeightGuide):
     def scale(self, site: str) -> torch.Tensor:
         rho = self.rho[site]
         if torch.is_grad_enabled():
-            return nn.functional.softplus(rho).add_(MIN_SCALE)  # softplus' grad needs ρ only
+            return softplus_scale(rho, MIN_SCALE)
         # Without gradients (prediction, MC draws) σ is reused until ρ changes.
         cache = self.__dict__.setdefault("_scale_cache", {})
         key = (rho.data_ptr(), rho._version)
         if site not in cache or cache[site][0] != key:
-            cache[site] = (key, nn.functional.softplus(rho).add_(MIN_SCALE))
+            cache[site] = (key, softplus_scale(rho, MIN_SCALE))
         return cache[site][1]
 
     def distribution(self, site: str, rows: torch.Tensor | None = None) -> Independent:
-        """q of one site; with ``rows``, a draw samples only those rows (the rest is μ)."""
+        """q of one site; with ``rows``, a draw samples only those rows (the rest is μ).
+
+        σ is computed by the draw itself, fused with it (and reused without gradients).
+        """
         loc = self.loc[site]
-        if rows is not None:
-            normal = RowSampledNormal(loc, self.rho[site], rows, MIN_SCALE)
-        else:
-            kind = ExpectedKLNormal if self.kl == "expected" else ReparamNormal
-            normal = kind(loc, self.scale(site), validate_args=False)
+        scale = None if torch.is_grad_enabled() else self.scale(site)
+        expected = self.kl == "expected" or rows is not None
+        kind = ExpectedSoftplusNormal if expected else SoftplusNormal
+        normal = kind(loc, self.rho[site], MIN_SCALE, rows, scale)
         normal.quadrature_order = self.quadrature_order
         return Independent(normal, loc.dim())
 
