@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--breakdown", action="store_true", help="time one window's pieces")
     parser.add_argument("--all", action="store_true", help="also stacked and previous paths")
+    parser.add_argument(
+        "--recurrent", type=int, nargs="*", default=[1, 2, 3, 5], help="recurrent_draws to time"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -140,6 +143,15 @@ def main() -> None:
             (guide, {}, "default: weight draws, window redraw, embedding rows read"),
             (guide, {"redraw": "stream"}, 'redraw="stream" (weights kept)'),
             (guide, {"decoder": "local"}, 'decoder="local" (logit noise given h)'),
+        ]
+        modes += [
+            (
+                guide,
+                {"decoder": "local", "recurrent_draws": k},
+                f'decoder="local", recurrent_draws={k}',
+            )
+            for k in args.recurrent
+            if k < samples
         ]
         if args.all:
             modes += [

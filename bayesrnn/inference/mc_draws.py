@@ -6,10 +6,15 @@ Two levers, both exact for the per-token predictive that :func:`evaluate_stream`
   rows that window reads (the model's ``rows_read``): the other rows never reach the output.
   On PTB's 2 × 200 model that is a few hundred of 10,000 rows, 2M of 4.6M Gaussian draws.
 * ``decoder="local"`` (local reparameterisation): given the hidden state h, a Gaussian decoder's
-  logits are Gaussian, mean h·μᵀ + μ_b and variance h²·(σ²)ᵀ + σ_b², so each token's logits are
-  drawn from that marginal instead of drawing the (V, H) weight. Per-token probabilities are
-  unchanged in expectation; only correlations across tokens of one draw are lost, which a
-  per-token average does not read. It costs a second decoder matmul and V normals per token.
+  logits are Gaussian, mean m = h·μᵀ + μ_b and variance s² = h²·(σ²)ᵀ + σ_b², so a draw's
+  logits are m + s⊙ε instead of a product with a drawn (V, H) weight. ε is one standard
+  normal V-vector per sequence and draw, shared over the window's steps: every token's logits
+  still have exactly their marginal law, which is all a per-token average reads (a weight draw
+  also correlates the tokens of a window). m and s cost two decoder matmuls once; each further
+  draw of the decoder given the same h is one multiply-add and one normaliser over (T, B, V).
+  With ``recurrent_draws=K`` < S the S draws share K draws of the other weights (each runs the
+  network once): a nested Monte Carlo average, unbiased for every token's predictive
+  probability like S joint draws, with more variance than S independent ones.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
+from bayesrnn.inference.compiled import maybe_compiled
 from bayesrnn.inference.distributed import Ranks
 
 DECODER_CHOICES = ("weights", "local")
@@ -87,27 +93,76 @@ def local_decoder_sites(model, guide) -> tuple[str, ...]:
 
 
 @contextmanager
-def local_decoder(model, guide) -> Iterator[dict[str, torch.Tensor]]:
-    """While open, ``model.decoder`` run at the means (the yielded values, to condition on)
-    returns logits drawn from their Gaussian marginal given its input h, fresh per token."""
+def local_decoder(
+    model, guide
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """While open, ``model.decoder`` runs at the means (the first yielded dict, to condition
+    on) and each call leaves the logits' standard deviation given h in the second dict, under
+    ``"scale"`` (the model's layout), for :func:`local_target_log_probs`."""
     sites = local_decoder_sites(model, guide)
     with torch.no_grad():
         variance = {s: guide.scale(s).square() for s in sites}
         means = {s: guide.loc[s].detach() for s in sites}
     weight_var = variance.get("decoder.weight")
     bias_var = variance.get("decoder.bias")
+    captured: dict[str, torch.Tensor] = {}
 
-    def add_noise(module, args, output):
+    def keep_scale(module, args, output):
         if weight_var is not None:
-            scale = torch.nn.functional.linear(args[0].square(), weight_var, bias_var).sqrt_()
+            captured["scale"] = torch.nn.functional.linear(
+                args[0].square(), weight_var, bias_var
+            ).sqrt_()
         elif bias_var is not None:
-            scale = bias_var.sqrt()
+            captured["scale"] = bias_var.sqrt().expand_as(output)
         else:
-            return output
-        return output.addcmul_(scale, torch.randn_like(output))
+            captured["scale"] = torch.zeros_like(output)
+        return output
 
-    handle = model.decoder.register_forward_hook(add_noise)
+    handle = model.decoder.register_forward_hook(keep_scale)
     try:
-        yield means
+        yield means, captured
     finally:
         handle.remove()
+
+
+def local_logit_noise(mean: torch.Tensor, count: int) -> torch.Tensor:
+    """Standard normals for ``count`` draws of time-major (T, B, V) logits: (count, 1, B, V).
+
+    One V-vector per sequence and draw, shared over the T steps: exact per token.
+    """
+    return torch.randn((count, 1, *mean.shape[-2:]), dtype=mean.dtype, device=mean.device)
+
+
+def _log_normaliser_formula(mean, scale, noise):
+    logits = mean + scale * noise
+    top = logits.amax(-1, keepdim=True)
+    return torch.log(torch.exp(logits - top).sum(-1)) + top.squeeze(-1)
+
+
+def _log_normaliser_eager(mean, scale, noise):
+    return torch.stack(
+        [torch.logsumexp(torch.addcmul(mean, scale, n), -1) for n in noise.unbind(0)]
+    )
+
+
+_log_normaliser = maybe_compiled(_log_normaliser_formula, _log_normaliser_eager)
+
+
+def local_target_log_probs(
+    mean: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """(S, T, B) log-probabilities of ``targets`` under logits mean + scale⊙noise[s].
+
+    Compiled, the S normalisers are one pass over (mean, scale) that never stores the
+    (S, T, B, V) logits (:mod:`bayesrnn.inference.compiled`).
+    """
+    index = targets.unsqueeze(-1)
+    picked_noise = noise.expand(-1, *mean.shape).gather(-1, index.expand(len(noise), *index.shape))
+    target_logits = mean.gather(-1, index) + scale.gather(-1, index) * picked_noise
+    return target_logits.squeeze(-1) - _log_normaliser(mean, scale, noise)
+
+
+def recurrent_counts(num_samples: int, recurrent_draws: int) -> list[int]:
+    """How many of ``num_samples`` decoder draws each of ``recurrent_draws`` draws serves."""
+    base, extra = divmod(num_samples, recurrent_draws)
+    return [base + (k < extra) for k in range(recurrent_draws)]

@@ -26,7 +26,10 @@ from bayesrnn.inference.mc_draws import (
     is_mean_field,
     local_decoder,
     local_decoder_sites,
+    local_logit_noise,
+    local_target_log_probs,
     mean_field_draws,
+    recurrent_counts,
 )
 from bayesrnn.inference.tbptt import (
     detach_state,
@@ -179,6 +182,7 @@ def evaluate_stream(
     redraw: str = "window",
     ranks: Ranks | None = None,
     decoder: str = "weights",
+    recurrent_draws: int | None = None,
 ) -> StreamEvaluation:
     """Perplexity of a 1-D token stream split into ``batch_size`` parallel sequences.
 
@@ -196,12 +200,10 @@ def evaluate_stream(
 
     With a :class:`MeanFieldGuide` and ``redraw="window"`` a draw samples the embedding only at
     the rows its window reads (exact: the others are never read). ``decoder="local"`` (MC with
-    a mean-field guide, untied decoder) draws each token's logits from their Gaussian marginal
-    given h instead of drawing the decoder weights (:mod:`bayesrnn.inference.mc_draws`): the
-    same per-token predictive in expectation, but on the CPU a second decoder matmul and V
-    normals per token cost more than the (V, H) weight draw (2 × 200 PTB LM, S = 10, 1 thread,
-    CPU time: 1.6 × S mean passes with weight draws, 2.7 × with local noise; README,
-    Benchmarks), so ``"weights"`` is the default.
+    a mean-field guide, untied decoder) draws the logits from their Gaussian marginal given h
+    instead of drawing the decoder weights (:mod:`bayesrnn.inference.mc_draws`): the same
+    per-token predictive in expectation. ``recurrent_draws=K`` (with ``decoder="local"``; default
+    S) lets the S decoder draws share K draws of the other weights, one network run each.
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
@@ -210,6 +212,14 @@ def evaluate_stream(
     if decoder not in DECODER_CHOICES:
         raise ValueError(f"decoder must be one of {DECODER_CHOICES}, got {decoder!r}")
     local = num_samples is not None and decoder == "local"
+    if recurrent_draws is not None:
+        if not local:
+            raise ValueError("recurrent_draws needs MC (num_samples) with decoder='local'")
+        if not (isinstance(recurrent_draws, int) and 1 <= recurrent_draws <= num_samples):
+            raise ValueError(
+                f"recurrent_draws must be an integer in [1, num_samples={num_samples}], "
+                f"got {recurrent_draws!r}"
+            )
     skip = local_decoder_sites(model, guide) if local else ()
     data = _my_columns(batchify(stream, batch_size), batch_size, ranks)
     data = data.to(module_device(model, guide))
@@ -226,10 +236,10 @@ def evaluate_stream(
         # then sees S·B sequences at once). Otherwise, on the CPU S fused calls beat one
         # stacked (bmm-loop) call (benchmarks/eval_cost.py); on a GPU, where per-call overhead
         # dominates, draws are stacked as far as memory allows.
-        # decoder="local" with only the decoder random: h is shared, the noise is per token
+        # decoder="local" with only the decoder random: h is shared by every draw
         noise_only = local and set(guide.site_names) <= set(skip)
         shared = num_samples is not None and (
-            noise_only or draws_share_weights(guide, *model_window(model, data, windows[0]))
+            not local and draws_share_weights(guide, *model_window(model, data, windows[0]))
         )
         if shared:
             logits_per_draw = windows[0].length * batch_size * getattr(model, "vocab_size", 1)
@@ -238,8 +248,10 @@ def evaluate_stream(
             chunk = draws_per_batch or draws_per_call(guide, draws)
         else:
             chunk = draws_per_batch or 1
-        fast = num_samples is not None and (noise_only or not shared) and is_mean_field(guide)
+        fast = num_samples is not None and not shared and is_mean_field(guide)
         chunks = [min(chunk, draws - start) for start in range(0, draws, chunk)]
+        if local:  # one network run per recurrent draw, its decoder draws from the same h
+            chunks = recurrent_counts(draws, 1 if noise_only else recurrent_draws or draws)
         states: list = [None] * len(chunks)
         kept: list = [None] * len(chunks)  # redraw="stream": each chunk's weights, drawn once
         with torch.no_grad() if not sharpened else torch.enable_grad():
@@ -263,12 +275,16 @@ def evaluate_stream(
                         if full
                         else _target_log_probs(logits, targets)
                     )
+                elif local:
+                    draw_log_probs, probs_sum = _local_window(
+                        model, guide, inputs, targets, chunks, states, kept, full, redraw, ranks
+                    )
+                    scores = _mixture_scores(draw_log_probs, probs_sum, targets, draws)
                 else:
                     per_chunk = []
                     probs_sum = None
                     with ExitStack() as scope:
                         scope.enter_context(mc_dropout(model))
-                        means = scope.enter_context(local_decoder(model, guide)) if local else {}
                         for c, count in enumerate(chunks):
                             weights = kept[c]
                             if weights is None:
@@ -279,7 +295,6 @@ def evaluate_stream(
                                         1 if shared else count,
                                         tokens_in,
                                         rows_only=redraw == "window",
-                                        skip=skip,
                                         ranks=ranks,
                                     )
                                 else:
@@ -291,7 +306,6 @@ def evaluate_stream(
                                     )
                                 if redraw == "stream":
                                     kept[c] = weights
-                            weights = {**weights, **means}
                             # shared weights, random masks: one call over S copies of the batch
                             batch = inputs.repeat(1, count) if shared else inputs
                             logits, states[c] = _run(model, weights, batch, states[c])
@@ -322,6 +336,42 @@ def evaluate_stream(
         guide.train(was_training[1])
     nll, tokens, extra = all_reduce_sum([nll, float(tokens), extra], ranks or Ranks())
     return StreamEvaluation(nll=nll, tokens=int(tokens), extra_kl=extra)
+
+
+def _local_window(model, guide, inputs, targets, counts, states, kept, full, redraw, ranks):
+    """One window of ``decoder="local"`` MC: per recurrent draw, one network run and its
+    decoder draws given h. Returns the (S, T, B) target (or (S, T, B, V) full) log-probabilities
+    and, with ``full``, the running sum of probabilities."""
+    skip = local_decoder_sites(model, guide)
+    recurrent = [s for s in guide.site_names if s not in skip]
+    per_draw, probs_sum = [], None
+    with ExitStack() as scope:
+        scope.enter_context(mc_dropout(model))
+        means, captured = scope.enter_context(local_decoder(model, guide))
+        for c, count in enumerate(counts):
+            weights = kept[c]
+            if weights is None:
+                weights = {}
+                if recurrent:  # the embedding rows read, exactly, when redrawn per window
+                    tokens_in = to_model_layout(model, inputs)
+                    rows_only = redraw == "window"
+                    weights = mean_field_draws(
+                        guide, 1, tokens_in, rows_only=rows_only, skip=skip, ranks=ranks
+                    )
+                if redraw == "stream":
+                    kept[c] = weights
+            mean, states[c] = _run(model, {**weights, **means}, inputs, states[c])
+            scale = time_major_logits(model, captured.pop("scale"))
+            noise = local_logit_noise(mean, count)
+            if not full:
+                per_draw.append(local_target_log_probs(mean, scale, noise, targets))
+                continue
+            for draw_noise in noise.unbind(0):
+                log_probs = torch.log_softmax(torch.addcmul(mean, scale, draw_noise), -1)
+                probs = log_probs.exp()
+                probs_sum = probs if probs_sum is None else probs_sum.add_(probs)
+                per_draw.append(log_probs.unsqueeze(0))
+    return torch.cat(per_draw), probs_sum
 
 
 def _sharpened_window(model, guide, inputs, targets, state):

@@ -122,3 +122,88 @@ def test_local_decoder_refuses_what_it_cannot_draw_exactly():
     model, guide = _pair()
     with pytest.raises(ValueError, match="decoder must be one of"):
         evaluate_stream(model, guide, stream, num_samples=2, decoder="logits")
+
+
+def _nested_predictive(model, guide, stream, draws, recurrent):
+    """Mixture probabilities with ``recurrent`` shared network draws, and a conservative
+    standard error from the spread of the per-recurrent-draw means."""
+    probs, errors = [], []
+    per = draws // recurrent
+
+    def keep(targets, log_probs, draw_log_probs):
+        groups = draw_log_probs.exp().reshape(recurrent, per, *draw_log_probs.shape[1:]).mean(1)
+        probs.append(log_probs.exp().flatten())
+        errors.append((groups.std(0) / recurrent**0.5).flatten())
+
+    options = dict(batch_size=2, bptt=5, num_samples=draws, on_window=keep)
+    evaluate_stream(model, guide, stream, decoder="local", recurrent_draws=recurrent, **options)
+    return torch.cat(probs), torch.cat(errors)
+
+
+def test_shared_recurrent_draws_keep_every_tokens_predictive():
+    model, guide = _pair(vocab=7, size=5, scale=0.6)
+    stream = torch.randint(0, 7, (26,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(10)
+    weights, se_weights = _per_token_predictive(model, guide, stream, 2000, "weights")
+    torch.manual_seed(12)
+    nested, se_nested = _nested_predictive(model, guide, stream, 2000, 400)
+    z = (nested - weights) / (se_weights.square() + se_nested.square()).sqrt()
+    assert float(z.abs().max()) < 4.5  # 154 probabilities, as for the independent draws
+
+
+def test_recurrent_draws_run_the_network_once_each_per_window():
+    model, guide = _pair()
+    stream = torch.randint(0, 13, (3 * 13,))
+    runs = []
+    handle = model.rnn.register_forward_hook(lambda *args: runs.append(1))
+    try:
+        result = evaluate_stream(
+            model,
+            guide,
+            stream,
+            batch_size=3,
+            bptt=6,
+            num_samples=10,
+            decoder="local",
+            recurrent_draws=2,
+        )
+    finally:
+        handle.remove()
+    assert len(runs) == 2 * 2  # two windows of 6 steps, two network runs each
+    assert result.tokens == 3 * 12
+    assert 1.0 < result.perplexity < 13 * 3
+
+
+def test_recurrent_draws_are_checked():
+    model, guide = _pair()
+    stream = torch.randint(0, 13, (60,))
+    with pytest.raises(ValueError, match=r"needs MC .* decoder='local'"):
+        evaluate_stream(model, guide, stream, num_samples=4, recurrent_draws=2)
+    with pytest.raises(ValueError, match=r"recurrent_draws must be an integer in \[1, num_"):
+        evaluate_stream(model, guide, stream, num_samples=4, decoder="local", recurrent_draws=5)
+    with pytest.raises(ValueError, match="recurrent_draws must be an integer"):
+        evaluate_stream(model, guide, stream, num_samples=4, decoder="local", recurrent_draws=0)
+
+
+def test_local_target_log_probs_equal_a_log_softmax_per_draw_compiled_or_not():
+    from bayesrnn.inference.compiled import compile_mode_set
+    from bayesrnn.inference.mc_draws import local_logit_noise, local_target_log_probs
+
+    generator = torch.Generator().manual_seed(4)
+    mean, scale = (
+        torch.randn(6, 3, 50, generator=generator),
+        torch.rand(6, 3, 50, generator=generator),
+    )
+    targets = torch.randint(0, 50, (6, 3), generator=generator)
+    noise = local_logit_noise(mean, 4)
+    assert noise.shape == (4, 1, 3, 50)
+    expected = torch.stack(
+        [
+            torch.log_softmax(mean + scale * n, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for n in noise
+        ]
+    )
+    for mode in ("off", "on"):
+        with compile_mode_set(mode):
+            got = local_target_log_probs(mean, scale, noise, targets)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
