@@ -13,7 +13,11 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
-from bayesrnn.inference.fused_draw import gaussian_draw, gaussian_draw_with_log_sum
+from bayesrnn.inference.fused_draw import (
+    gaussian_draw,
+    gaussian_draw_with_log_sum,
+    sharpened_draw,
+)
 from bayesrnn.inference.mixture_kl import HALF_LOG_2PI, expected_mixture_log_density
 from bayesrnn.inference.scaling import kl_left_out
 from bayesrnn.inference.softplus import scale_and_log_sum, softplus_scale
@@ -263,6 +267,10 @@ def _kl_gal_gaussian(q: GalWeight, p: Independent) -> torch.Tensor:
 class SharpenedNormal(TorchDistribution):
     """θ ~ N(φ − η⊙g, σ0²) with φ ~ q(φ) = N(loc, scale²): Fortunato's sharpened posterior.
 
+    η = ``eta_max``·sigmoid(ψ) per weight, g the window's NLL gradient at φ (a constant). A
+    draw computes θ and ``step_square`` = ‖η⊙g‖² together (:func:`fused_draw.sharpened_draw`).
+    With ``rows`` (the embedding rows the window reads, where alone g is nonzero) only those
+    rows are sharpened and perturbed: the others hold φ, which the window never reads.
     The KL against the prior registered here is the KL of q(φ) (analytic for a Gaussian prior,
     the single-sample log q(φ) − log p(φ) otherwise); the sharpening term ‖η⊙g‖²/(2σ0²) enters
     the ELBO separately, at full weight, as a guide factor.
@@ -272,16 +280,45 @@ class SharpenedNormal(TorchDistribution):
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, phi_dist: Independent, phi, sharpened_mean, sigma0: float):
-        self.phi_dist, self.phi = phi_dist, phi
+    def __init__(
+        self,
+        phi_dist: Independent,
+        phi: torch.Tensor,
+        psi: torch.Tensor,
+        grad: torch.Tensor,
+        eta_max: float,
+        sigma0: float,
+        rows: torch.Tensor | None = None,
+    ):
+        self.phi_dist, self.phi, self.psi, self.grad = phi_dist, phi, psi, grad
         self.loc = phi_dist.base_dist.loc
-        self.sharpened_mean, self.sigma0 = sharpened_mean, float(sigma0)
+        self.eta_max, self.sigma0, self.rows = float(eta_max), float(sigma0), rows
+        self.step_square: torch.Tensor | None = None
         super().__init__(torch.Size(), self.loc.shape, validate_args=False)
 
+    @property
+    def sharpened_mean(self) -> torch.Tensor:
+        """φ − η⊙g (for densities; a draw never builds it)."""
+        return self.phi - self.eta_max * torch.sigmoid(self.psi) * self.grad
+
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        shape = sample_shape + self.sharpened_mean.shape
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return self.sharpened_mean + self.sigma0 * eps
+        if sample_shape:
+            shape = sample_shape + self.loc.shape
+            eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+            return self.sharpened_mean + self.sigma0 * eps
+        if self.rows is None:
+            eps = torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device)
+            value, self.step_square = sharpened_draw(
+                self.phi, self.psi, self.grad, eps, self.eta_max, self.sigma0
+            )
+            return value
+        rows = self.rows
+        phi_rows = self.phi[rows]
+        eps = torch.randn(phi_rows.shape, dtype=phi_rows.dtype, device=phi_rows.device)
+        moved, self.step_square = sharpened_draw(
+            phi_rows, self.psi[rows], self.grad[rows], eps, self.eta_max, self.sigma0
+        )
+        return self.phi.index_add(0, rows, moved - phi_rows)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         event = len(self.event_shape)

@@ -51,3 +51,32 @@ def gaussian_draw_with_log_sum(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(θ, σ, Σ log σ), the last for the entropy and log q terms of the window's KL."""
     return _draw_log_sum(loc, rho, eps, float(floor))
+
+
+def _sharpen_formula(phi, psi, grad, eps, eta_max, sigma0):
+    step = eta_max * torch.sigmoid(psi) * grad
+    return phi - step + sigma0 * eps, (step * step).sum()
+
+
+def _eager_sharpen(phi, psi, grad, eps, eta_max, sigma0):
+    step = eta_max * torch.sigmoid(psi) * grad
+    flat = step.reshape(-1)
+    return (phi - step).add_(eps, alpha=sigma0), torch.dot(flat, flat)
+
+
+_sharpen = maybe_compiled(_sharpen_formula, _eager_sharpen)
+
+
+def sharpened_draw(
+    phi: torch.Tensor,
+    psi: torch.Tensor,
+    grad: torch.Tensor,
+    eps: torch.Tensor,
+    eta_max: float,
+    sigma0: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior sharpening's θ = φ − η⊙g + σ0·ε, η = η_max·sigmoid(ψ), and ‖η⊙g‖².
+
+    Differentiable in φ and ψ (g is a constant); one pass forward and one backward compiled.
+    """
+    return _sharpen(phi, psi, grad, eps, float(eta_max), float(sigma0))

@@ -13,7 +13,11 @@ import torch
 
 from bayesrnn.inference import compiled as compiled_module
 from bayesrnn.inference.compiled import compile_mode, compile_mode_set, set_compile_mode
-from bayesrnn.inference.fused_draw import gaussian_draw, gaussian_draw_with_log_sum
+from bayesrnn.inference.fused_draw import (
+    gaussian_draw,
+    gaussian_draw_with_log_sum,
+    sharpened_draw,
+)
 from bayesrnn.inference.softplus import scale_and_log_sum, softplus_scale
 
 FLOAT_EPS = torch.finfo(torch.float32).eps
@@ -191,3 +195,35 @@ def test_a_window_elbo_and_its_gradients_are_the_same_compiled(kl):
     torch.testing.assert_close(fused[1], eager[1], rtol=1e-5, atol=1e-3)
     for ours, theirs in zip(fused[2], eager[2], strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def _sharpen_and_grads(mode: str):
+    phi, psi, eps, upstream = _draw_inputs()
+    grad = torch.randn(phi.shape, generator=torch.Generator().manual_seed(5))
+    with compile_mode_set(mode):
+        theta, step_square = sharpened_draw(phi, psi, grad, eps, 8e-4, 0.02)
+    loss = (theta * upstream).sum() + 3.0 * step_square
+    return theta.detach(), step_square.detach(), torch.autograd.grad(loss, [phi, psi]), grad
+
+
+def test_sharpened_draw_against_the_textbook_formula():
+    phi, psi, eps, upstream = _draw_inputs()
+    theta, square, (g_phi, g_psi), grad = _sharpen_and_grads("off")
+    eta = 8e-4 * torch.sigmoid(psi.detach().double())
+    step = eta * grad.double()
+    torch.testing.assert_close(theta.double(), phi.detach().double() - step + 0.02 * eps.double())
+    torch.testing.assert_close(square.double(), step.square().sum(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(g_phi, upstream)  # g is a constant: θ moves one for one with φ
+    # dL/dψ = (−u·g + 3·2·η·g²)·sigmoid'(ψ)·η_max, η = η_max·sigmoid(ψ)
+    s = torch.sigmoid(psi.detach().double())
+    d_eta = -upstream.double() * grad.double() + 6.0 * eta * grad.double().square()
+    torch.testing.assert_close(g_psi.double(), d_eta * 8e-4 * s * (1 - s), rtol=1e-4, atol=1e-9)
+
+
+def test_compiled_sharpened_draw_gives_the_eager_values_and_gradients():
+    eager = _sharpen_and_grads("off")
+    fused = _compiled_or_skip(lambda: _sharpen_and_grads("on"))
+    torch.testing.assert_close(fused[0], eager[0], rtol=3 * FLOAT_EPS, atol=1e-7)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-5, atol=0)
+    for ours, theirs in zip(fused[2], eager[2], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-9)

@@ -1,5 +1,6 @@
 """Posterior sharpening: the step against the data gradient, its KL, and the gradients."""
 
+import contextlib
 import warnings
 
 import pytest
@@ -187,3 +188,53 @@ def test_logged_step_ratio_is_the_step_norm_over_the_posterior_scale_norm():
     nll = _nll(model, mu, tokens, targets)
     nll.backward()
     torch.testing.assert_close(g["decoder.weight"], mu["decoder.weight"].grad)
+
+
+def test_library_elbo_sharpens_only_the_rows_a_window_reads():
+    """Embedding rows the window does not read have g = 0: θ keeps φ = μ there, and the
+    extra KL (from the draw's ‖η⊙g‖² over those rows) equals the dense norm."""
+    from bayesrnn.inference.guides.sharpened import window_nll_gradient
+
+    model = LanguageModel(40, 5, 5, num_layers=1, deterministic=("decoder.bias",))
+    guide = SharpenedGuide(model, sigma0=0.02)
+    tokens, targets = torch.randint(0, 10, (6, 3)), torch.randint(0, 40, (6, 3))
+    torch.manual_seed(6)
+    traced = poutine.trace(guide)
+    window_terms(model, traced, tokens, targets)
+    nodes = traced.trace.nodes
+    unread = torch.ones(40, dtype=torch.bool)
+    unread[tokens.unique()] = False
+    theta, mean = nodes["embedding.weight"]["value"], guide.loc["embedding.weight"]
+    assert torch.equal(theta[unread], mean[unread])
+    assert not torch.equal(theta[~unread], mean[~unread])
+    phi = {s: nodes[s]["fn"].phi.detach() for s in guide.site_names}
+    _, g = window_nll_gradient(model, phi, tokens, targets)
+    assert float(g["embedding.weight"][unread].abs().max()) == 0.0
+    with torch.no_grad():
+        dense = sum(float((guide.eta(s) * g[s]).square().sum()) for s in guide.site_names)
+    extra = float(nodes[SHARPENING_SITE]["fn"].log_factor.detach())
+    assert extra == pytest.approx(dense / (2 * 0.02**2), rel=1e-5)
+    noise = (
+        theta[~unread]
+        - (
+            phi["embedding.weight"] - guide.eta("embedding.weight").detach() * g["embedding.weight"]
+        )[~unread]
+    ).detach() / 0.02
+    assert 0.6 < float(noise.std()) < 1.4  # σ0 noise on the rows read
+
+
+def test_the_trainers_dry_run_skips_the_gradient_pass_but_draws_the_same_numbers():
+    from bayesrnn.inference.dry_run import dry_run
+
+    _, guide, tokens, targets = _setup()
+    after, calls = [], []
+    real = guide.data_gradient
+    guide.data_gradient = lambda *a, **k: calls.append(1) or real(*a, **k)
+    for dry in (False, True):
+        torch.manual_seed(8)
+        calls.clear()
+        with torch.no_grad(), dry_run() if dry else contextlib.nullcontext():
+            poutine.trace(guide).get_trace(tokens, targets)
+        assert len(calls) == (0 if dry else 1)
+        after.append(torch.rand(3))
+    torch.testing.assert_close(after[0], after[1])  # training continues on the same stream

@@ -31,6 +31,7 @@ from pyro import poutine
 from torch import nn
 
 from bayesrnn.inference.distributions import SharpenedNormal
+from bayesrnn.inference.dry_run import in_dry_run
 from bayesrnn.inference.guides.base import SiteParameters, reject_unknown_options
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 
@@ -123,25 +124,35 @@ class SharpenedGuide(MeanFieldGuide):
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         if not self.training:  # evaluation samples q(φ): no use of the batch's targets
             return super().forward(*args, **kwargs)
-        phi_dists = {
-            site: self.distribution(site, self.rows_to_draw(site, *args, **kwargs))
-            for site in self.site_names
-        }
+        rows = {site: self.rows_to_draw(site, *args, **kwargs) for site in self.site_names}
+        phi_dists = {site: self.distribution(site, rows[site]) for site in self.site_names}
         phi = {site: d.rsample() for site, d in phi_dists.items()}
-        grads = self.data_gradient(phi, *args, **kwargs)
+        if in_dry_run():  # the trainer only wants parameters: skip the gradient pass (no RNG)
+            grads = {site: torch.zeros_like(value) for site, value in phi.items()}
+        else:
+            grads = self.data_gradient(phi, *args, **kwargs)
         values, extra_kl = {}, torch.zeros(())
         step_square = sigma_square = 0.0
         for site in self.site_names:
-            step = self.eta(site) * grads[site]
-            square = step.square().sum()
-            extra_kl = extra_kl + square / (2 * self.sigma0**2)
-            fn = SharpenedNormal(phi_dists[site], phi[site], phi[site] - step, self.sigma0)
+            fn = SharpenedNormal(
+                phi_dists[site],
+                phi[site],
+                self.psi[site],
+                grads[site],
+                self.eta_max,
+                self.sigma0,
+                rows[site],  # g is zero off the rows read: only those move
+            )
             values[site] = pyro.sample(site, fn)
+            square = fn.step_square  # ‖η⊙g‖², computed by the draw
+            if square is None:  # a plate drew a batch of θ: the norm on its own
+                square = (self.eta(site) * grads[site]).square().sum()
+            extra_kl = extra_kl + square / (2 * self.sigma0**2)
             # q(φ)'s own σ, with its graph: a row-sampled q computes it once, here, for the KL too
-            sigma = phi_dists[site].base_dist.scale
+            sigma = phi_dists[site].base_dist.scale.reshape(-1)
             with torch.no_grad():
                 step_square += float(square)
-                sigma_square += float(sigma.square().sum())
+                sigma_square += float(torch.dot(sigma, sigma))
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
         # ‖η⊙g‖/‖σ‖: how far sharpening moves θ against q(φ)'s own spread (trainer logs it).
         self.diagnostics = {"sharpening_step_ratio": math.sqrt(step_square / sigma_square)}
