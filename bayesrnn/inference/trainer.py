@@ -45,7 +45,6 @@ from bayesrnn.inference.divergence import (
     NonFiniteLossError,
     training_stopped,
 )
-from bayesrnn.inference.dry_run import dry_run
 from bayesrnn.inference.early_stopping import EarlyStopping, best_checkpoint_path
 from bayesrnn.inference.elbo import window_terms
 from bayesrnn.inference.optimisers import (
@@ -171,7 +170,7 @@ class SVITrainer:
         # Autoguides create their parameters on first call: run the guide once beforehand.
         first = self.batching.first(self.model)
         state = {"state": None} if self.batching.carries_state else {}
-        with torch.no_grad(), dry_run():  # traced: a guide's factor sites warn when run bare
+        with torch.no_grad():  # traced: a guide's factor sites warn when run bare
             poutine.trace(self.guide).get_trace(*first, **state)
         spec, scheduler = self._specs
         self.optimizer, brought = build_optimizer(spec, self.parameters(), self.config)

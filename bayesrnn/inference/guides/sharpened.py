@@ -31,7 +31,6 @@ from pyro import poutine
 from torch import nn
 
 from bayesrnn.inference.distributions import SharpenedNormal
-from bayesrnn.inference.dry_run import in_dry_run
 from bayesrnn.inference.guides.base import SiteParameters, reject_unknown_options
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 
@@ -127,10 +126,7 @@ class SharpenedGuide(MeanFieldGuide):
         rows = {site: self.rows_to_draw(site, *args, **kwargs) for site in self.site_names}
         phi_dists = {site: self.distribution(site, rows[site]) for site in self.site_names}
         phi = {site: d.rsample() for site, d in phi_dists.items()}
-        if in_dry_run():  # the trainer only wants parameters: skip the gradient pass (no RNG)
-            grads = {site: torch.zeros_like(value) for site, value in phi.items()}
-        else:
-            grads = self.data_gradient(phi, *args, **kwargs)
+        grads = self.data_gradient(phi, *args, **kwargs)
         values, extra_kl = {}, torch.zeros(())
         step_square = sigma_square = 0.0
         for site in self.site_names:
