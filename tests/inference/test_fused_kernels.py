@@ -227,3 +227,26 @@ def test_compiled_sharpened_draw_gives_the_eager_values_and_gradients():
     torch.testing.assert_close(fused[1], eager[1], rtol=1e-5, atol=0)
     for ours, theirs in zip(fused[2], eager[2], strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("dims", [(-1,), (-2,), (-2, -1)])
+def test_group_square_sums_compiled_match_the_textbook_sums(dims):
+    from bayesrnn.inference.distributions import group_square_sums
+
+    value = torch.randn(300, 70, generator=torch.Generator().manual_seed(7)).requires_grad_(True)
+    upstream = torch.rand(value.square().sum(dim=dims).shape)
+
+    def run(mode):
+        with compile_mode_set(mode):
+            sums = group_square_sums(value, dims)
+        return sums.detach(), torch.autograd.grad((sums * upstream).sum(), value)[0]
+
+    eager = run("off")
+    fused = _compiled_or_skip(lambda: run("on"))
+    exact = value.detach().double()
+    reference = exact.square().sum(dim=dims)
+    # d/dθ Σ_groups u_g Σ_{i∈g} θ_i² = 2 θ_i u_g(i): the upstream weight broadcast back
+    spread = upstream.double().reshape(exact.sum(dim=dims, keepdim=True).shape)
+    for sums, grad in (eager, fused):
+        torch.testing.assert_close(sums.double(), reference, rtol=1e-6, atol=0)
+        torch.testing.assert_close(grad.double(), 2 * exact * spread, rtol=1e-6, atol=1e-7)
