@@ -208,7 +208,9 @@ def evaluate_stream(
     default, but doubles the upward bias of S-draw perplexity (README, Benchmarks), so the
     default stays ``decoder="weights"``.
     """
-    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+    ):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
     if redraw not in REDRAW_CHOICES:
         raise ValueError(f"redraw must be one of {REDRAW_CHOICES}, got {redraw!r}")
@@ -218,7 +220,8 @@ def evaluate_stream(
     if recurrent_draws is not None:
         if not local:
             raise ValueError("recurrent_draws needs MC (num_samples) with decoder='local'")
-        if not (isinstance(recurrent_draws, int) and 1 <= recurrent_draws <= num_samples):
+        whole = isinstance(recurrent_draws, int) and not isinstance(recurrent_draws, bool)
+        if not (whole and 1 <= recurrent_draws <= num_samples):
             raise ValueError(
                 f"recurrent_draws must be an integer in [1, num_samples={num_samples}], "
                 f"got {recurrent_draws!r}"
@@ -407,7 +410,9 @@ def predict_sequences(
     draws (masks on under MC dropout). Draws run one call each: the classifier takes one weight
     draw per call.
     """
-    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+    ):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
     was_training = (model.training, guide.training)
     model.eval()

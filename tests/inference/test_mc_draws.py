@@ -183,6 +183,11 @@ def test_recurrent_draws_are_checked():
         evaluate_stream(model, guide, stream, num_samples=4, decoder="local", recurrent_draws=5)
     with pytest.raises(ValueError, match="recurrent_draws must be an integer"):
         evaluate_stream(model, guide, stream, num_samples=4, decoder="local", recurrent_draws=0)
+    for wrong in (True, 2.0, "2"):
+        with pytest.raises(ValueError, match="recurrent_draws must be an integer"):
+            evaluate_stream(
+                model, guide, stream, num_samples=4, decoder="local", recurrent_draws=wrong
+            )
 
 
 def test_local_target_log_probs_equal_a_log_softmax_per_draw_compiled_or_not():

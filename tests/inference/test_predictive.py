@@ -82,10 +82,11 @@ def test_batch_first_models_are_evaluated_on_the_same_windows():
     assert a.perplexity == pytest.approx(b.perplexity, rel=1e-6)
 
 
-def test_num_samples_must_be_positive():
+@pytest.mark.parametrize("wrong", [0, -2, True, 2.0])
+def test_num_samples_must_be_a_positive_integer(wrong):
     model, guide = _pair()
-    with pytest.raises(ValueError, match="num_samples"):
-        evaluate_stream(model, guide, torch.randint(0, 13, (50,)), num_samples=0)
+    with pytest.raises(ValueError, match="num_samples must be None or an integer"):
+        evaluate_stream(model, guide, torch.randint(0, 13, (50,)), num_samples=wrong)
 
 
 def test_sequence_prediction_mixture_and_mean():
