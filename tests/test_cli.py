@@ -425,3 +425,26 @@ def test_dynamic_evaluation_and_the_row_wise_prior_through_the_cli(tmp_path, cap
     assert len(ratios) == len(history["elbo"]) == 3 and all(0 < r < 1 for r in ratios)
     code, stdout, _ = cli(capsys, "evaluate", "--out", str(out), "--dynamic-eval", "0.5")
     assert code == 0 and "dynamic evaluation (lr 0.5)" in stdout
+
+
+def test_the_local_mc_estimator_runs_from_the_config(default_run, tmp_path, capsys, monkeypatch):
+    """evaluation.mc_decoder=local with shared recurrent draws reaches evaluate_stream: the
+    posterior mean is the default run's, the MC pass takes the local path."""
+    from bayesrnn.inference import predictive
+
+    calls = []
+    real = predictive._local_window
+    monkeypatch.setattr(
+        predictive, "_local_window", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    out = tmp_path / "local"
+    local = ["--set", "evaluation.mc_decoder=local", "--set", "evaluation.mc_recurrent_draws=1"]
+    code, _, err = cli(capsys, "run", "--out", str(out), *TINY, *local)
+    assert code == 0, err
+    assert calls  # the MC windows (and their reversed text) went through the local path
+    ours = json.loads((out / "metrics.json").read_text())["test"]
+    reference = json.loads((default_run / "metrics.json").read_text())["test"]
+    assert ours["perplexity_mean"] == reference["perplexity_mean"]
+    assert math.isfinite(ours["perplexity_mc"]) and ours["perplexity_mc"] > 1
+    resolved = tomllib.loads((out / "config.toml").read_text())["evaluation"]
+    assert (resolved["mc_decoder"], resolved["mc_recurrent_draws"]) == ("local", 1)

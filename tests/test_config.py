@@ -174,6 +174,24 @@ def test_parse_override_types():
         (["guide.quadrature_order=0"], "guide.quadrature_order must be an integer >= 1"),
         (["guide.eta_max=-0.1"], "guide.eta_max must be none or a positive number"),
         (["evaluation.dynamic_lr=-1"], "evaluation.dynamic_lr must be none or a number >= 0"),
+        (["evaluation.mc_decoder=logits"], "evaluation.mc_decoder must be one of weights, local"),
+        (["evaluation.mc_recurrent_draws=2"], "mc_recurrent_draws needs evaluation.mc_decoder"),
+        (
+            ["evaluation.mc_decoder=local", "evaluation.mc_recurrent_draws=0"],
+            "evaluation.mc_recurrent_draws must be a positive integer",
+        ),
+        (
+            ["evaluation.mc_decoder=local", "evaluation.mc_recurrent_draws=11"],
+            r"mc_recurrent_draws \(11\) must not exceed evaluation.mc_samples \(10\)",
+        ),
+        (
+            ["evaluation.mc_decoder=local", "guide.name=gal"],
+            "mc_decoder=local needs guide.name=mean_field",
+        ),
+        (
+            ["evaluation.mc_decoder=local", "model.tie_weights=true"],
+            "mc_decoder=local needs model.tie_weights=false",
+        ),
     ],
 )
 def test_bad_overrides_are_config_errors(overrides, message):
@@ -250,3 +268,13 @@ def test_both_mixture_priors_and_the_kl_estimator_are_selectable(tmp_path):
 def test_a_bare_list_override_takes_brackets_or_not():
     for text in ("data.covariates=[price,promo]", "data.covariates=price,promo"):
         assert resolve_config(None, None, [text]).data.covariates == ("price", "promo")
+
+
+def test_the_local_mc_estimator_is_selectable_and_reads_back(tmp_path):
+    config = resolve_config(
+        overrides=["evaluation.mc_decoder=local", "evaluation.mc_recurrent_draws=2"]
+    )
+    assert (config.evaluation.mc_decoder, config.evaluation.mc_recurrent_draws) == ("local", 2)
+    path = tmp_path / "config.toml"
+    write_config(config, path)
+    assert resolve_config(config_file=path) == config

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
+from bayesrnn.inference.mc_draws import DECODER_CHOICES
 from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.trainer import TrainerConfig
 
@@ -219,6 +220,10 @@ class EvaluationConfig:
     ``pruning_fractions``: the SNR curve on valid (Gaussian guides); ``export`` and
     ``export_samples``: posterior.nc; ``max_tokens``: evaluate only the first N tokens;
     ``dynamic_lr``: also evaluate dynamically with this lr (none: not at all).
+    ``mc_decoder`` and ``mc_recurrent_draws``: the language model's MC estimator
+    (:func:`bayesrnn.inference.evaluate_stream`'s ``decoder`` and ``recurrent_draws``):
+    ``"local"`` draws the logits given h (mean-field, untied decoder), and K recurrent draws
+    share the network runs among the S decoder draws (cheaper, more Monte Carlo variance).
     """
 
     split: str = "test"
@@ -237,9 +242,21 @@ class EvaluationConfig:
     export_samples: int = 100
     max_tokens: int | None = None
     dynamic_lr: float | None = None
+    mc_decoder: str = "weights"
+    mc_recurrent_draws: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("evaluation.split", self.split, ("valid", "test"))
+        _check_choice("evaluation.mc_decoder", self.mc_decoder, DECODER_CHOICES)
+        _check_optional_positive("evaluation.mc_recurrent_draws", self.mc_recurrent_draws)
+        if self.mc_recurrent_draws is not None:
+            if self.mc_decoder != "local":
+                raise ConfigError("evaluation.mc_recurrent_draws needs evaluation.mc_decoder=local")
+            if self.mc_recurrent_draws > self.mc_samples:
+                raise ConfigError(
+                    f"evaluation.mc_recurrent_draws ({self.mc_recurrent_draws}) must not exceed "
+                    f"evaluation.mc_samples ({self.mc_samples})"
+                )
         lr = self.dynamic_lr
         if lr is not None and (
             isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 <= lr < math.inf
@@ -284,6 +301,25 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
         _check_trainer(self.trainer)
+        _check_local_decoder(self)
+
+
+def _check_local_decoder(config: RunConfig) -> None:
+    """``evaluation.mc_decoder=local`` is exact only for a mean-field language model whose
+    decoder is its own: refused before training rather than after it."""
+    if config.evaluation.mc_decoder != "local":
+        return
+    if config.task != "lm":
+        raise ConfigError(
+            f"evaluation.mc_decoder=local is for language models (task=lm), not {config.task}"
+        )
+    if config.guide.name != "mean_field":
+        raise ConfigError(
+            "evaluation.mc_decoder=local needs guide.name=mean_field (Gaussian weights drawn as "
+            f"q(θ)), got {config.guide.name}"
+        )
+    if config.model.tie_weights:
+        raise ConfigError("evaluation.mc_decoder=local needs model.tie_weights=false")
 
 
 _DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")

@@ -81,6 +81,8 @@ def evaluate_language_model(
         reversed_text=ev.reversed_text,
         sharpened=False,
         ranks=ranks,
+        decoder=ev.mc_decoder,
+        recurrent_draws=ev.mc_recurrent_draws,
     )
     if not ranks.is_main:
         return {}

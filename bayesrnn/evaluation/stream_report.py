@@ -218,12 +218,15 @@ def stream_report(
     strategy: str = "width",
     redraw: str = "window",
     ranks: Ranks | None = None,
+    decoder: str = "weights",
+    recurrent_draws: int | None = None,
 ) -> StreamReport:
     """Perplexity, calibration and entropy of one pass over ``stream``.
 
     ``num_samples=None`` predicts with the posterior mean; an integer S averages the
     probabilities of S posterior draws (MC), which also gives the mutual information;
-    ``redraw`` ("window" or "stream") goes to :func:`bayesrnn.inference.evaluate_stream`.
+    ``redraw`` ("window" or "stream"), ``decoder`` and ``recurrent_draws`` go to
+    :func:`bayesrnn.inference.evaluate_stream`.
     """
     _check_binning(n_bins, strategy)
     acc = TokenAccumulator()
@@ -237,6 +240,8 @@ def stream_report(
         on_window=acc,
         redraw=redraw,
         ranks=ranks,
+        decoder=decoder if num_samples is not None else "weights",
+        recurrent_draws=recurrent_draws if num_samples is not None else None,
     )
     if ranks is not None and ranks.distributed:
         acc.gather(ranks)
@@ -308,6 +313,8 @@ def language_model_report(
     sharpened: bool = False,
     redraw: str = "window",
     ranks: Ranks | None = None,
+    decoder: str = "weights",
+    recurrent_draws: int | None = None,
 ) -> LanguageModelReport:
     """Posterior-mean and MC passes over ``stream`` (and its reverse), plus the sharpened bound.
 
@@ -316,7 +323,8 @@ def language_model_report(
     draw's weights are resampled ("window" or "stream", see ``evaluate_stream``). ``ranks``
     (all processes of a torch.distributed group calling together) shares the B sequences out
     and gathers the per-token statistics, giving one process's numbers; the sharpened bound,
-    whose step uses the whole batch's gradient, is computed unsharded.
+    whose step uses the whole batch's gradient, is computed unsharded. ``decoder`` and
+    ``recurrent_draws`` choose the MC estimator (``evaluate_stream``).
     """
     options = {
         "batch_size": batch_size,
@@ -326,13 +334,14 @@ def language_model_report(
         "ranks": ranks,
     }
     mean = stream_report(model, guide, stream, num_samples=None, **options)
-    mc = stream_report(model, guide, stream, num_samples=num_samples, redraw=redraw, **options)
+    estimator = {"redraw": redraw, "decoder": decoder, "recurrent_draws": recurrent_draws}
+    mc = stream_report(model, guide, stream, num_samples=num_samples, **estimator, **options)
     reversed_mean = reversed_mc = None
     if reversed_text:
         backwards = reverse_stream(stream)
         reversed_mean = stream_report(model, guide, backwards, num_samples=None, **options)
         reversed_mc = stream_report(
-            model, guide, backwards, num_samples=num_samples, redraw=redraw, **options
+            model, guide, backwards, num_samples=num_samples, **estimator, **options
         )
     bound = None
     if sharpened:
