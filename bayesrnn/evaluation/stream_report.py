@@ -240,8 +240,8 @@ def stream_report(
         on_window=acc,
         redraw=redraw,
         ranks=ranks,
-        decoder=decoder if num_samples is not None else "weights",
-        recurrent_draws=recurrent_draws if num_samples is not None else None,
+        decoder=decoder,
+        recurrent_draws=recurrent_draws,
     )
     if ranks is not None and ranks.distributed:
         acc.gather(ranks)

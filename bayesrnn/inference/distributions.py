@@ -22,7 +22,7 @@ from bayesrnn.inference.fused_draw import (
 from bayesrnn.inference.mixture_kl import HALF_LOG_2PI, expected_mixture_log_density
 from bayesrnn.inference.scaling import kl_left_out
 from bayesrnn.inference.softplus import scale_and_log_sum, softplus_scale
-from bayesrnn.models.grouped_mixture import GroupedScaleMixture, group_dims
+from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.priors import (
     ScaleMixtureNormal,
     ZeroMeanNormal,
@@ -170,8 +170,7 @@ def _kl_normal_grouped_mixture(q: Independent, p: GroupedScaleMixture) -> torch.
         moments = p.group_sums(base.loc.square() + base.scale.square())
         return -_entropy(base) - p.group_log_prob(moments)
     log_q, value = _last_draw_log_q(base)
-    dims = group_dims(p.grouping, len(p.event_shape))
-    return log_q - p.group_log_prob(group_square_sums(value, dims))
+    return log_q - p.group_log_prob(group_square_sums(value, p.summed_dims))
 
 
 def _square_sums_formula(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -188,7 +187,7 @@ _square_sums = maybe_compiled(_square_sums_formula, _square_sums_eager)
 def group_square_sums(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """Σθ² over ``dims`` (a grouped prior's groups): compiled for large CPU tensors, one pass
     forward and one backward instead of a squared copy, its sum and three backward passes."""
-    return _square_sums(value, tuple(dims))
+    return _square_sums(value, dims)
 
 
 @register_kl(ReparamNormal, ZeroMeanNormal)

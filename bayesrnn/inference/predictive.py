@@ -348,12 +348,12 @@ def _local_window(model, guide, inputs, targets, counts, states, kept, full, red
     """One window of ``decoder="local"`` MC: per recurrent draw, one network run and its
     decoder draws given h. Returns the (S, T, B) target (or (S, T, B, V) full) log-probabilities
     and, with ``full``, the running sum of probabilities."""
-    skip = local_decoder_sites(model, guide)
-    recurrent = [s for s in guide.site_names if s not in skip]
     per_draw, probs_sum = [], None
     with ExitStack() as scope:
         scope.enter_context(mc_dropout(model))
         means, captured = scope.enter_context(local_decoder(model, guide))
+        skip = tuple(means)  # the decoder sites drawn as logits; the rest are drawn as weights
+        recurrent = [s for s in guide.site_names if s not in skip]
         for c, count in enumerate(counts):
             weights = kept[c]
             if weights is None:

@@ -74,9 +74,13 @@ class GroupedScaleMixture(TorchDistribution):
         super().__init__(torch.Size(), shape, validate_args=False)
 
     @property
+    def summed_dims(self) -> tuple[int, ...]:
+        """The event dims (from the right) one group spans."""
+        return group_dims(self.grouping, len(self.event_shape))
+
+    @property
     def group_size(self) -> int:
-        dims = group_dims(self.grouping, len(self.event_shape))
-        return math.prod(self.event_shape[d] for d in dims)
+        return math.prod(self.event_shape[d] for d in self.summed_dims)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -93,21 +97,20 @@ class GroupedScaleMixture(TorchDistribution):
             square_sums, self.group_size, self.pi, self.sigma1, self.sigma2
         )
         per_group = torch.logaddexp(first, second)
-        event_left = len(self.event_shape) - len(group_dims(self.grouping, len(self.event_shape)))
+        event_left = len(self.event_shape) - len(self.summed_dims)
         return per_group.flatten(per_group.dim() - event_left).sum(-1) if event_left else per_group
 
     def group_sums(self, values: torch.Tensor) -> torch.Tensor:
         """Σ of ``values`` over each group (keeps sample dims)."""
-        return values.sum(dim=group_dims(self.grouping, len(self.event_shape)))
+        return values.sum(dim=self.summed_dims)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self.group_log_prob(self.group_sums(value.square()))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        dims = group_dims(self.grouping, len(self.event_shape))
         group_shape = list(shape)
-        for d in dims:
+        for d in self.summed_dims:
             group_shape[d] = 1
         with torch.no_grad():
             first = torch.rand(group_shape, device=self.device, dtype=self.dtype) < self.pi
