@@ -174,6 +174,7 @@ def test_parse_override_types():
         (["guide.quadrature_order=0"], "guide.quadrature_order must be an integer >= 1"),
         (["guide.eta_max=-0.1"], "guide.eta_max must be none or a positive number"),
         (["evaluation.dynamic_lr=-1"], "evaluation.dynamic_lr must be none or a number >= 0"),
+        (["evaluation.ood_oov=drop"], "evaluation.ood_oov must be one of exclude, include"),
         (["evaluation.mc_decoder=logits"], "evaluation.mc_decoder must be one of weights, local"),
         (["evaluation.mc_recurrent_draws=2"], "mc_recurrent_draws needs evaluation.mc_decoder"),
         (

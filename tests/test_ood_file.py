@@ -18,8 +18,10 @@ from bayesrnn.app.setup import Setup, build, quiet_log
 from bayesrnn.data import ClassificationCorpus, ClassificationSplit, Vocabulary
 from bayesrnn.evaluation.sentence_ood import (
     SentenceScores,
+    oov_positions,
     sentence_ood_report,
     sentence_unk_rate,
+    sentence_unk_shares,
     tokens_to_sentences,
 )
 
@@ -102,6 +104,38 @@ def test_token_values_are_credited_to_their_sentences():
         )
 
 
+def test_oov_positions_read_or_predict_unk():
+    unk = 1
+    stream = torch.tensor([5, unk, 6, 0, unk, unk, 0, 7])
+    expected = [False, True, True, False, True, True, True, False]
+    assert oov_positions(stream, unk).tolist() == expected
+    assert not oov_positions(stream, None).any()
+
+
+def test_skipped_positions_leave_the_sentence_means():
+    eos, unk = 0, 1
+    # sentences: [5 unk 6 eos] [7 8 eos] [unk unk eos]; batch 1: positions 1..8 predicted
+    stream = torch.tensor([5, unk, 6, eos, 7, 8, eos, unk, unk, eos])
+    values = torch.arange(1, 10, dtype=torch.float64)  # value i belongs to position i
+    both = {"predictive_entropy": values, "mutual_information": -values}
+    skip = oov_positions(stream, unk)  # positions 1, 2, 7, 8, 9
+    scores = tokens_to_sentences(both, stream, 1, eos, skip=skip)
+    # sentence 0 keeps position 3 only; sentence 1 keeps 4, 5, 6; sentence 2 keeps nothing
+    assert scores.kept.tolist() == [0, 1] and scores.predicted.tolist() == [1, 3]
+    assert scores.predictive_entropy.tolist() == [3.0, 5.0]
+    assert scores.mutual_information.tolist() == [-3.0, -5.0] and scores.excluded == 5
+    shares = sentence_unk_shares(scores, unk, stream=stream, eos_id=eos)
+    assert shares.tolist() == [1 / 3, 0.0]
+    as_lists = sentence_unk_shares(
+        scores, unk, sequences=[torch.tensor([5, unk, 6]), torch.tensor([7, 8])]
+    )
+    assert torch.equal(as_lists, shares)
+    with pytest.raises(ValueError, match="skip has shape"):
+        tokens_to_sentences(both, stream, 1, eos, skip=skip[:-1])
+    with pytest.raises(ValueError, match="not both"):
+        sentence_unk_shares(scores, unk)
+
+
 def test_unk_rate_is_a_share_of_words():
     ids = torch.tensor([4, 1, 5, 2, 1, 1, 6, 2])  # unk = 1, eos = 2
     assert sentence_unk_rate(ids, unk_id=1, eos_id=2) == pytest.approx(3 / 6)
@@ -146,7 +180,11 @@ def test_evaluate_ood_writes_a_new_folder_with_the_comparison(trained, tmp_path,
     assert report["unk_rate"]["out"] == pytest.approx(4 / 10)
     test_words = (data / "test.txt").read_text().split()
     assert report["unk_rate"]["in"] == pytest.approx(5 / len(test_words))
-    assert report["sentences"]["out"] == 3 and report["sentences_skipped"]["out"] == 1
+    # with <unk> positions left out (the default), "bar baz" has nothing left to score: its
+    # words are unknown and its <eos> reads one; foo, w3 (reads foo), qux, w7 (reads qux) go too
+    assert report["oov"] == "exclude" and report["positions_excluded"]["out"] == 7
+    assert report["sentences"]["out"] == 2 and report["sentences_skipped"]["out"] == 2
+    assert {"auroc", "aupr", "fpr95"} <= set(report["unk_share_baseline"])
     assert report["sentences"]["in"] + report["sentences_skipped"]["in"] == 30
     for name in ("predictive_entropy", "mutual_information"):
         assert {"auroc", "aupr", "fpr95", "mean_in", "mean_out"} <= set(report["scores"][name])
@@ -216,8 +254,9 @@ def test_run_ood_returns_the_report_with_its_scores(trained, tmp_path):
     run = bayesrnn.load_run(out)
     ood = tmp_path / "foreign.txt"
     ood.write_text("".join(f"x{i} y{i} w{i} z{i}\n" for i in range(12)))
-    report = run.ood(ood)
+    report = run.ood(ood, oov="include")
     assert report["name"] == "foreign.txt" and report["sentences"]["out"] == 12
+    assert report["oov"] == "include" and report["positions_excluded"] == {"in": 0, "out": 0}
     assert report["unk_rate"]["out"] == pytest.approx(36 / 48)
     for name in ("predictive_entropy", "mutual_information"):
         inside, outside = report.inside.score(name), report.outside.score(name)
@@ -229,6 +268,11 @@ def test_run_ood_returns_the_report_with_its_scores(trained, tmp_path):
     same = run.ood(text=(data / "test.txt").read_text(), num_samples=2)
     assert torch.equal(same.inside.predictive_entropy, same.outside.predictive_entropy)
     assert same["scores"]["predictive_entropy"]["auroc"] == 0.5
+    # every prediction of that text reads or predicts an unknown word: nothing left to score
+    with pytest.raises(JobError, match="no sentence could be scored"):
+        run.ood(ood)
+    with pytest.raises(ValueError, match="oov must be one of exclude, include"):
+        run.ood(ood, oov="drop")
     with pytest.raises(ValueError, match="one of them"):
         run.ood()
     with pytest.raises(ValueError, match="num_samples"):

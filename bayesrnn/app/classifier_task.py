@@ -146,7 +146,7 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log, ood: OODText | None = N
     if ood is not None:
         log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")
         inside = classifier_sentences(s, list(split.sequences))
-        compared = compare(s, ood, inside, torch.cat(list(split.sequences)))
+        compared = compare(s, ood, inside, list(split.sequences))
         out["ood_file"] = compared.metrics
         out["plots"].append(compared.plot(run / PLOT_NAME).name)
     return out

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
 from bayesrnn.inference.mc_draws import DECODER_CHOICES
 from bayesrnn.inference.mixture_kl import check_quadrature_order
@@ -224,6 +225,8 @@ class EvaluationConfig:
     (:func:`bayesrnn.inference.evaluate_stream`'s ``decoder`` and ``recurrent_draws``):
     ``"local"`` draws the logits given h (mean-field, untied decoder), and K recurrent draws
     share the network runs among the S decoder draws (cheaper, more Monte Carlo variance).
+    ``ood_oov``: a language model's out-of-distribution sentence scores leave out the
+    predictions that read or predict ``<unk>`` ("exclude") or score them ("include").
     """
 
     split: str = "test"
@@ -244,9 +247,11 @@ class EvaluationConfig:
     dynamic_lr: float | None = None
     mc_decoder: str = "weights"
     mc_recurrent_draws: int | None = None
+    ood_oov: str = "exclude"
 
     def __post_init__(self) -> None:
         _check_choice("evaluation.split", self.split, ("valid", "test"))
+        _check_choice("evaluation.ood_oov", self.ood_oov, OOV_POLICIES)
         _check_choice("evaluation.mc_decoder", self.mc_decoder, DECODER_CHOICES)
         _check_optional_positive("evaluation.mc_recurrent_draws", self.mc_recurrent_draws)
         if self.mc_recurrent_draws is not None:

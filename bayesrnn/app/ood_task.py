@@ -3,7 +3,10 @@ out-of-distribution, scored sentence by sentence against the run's evaluation sp
 
 FILE is read as UTF-8, one sentence per non-blank line, with the run's tokenizer and vocabulary
 (unknown words become ``<unk>``, whose share is reported for each side: a high rate on FILE's side
-alone can separate the two). Both sides are scored with the MC predictive of
+alone can separate the two, so the report also gives the AUROC of that share per sentence, the
+baseline a model's uncertainty has to beat). A language model's predictions that read or predict
+``<unk>`` are left out of both sides' scores unless ``evaluation.ood_oov="include"``
+(:mod:`bayesrnn.evaluation.sentence_ood`). Both sides are scored with the MC predictive of
 ``evaluation.mc_samples`` draws; see :mod:`bayesrnn.evaluation.sentence_ood` for the scores.
 Fortunato's reversed test text is a separate comparison (``evaluation.reversed_text``), reported
 under the split's ``"reversed"`` key whether or not FILE is given.
@@ -24,10 +27,13 @@ from bayesrnn.app.setup import Setup, padding_id, seed_everything
 from bayesrnn.data import Vocabulary, tokenize_text
 from bayesrnn.data.tokenizers import TOKENIZERS
 from bayesrnn.evaluation import plot_entropy_histograms
+from bayesrnn.evaluation.ood import ood_report
 from bayesrnn.evaluation.sentence_ood import (
     SentenceScores,
+    oov_positions,
     sentence_ood_report,
     sentence_unk_rate,
+    sentence_unk_shares,
     sequence_sentence_scores,
     stream_sentence_scores,
     tokens_to_sentences,
@@ -175,6 +181,8 @@ def lm_sentences(s: Setup, stream: Tensor, batch_size: int | None = None) -> Sen
         batch_size=batch_size or file_batch_size(stream.numel(), tr.eval_batch_size, tr.bptt),
         bptt=tr.bptt,
         min_words=MIN_WORDS,
+        unk_id=s.corpus.vocab.unk_id,
+        oov=ev.ood_oov,
     )
 
 
@@ -186,7 +194,9 @@ def lm_report_sentences(s: Setup, stream: Tensor, mc) -> SentenceScores:
         "mutual_information": mc.token_mutual_information,
     }
     batch = s.config.trainer.eval_batch_size
-    return tokens_to_sentences(values, stream, batch, s.corpus.vocab.eos_id, MIN_WORDS)
+    vocab = s.corpus.vocab
+    skip = oov_positions(stream, vocab.unk_id) if s.config.evaluation.ood_oov == "exclude" else None
+    return tokens_to_sentences(values, stream, batch, vocab.eos_id, MIN_WORDS, skip)
 
 
 def classifier_sentences(s: Setup, sequences: list[Tensor]) -> SentenceScores:
@@ -202,8 +212,21 @@ def classifier_sentences(s: Setup, sequences: list[Tensor]) -> SentenceScores:
     )
 
 
-def compare(s: Setup, text: OODText, inside: SentenceScores, in_ids: Tensor) -> OODReport:
-    """Score ``text`` with the run and compare it with the split's ``inside`` scores."""
+def _unk_shares(s: Setup, scores: SentenceScores, ids: Tensor | list[Tensor]) -> Tensor:
+    vocab = s.corpus.vocab
+    if isinstance(ids, list):
+        return sentence_unk_shares(scores, vocab.unk_id, sequences=ids)
+    return sentence_unk_shares(scores, vocab.unk_id, stream=ids, eos_id=vocab.eos_id)
+
+
+def compare(
+    s: Setup,
+    text: OODText,
+    inside: SentenceScores,
+    in_ids: Tensor | list[Tensor],
+) -> OODReport:
+    """Score ``text`` with the run and compare it with the split's ``inside`` scores
+    (``in_ids``: the split's token stream, or its sentences for a classifier)."""
     if text.stream is not None:
         outside = lm_sentences(s, text.stream)
     else:
@@ -216,6 +239,10 @@ def compare(s: Setup, text: OODText, inside: SentenceScores, in_ids: Tensor) -> 
     if not len(outside):
         raise JobError(f"{text.name}: no sentence could be scored (too short for the run)")
     vocab = s.corpus.vocab
+    lm = text.stream is not None
+    out_ids = text.stream if lm else (text.sequences or [])
+    unk_baseline = ood_report(_unk_shares(s, inside, in_ids), _unk_shares(s, outside, out_ids))
+    flat_in = in_ids if isinstance(in_ids, Tensor) else torch.cat(in_ids)
     metrics = {
         "path": text.path,
         "name": text.name,
@@ -228,10 +255,14 @@ def compare(s: Setup, text: OODText, inside: SentenceScores, in_ids: Tensor) -> 
             "out": outside.sentences - len(outside),
         },
         "unk_rate": {
-            "in": sentence_unk_rate(in_ids, vocab.unk_id, vocab.eos_id),
+            "in": sentence_unk_rate(flat_in, vocab.unk_id, vocab.eos_id),
             "out": text.unk_rate,
         },
+        # a language model's predictions that read or predict <unk>: left out or scored
+        "oov": s.config.evaluation.ood_oov if lm else "not applicable (whole sentences)",
+        "positions_excluded": {"in": inside.excluded, "out": outside.excluded},
         "scores": sentence_ood_report(inside, outside),
+        "unk_share_baseline": unk_baseline,
     }
     return OODReport(metrics, inside, outside)
 
@@ -260,14 +291,14 @@ def compare_texts(s: Setup, text: OODText, inside: Tensor | list[Tensor] | OODTe
     named text, both scored here."""
     tr = s.config.trainer
     if isinstance(inside, OODText):
-        ids = inside.stream if inside.stream is not None else torch.cat(inside.sequences or [])
+        ids = inside.stream if inside.stream is not None else list(inside.sequences or [])
         scores = (
             lm_sentences(s, inside.stream)
             if inside.stream is not None
             else classifier_sentences(s, inside.sequences or [])
         )
     elif isinstance(inside, list):
-        ids, scores = torch.cat(inside), classifier_sentences(s, inside)
+        ids, scores = inside, classifier_sentences(s, inside)
     else:  # the split, cut as the evaluation cuts it
         batch = max(1, min(tr.eval_batch_size, inside.numel() // 2))
         ids, scores = inside, lm_sentences(s, inside, batch_size=batch)

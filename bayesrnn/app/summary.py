@@ -70,7 +70,9 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
             f"({ood['sentences']['in']}): AUROC entropy "
             f"{fmt(scores['predictive_entropy']['auroc'])}, mutual information "
             f"{fmt(scores['mutual_information']['auroc'])}; <unk> rate "
-            f"{fmt(ood['unk_rate']['out'])} vs {fmt(ood['unk_rate']['in'])}"
+            f"{fmt(ood['unk_rate']['out'])} vs {fmt(ood['unk_rate']['in'])} (AUROC of that "
+            f"rate alone {fmt(ood.get('unk_share_baseline', {}).get('auroc'))}; <unk> "
+            f"positions: {ood.get('oov', 'include')})"
         )
     if "files" in metrics:
         lines.append(f"  files: {', '.join(metrics['files'])}, metrics.json")

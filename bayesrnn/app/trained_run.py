@@ -30,6 +30,7 @@ from bayesrnn.app.run_dir import JobError, RunDir, read_json, read_run_config
 from bayesrnn.app.setup import Setup, build, quiet_log, restore, seed_everything, setup
 from bayesrnn.data import Vocabulary, pad_batch, tokenize_text
 from bayesrnn.data.tokenizers import TOKENIZERS
+from bayesrnn.evaluation.sentence_ood import check_oov_policy
 from bayesrnn.evaluation.stream_report import TokenAccumulator, report_from_accumulator
 from bayesrnn.inference import evaluate_stream, predict_sequences
 
@@ -168,12 +169,16 @@ class TrainedRun:
         text: str | None = None,
         in_text: str | None = None,
         num_samples: int | None = None,
+        oov: str | None = None,
     ) -> OODReport:
         """Score a foreign text (the file ``path``, or ``text``; one sentence per line) as
         out-of-distribution against the run's evaluation split (or ``in_text``), sentence by
         sentence: AUROC, AUPR, FPR95 of predictive entropy and mutual information, each side's
-        ``<unk>`` rate. MC with ``num_samples`` draws (default: ``evaluation.mc_samples``).
-        Writes nothing; ``report.plot(path)`` draws the entropy histograms."""
+        ``<unk>`` rate and how well that rate alone separates them. MC with ``num_samples`` draws
+        (default: ``evaluation.mc_samples``); ``oov`` ("exclude" or "include", default
+        ``evaluation.ood_oov``): whether a language model's predictions that read or predict
+        ``<unk>`` are scored. Writes nothing; ``report.plot(path)`` draws the entropy
+        histograms."""
         if (path is None) == (text is None):
             raise ValueError("give the out-of-distribution text as path or as text (one of them)")
         if text is not None and not isinstance(text, str):
@@ -183,6 +188,10 @@ class TrainedRun:
             if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
                 raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
             ev = dataclasses.replace(s.config.evaluation, mc_samples=num_samples)
+            s = dataclasses.replace(s, config=dataclasses.replace(s.config, evaluation=ev))
+        if oov is not None:
+            check_oov_policy(oov)
+            ev = dataclasses.replace(s.config.evaluation, ood_oov=oov)
             s = dataclasses.replace(s, config=dataclasses.replace(s.config, evaluation=ev))
         task, vocab = self.config.task, self.vocabulary
         name = "text" if path is None else Path(path).name

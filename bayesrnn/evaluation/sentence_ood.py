@@ -10,6 +10,14 @@ A sentence classifier scores each sentence on its own: the entropy of its class 
 
 Scores, higher = more likely out-of-distribution: ``predictive_entropy`` (nats, the MC
 predictive's entropy) and ``mutual_information`` (its epistemic part, zero without MC draws).
+
+Out-of-vocabulary words: a foreign text is often full of words the run's vocabulary maps to
+``<unk>``, and ``<unk>`` is a frequent, confidently predicted token in training text, so the
+predictions that read or predict it say little about how familiar the rest of the sentence is.
+``oov="exclude"`` scores a language model's sentence only at the positions where neither the
+token just read nor the token predicted is ``<unk>`` (:func:`oov_positions`); ``"include"``
+scores every position. Each side's ``<unk>`` rate is reported either way, and so is how well
+that rate alone separates the two texts (:func:`sentence_unk_shares`).
 """
 
 from __future__ import annotations
@@ -31,17 +39,22 @@ from bayesrnn.evaluation.uncertainty import (
 from bayesrnn.inference import predict_sequences
 
 __all__ = [
+    "OOV_POLICIES",
     "SCORES",
     "SentenceScores",
+    "check_oov_policy",
+    "oov_positions",
     "sentence_ood_report",
     "sentence_spans",
     "sentence_unk_rate",
+    "sentence_unk_shares",
     "sequence_sentence_scores",
     "stream_sentence_scores",
     "tokens_to_sentences",
 ]
 
 SCORES = ("predictive_entropy", "mutual_information")
+OOV_POLICIES = ("exclude", "include")
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +66,7 @@ class SentenceScores:
     predicted: Tensor  # (N,) tokens (LM) or 1 (classifier) behind each score
     kept: Tensor  # (N,) indices into the text's sentences
     sentences: int  # all sentences of the text, scored or not
+    excluded: int = 0  # predicted positions left out because they read or predict <unk>
 
     def __len__(self) -> int:
         return int(self.kept.numel())
@@ -75,6 +89,24 @@ def sentence_spans(stream: Tensor, eos_id: int) -> Tensor:
     return torch.tensor([starts, ends], dtype=torch.long).t().reshape(-1, 2)
 
 
+def oov_positions(stream: Tensor, unk_id: int | None) -> Tensor:
+    """Stream positions whose prediction touches an unknown word: the token predicted there is
+    ``<unk>`` or the token read just before it is (all False without an ``<unk>``)."""
+    unknown = torch.zeros(stream.numel(), dtype=torch.bool)
+    if unk_id is None:
+        return unknown
+    unknown |= stream.cpu() == unk_id
+    touched = unknown.clone()
+    touched[1:] |= unknown[:-1]
+    return touched
+
+
+def check_oov_policy(oov: str) -> str:
+    if oov not in OOV_POLICIES:
+        raise ValueError(f"oov must be one of {', '.join(OOV_POLICIES)}; got {oov!r}")
+    return oov
+
+
 def _words(stream: Tensor, spans: Tensor, eos_id: int) -> Tensor:
     """Tokens of each sentence without its closing ``<eos>``."""
     lengths = spans[:, 1] - spans[:, 0]
@@ -90,13 +122,16 @@ def tokens_to_sentences(
     batch_size: int,
     eos_id: int,
     min_words: int = 2,
+    skip: Tensor | None = None,
 ) -> SentenceScores:
     """Per-sentence means of per-token values in ``evaluate_stream``'s order.
 
     ``evaluate_stream`` cuts the stream into ``batch_size`` columns of ``steps`` tokens and
     predicts rows 1 .. steps-1 of each, row by row: value ``i`` belongs to stream position
-    ``(i % B) * steps + i // B + 1``. A sentence is scored when it has ``min_words`` tokens
-    besides its ``<eos>`` and at least one of its tokens was predicted.
+    ``(i % B) * steps + i // B + 1``. ``skip`` (a bool per stream position, e.g.
+    :func:`oov_positions`) leaves those predictions out. A sentence is scored when it has
+    ``min_words`` tokens besides its ``<eos>`` and at least one of its tokens was predicted
+    (and not skipped).
     """
     steps = stream.numel() // batch_size
     count = (steps - 1) * batch_size
@@ -108,6 +143,14 @@ def tokens_to_sentences(
             )
     index = torch.arange(count)
     positions = (index % batch_size) * steps + index // batch_size + 1
+    used = torch.ones(count, dtype=torch.bool)
+    if skip is not None:
+        if skip.shape != stream.shape:
+            raise ValueError(
+                f"skip has shape {tuple(skip.shape)}; the stream {tuple(stream.shape)}"
+            )
+        used = ~skip.cpu()[positions]
+    index, positions = index[used], positions[used]
     spans = sentence_spans(stream, eos_id)
     lengths = spans[:, 1] - spans[:, 0]
     sentence_of = torch.repeat_interleave(torch.arange(spans.shape[0]), lengths)[positions]
@@ -118,7 +161,7 @@ def tokens_to_sentences(
     means = {}
     for name in SCORES:
         sums = torch.zeros(n, dtype=torch.float64).index_add(
-            0, sentence_of, token_values[name].to(torch.float64)
+            0, sentence_of, token_values[name].to(torch.float64)[index]
         )
         means[name] = sums[kept] / predicted[kept].to(torch.float64)
     return SentenceScores(
@@ -127,6 +170,7 @@ def tokens_to_sentences(
         predicted=predicted[kept],
         kept=kept,
         sentences=n,
+        excluded=int(count - used.sum()),
     )
 
 
@@ -140,9 +184,13 @@ def stream_sentence_scores(
     batch_size: int,
     bptt: int,
     min_words: int = 2,
+    unk_id: int | None = None,
+    oov: str = "include",
 ) -> SentenceScores:
     """Score each sentence of a token stream under a language model (MC with ``num_samples``
-    draws, the posterior mean with None), the stream cut as ``evaluate_stream`` cuts it."""
+    draws, the posterior mean with None), the stream cut as ``evaluate_stream`` cuts it;
+    ``oov="exclude"`` leaves out the predictions that read or predict ``unk_id``."""
+    check_oov_policy(oov)
     if stream.numel() < 2 * batch_size:
         raise ValueError(
             f"a stream of {stream.numel()} tokens cannot be cut into {batch_size} sequences of "
@@ -155,7 +203,8 @@ def stream_sentence_scores(
         "predictive_entropy": report.token_entropy,
         "mutual_information": report.token_mutual_information,
     }
-    return tokens_to_sentences(values, stream, batch_size, eos_id, min_words)
+    skip = oov_positions(stream, unk_id) if oov == "exclude" else None
+    return tokens_to_sentences(values, stream, batch_size, eos_id, min_words, skip)
 
 
 def sequence_sentence_scores(
@@ -207,6 +256,35 @@ def sentence_unk_rate(ids: Tensor, unk_id: int | None, eos_id: int | None = None
     if unk_id is None:
         return 0.0
     return float((words == unk_id).double().mean())
+
+
+def sentence_unk_shares(
+    scores: SentenceScores,
+    unk_id: int | None,
+    *,
+    stream: Tensor | None = None,
+    eos_id: int | None = None,
+    sequences: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """Each scored sentence's share of ``<unk>`` words (its ``<eos>`` aside): the trivial
+    out-of-distribution score that a model's uncertainty should beat, from a token stream
+    (``stream`` and ``eos_id``) or one id sequence per sentence (``sequences``)."""
+    if (stream is None) == (sequences is None):
+        raise ValueError("give the sentences as stream (with eos_id) or as sequences, not both")
+    if stream is not None:
+        if eos_id is None:
+            raise ValueError("a stream needs eos_id to find its sentences")
+        spans = sentence_spans(stream, eos_id)
+        stream = stream.cpu()
+        words = [stream[a:b][stream[a:b] != eos_id] for a, b in spans.tolist()]
+    else:
+        words = [seq.cpu() for seq in sequences]
+    shares = []
+    for i in scores.kept.tolist():
+        row = words[i]
+        unknown = 0.0 if unk_id is None or row.numel() == 0 else (row == unk_id).double().mean()
+        shares.append(float(unknown))
+    return torch.tensor(shares, dtype=torch.float64)
 
 
 def sentence_ood_report(inside: SentenceScores, outside: SentenceScores) -> dict[str, dict]:
