@@ -72,7 +72,7 @@ from bayesrnn.evaluation.arviz_tree import (
     history_traces,
     to_datatree,
 )
-from bayesrnn.inference.guides.ensemble import EnsembleGuide
+from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 from bayesrnn.inference.predictive import sample_weights
@@ -312,6 +312,7 @@ def export_language_model(
     (a Pareto tail of 5); fewer export fine but ``loo`` refuses them.
     """
     num_samples = _check_num_samples(num_samples)
+    check_member_draws(guide, num_samples, exact=True)
     chosen = _choose_sites(model, sites)
     if not isinstance(stream, Tensor) or stream.numel() == 0:
         raise ValueError("stream must be a non-empty 1-D tensor of token ids")
@@ -404,6 +405,7 @@ def export_classifier(
     in batch order. ``label_names`` labels the ``class`` dim of the decoder's sites.
     """
     num_samples = _check_num_samples(num_samples)
+    check_member_draws(guide, num_samples, exact=True)
     chosen = _choose_sites(model, sites)
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.numel() == 0:
         raise ValueError("labels must be a non-empty 1-D tensor")

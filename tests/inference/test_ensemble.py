@@ -309,3 +309,18 @@ def test_training_lowers_every_members_loss_and_records_one_members_share():
         with torch.no_grad():
             first.append(float(_lm_nll(plain(data[:10])[0], data[1:11])))
     assert history.nll[0] == pytest.approx(sum(first) / K, rel=1e-4)
+
+
+def test_draws_that_would_weigh_the_members_unequally_are_refused():
+    model, guide = _ensemble("lm")
+    stream = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"ensemble of 3 members needs num_samples a multiple"):
+        evaluate_stream(model, guide, stream, batch_size=2, bptt=5, num_samples=K + 1)
+    classifier, class_guide = _ensemble("classify")
+    (tokens, _, lengths), _ = _inputs("classify")
+    with pytest.raises(ValueError, match=r"multiple of 3"):
+        predict_sequences(classifier, class_guide, tokens, lengths, num_samples=2)
+    from bayesrnn.evaluation.arviz_export import export_language_model
+
+    with pytest.raises(ValueError, match=r"draws are its 3 members: export num_samples=3"):
+        export_language_model(model, guide, stream, num_samples=2 * K)

@@ -37,6 +37,24 @@ def check_members(members: object) -> int:
     return members
 
 
+def check_member_draws(guide, num_samples: int | None, *, exact: bool = False) -> None:
+    """Refuse MC draws that would not weigh an ensemble's members equally: ``num_samples``
+    must be a multiple of the members (``exact``: equal to them, for exports, where a repeated
+    member would pass for another draw). Other guides pass."""
+    if num_samples is None or not isinstance(guide, EnsembleGuide):
+        return
+    k = guide.members
+    if exact and num_samples != k:
+        raise ValueError(
+            f"an ensemble's draws are its {k} members: export num_samples={k}, got {num_samples}"
+        )
+    if num_samples % k:
+        raise ValueError(
+            f"an ensemble of {k} members needs num_samples a multiple of {k} (each member "
+            f"drawn equally often), got {num_samples}"
+        )
+
+
 class EnsembleGuide(WeightGuide):
     """``members`` independently initialised MAP point estimates of every weight site.
 
