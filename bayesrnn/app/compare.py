@@ -284,6 +284,20 @@ def _refuse_mismatch(labels: list[str], fingerprints: list[str], trees: list) ->
     )
 
 
+def _too_few_draws(label: str, draws: int, tree) -> str:
+    """Why ``compare`` refuses ``label``, and the remedy: more draws, or for an ensemble (whose
+    draws are its members: repeating them would fake draws) more members."""
+    if tree.attrs.get("guide") == "EnsembleGuide":
+        return (
+            f"{label} is an ensemble of {draws} members, its only posterior draws; compare needs "
+            f"at least {MIN_DRAWS}: train it with guide.members >= {MIN_DRAWS}"
+        )
+    return (
+        f"{label} has {draws} posterior draws; compare needs at least "
+        f"{MIN_DRAWS}: re-export it with `bayesrnn export --out RUN --samples 100 --force`"
+    )
+
+
 def compare_runs(
     runs: Sequence[str | os.PathLike[str]],
     *,
@@ -317,10 +331,7 @@ def compare_runs(
         obs = tree["log_likelihood"]["obs"]
         draws[label] = int(obs.sizes.get("chain", 1) * obs.sizes.get("draw", 1))
         if draws[label] < MIN_DRAWS:
-            raise JobError(
-                f"{label} has {draws[label]} posterior draws; compare needs at least "
-                f"{MIN_DRAWS}: re-export it with `bayesrnn export --out RUN --samples 100 --force`"
-            )
+            raise JobError(_too_few_draws(label, draws[label], tree))
     fingerprints = [_fingerprint(tree) for tree in trees]
     _refuse_mismatch(labels, fingerprints, trees)
 

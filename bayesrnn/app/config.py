@@ -27,7 +27,7 @@ LIKELIHOODS = ("gaussian", "student_t")
 LEVELS = ("word", "char")
 PRIORS = ("scale_mixture", "gaussian", "none")
 MIXTURE_PER = ("weight", "row")
-GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank")
+GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank", "ensemble")
 GAUSSIAN_GUIDES = ("mean_field", "sharpened", "auto_normal")
 SECTIONS = ("data", "model", "guide", "trainer", "evaluation")
 TOP_LEVEL = ("task", "preset")
@@ -151,7 +151,8 @@ class GuideConfig:
     against a scale mixture computed from (μ, σ), by ``quadrature_order``-node Gauss–Hermite per
     weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
     ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
-    gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``.
+    gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``; ensemble: ``members``,
+    the K independently initialised MAP networks (a deep ensemble).
     """
 
     name: str = "mean_field"
@@ -166,9 +167,12 @@ class GuideConfig:
     dropout_hidden: float = 0.0
     dropout_output: float = 0.0
     mask_scope: str = "sequence"
+    members: int = 5
 
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
+        if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
+            raise ConfigError(f"guide.members must be an integer >= 1, got {self.members!r}")
         _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
         try:
             check_quadrature_order(self.quadrature_order)
@@ -208,6 +212,8 @@ class GuideConfig:
                 "output": self.dropout_output,
                 "scope": self.mask_scope,
             }
+        if self.name == "ensemble":
+            return {"members": self.members}
         return {}
 
 
@@ -307,6 +313,20 @@ class RunConfig:
         _check_choice("task", self.task, TASKS)
         _check_trainer(self.trainer)
         _check_local_decoder(self)
+
+
+def check_ensemble_draws(config: RunConfig) -> None:
+    """An ensemble predicts with the equal-weight mixture of its members: MC draws visit the
+    members in turn, so only a multiple of ``members`` draws weighs them equally. Checked on
+    the final config (by :func:`bayesrnn.app.setup.build`), not on each layer of overrides."""
+    guide, ev = config.guide, config.evaluation
+    if guide.name != "ensemble" or ev.mc_samples % guide.members == 0:
+        return
+    raise ConfigError(
+        f"evaluation.mc_samples ({ev.mc_samples}) must be a multiple of guide.members "
+        f"({guide.members}): each member is one draw of the ensemble's mixture; set "
+        f"evaluation.mc_samples={guide.members}"
+    )
 
 
 def _check_local_decoder(config: RunConfig) -> None:

@@ -25,6 +25,14 @@ def no_export_reason(config: RunConfig) -> str | None:
     return None
 
 
+def export_draws(config: RunConfig) -> int:
+    """How many draws ``posterior.nc`` holds: ``evaluation.export_samples``, except for an
+    ensemble, whose K members are its K draws (more would repeat members, not add draws)."""
+    if config.guide.name == "ensemble":
+        return config.guide.members
+    return config.evaluation.export_samples
+
+
 def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Path | None:
     """Write ``path`` (an ArviZ DataTree) from the trained model on the evaluation split.
 
@@ -42,7 +50,9 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
     device = torch.device(s.config.trainer.device)
     guide = s.guide
     seed_everything(s.config.trainer.seed + 2)
-    log(f"exporting {ev.export_samples} posterior samples to {path}")
+    draws = export_draws(s.config)
+    what = "ensemble members" if s.config.guide.name == "ensemble" else "posterior samples"
+    log(f"exporting {draws} {what} to {path}")
     if s.config.task == "forecast":
         from bayesrnn.app.forecast_task import forecast_range
         from bayesrnn.evaluation.arviz_forecast import export_forecaster
@@ -53,7 +63,7 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
             guide,
             rows.to(device),
             start,
-            num_samples=ev.export_samples,
+            num_samples=draws,
             target_names=list(s.corpus.target_columns),
             split=ev.split,
         )
@@ -66,7 +76,7 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
             tokens.to(device),
             lengths,
             split.labels.to(device),
-            num_samples=ev.export_samples,
+            num_samples=draws,
             split=ev.split,
             vocabulary=s.corpus.vocab.itos,
             label_names=list(s.corpus.label_names),
@@ -79,7 +89,7 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
             s.model,
             guide,
             stream.to(device),
-            num_samples=ev.export_samples,
+            num_samples=draws,
             batch_size=s.config.trainer.eval_batch_size,
             bptt=s.config.trainer.bptt,
             history=history,

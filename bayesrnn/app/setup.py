@@ -12,7 +12,13 @@ from typing import Any
 import pyro
 import torch
 
-from bayesrnn.app.config import DATA_SOURCES, SERIES_SOURCES, ConfigError, RunConfig
+from bayesrnn.app.config import (
+    DATA_SOURCES,
+    SERIES_SOURCES,
+    ConfigError,
+    RunConfig,
+    check_ensemble_draws,
+)
 from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
@@ -280,6 +286,7 @@ def model_sizes(corpus, task: str) -> tuple[int, int | None]:
 def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     """Model and guide, seeded by the config; a bad combination is a ConfigError."""
     check_device(config)
+    check_ensemble_draws(config)
     seed_everything(config.trainer.seed)
     try:
         model = build_model(config, size, outputs)

@@ -39,6 +39,9 @@ every window, so draw s is one MC-dropout pass rather than one network; its ``po
 is a separate draw of q (the mean M with one fresh column mask, row mask for the embedding, as
 :class:`~bayesrnn.inference.distributions.GalWeight` defines q), not the masks that scored the
 tokens. Biases are never dropped: their draws all equal M.
+
+Ensembles (:class:`~bayesrnn.inference.EnsembleGuide`): draw k is member k, so an export of K
+draws holds each member once; a point mass has no density, so there is no ``sample_stats``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from bayesrnn.evaluation.arviz_tree import (
     history_traces,
     to_datatree,
 )
+from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 from bayesrnn.inference.predictive import sample_weights
@@ -120,7 +124,7 @@ def _draw(guide, args: tuple, kwargs: dict) -> tuple[dict[str, Tensor], float | 
 
     Call it under :func:`mc_dropout` so that Gal's batch-scope masks are drawn.
     """
-    if isinstance(guide, GalDropoutGuide):
+    if isinstance(guide, GalDropoutGuide | EnsembleGuide):  # masks, or a member: no density
         return sample_weights(guide, *args, **kwargs), None
     if isinstance(guide, MeanFieldGuide):
         # SharpenedGuide included: its draw without data is q(φ), the paper's option 1.
@@ -308,6 +312,7 @@ def export_language_model(
     (a Pareto tail of 5); fewer export fine but ``loo`` refuses them.
     """
     num_samples = _check_num_samples(num_samples)
+    check_member_draws(guide, num_samples, exact=True)
     chosen = _choose_sites(model, sites)
     if not isinstance(stream, Tensor) or stream.numel() == 0:
         raise ValueError("stream must be a non-empty 1-D tensor of token ids")
@@ -400,6 +405,7 @@ def export_classifier(
     in batch order. ``label_names`` labels the ``class`` dim of the decoder's sites.
     """
     num_samples = _check_num_samples(num_samples)
+    check_member_draws(guide, num_samples, exact=True)
     chosen = _choose_sites(model, sites)
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.numel() == 0:
         raise ValueError("labels must be a non-empty 1-D tensor")

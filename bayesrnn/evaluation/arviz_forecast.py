@@ -46,6 +46,7 @@ from bayesrnn.evaluation.arviz_export import (
 from bayesrnn.evaluation.arviz_layout import site_layouts
 from bayesrnn.evaluation.arviz_tree import history_traces, to_datatree
 from bayesrnn.evaluation.forecast import _check_series, series_inputs
+from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.predictive import module_device, sample_weights
 from bayesrnn.models.bayesian import weight_sites
@@ -83,6 +84,7 @@ def export_forecaster(
     draws to be at least 25 or so for its Pareto smoothing.
     """
     num_samples = _check_num_samples(num_samples)
+    check_member_draws(guide, num_samples, exact=True)
     series, start = _check_series(model, series, start)
     outputs = int(getattr(model, "output_size", 1))
     names = [f"y{d}" for d in range(outputs)] if target_names is None else list(target_names)
@@ -90,7 +92,7 @@ def export_forecaster(
         raise ValueError(f"target_names must be {outputs} strings, got {target_names!r}")
     has_sites = bool(weight_sites(model))
     chosen = _choose_sites(model, sites) if has_sites or sites is not None else []
-    densities = has_sites and not isinstance(guide, GalDropoutGuide)
+    densities = has_sites and not isinstance(guide, GalDropoutGuide | EnsembleGuide)
     device = module_device(model, guide)
     inputs, targets = series_inputs(model, series.to(device))
     observed = series[start:, :outputs].to(device).double()

@@ -45,6 +45,7 @@ from pyro import poutine
 from pyro.ops.stats import crps_empirical
 from torch import Tensor
 
+from bayesrnn.inference.guides.ensemble import check_member_draws
 from bayesrnn.inference.predictive import module_device, posterior_mean, sample_weights
 from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout
@@ -451,6 +452,7 @@ def predict_series(
         isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
     ):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
+    check_member_draws(guide, num_samples)
     series, start = _check_series(model, series, start)
     device = module_device(model, guide)
     inputs, targets = series_inputs(model, series.to(device))

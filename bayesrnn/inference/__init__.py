@@ -9,6 +9,7 @@ from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
 from bayesrnn.inference.guides import (
     GUIDES,
     DeterministicGuide,
+    EnsembleGuide,
     GalDropoutGuide,
     MeanFieldGuide,
     SharpenedGuide,
@@ -43,6 +44,7 @@ __all__ = [
     "DynamicEvaluation",
     "ELBOTerms",
     "EarlyStopping",
+    "EnsembleGuide",
     "GalDropoutGuide",
     "History",
     "LatentScaleMessenger",

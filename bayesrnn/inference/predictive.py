@@ -21,6 +21,7 @@ from pyro.poutine.util import site_is_subsample
 
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.distributed import Ranks, all_reduce_sum, shard
+from bayesrnn.inference.guides.ensemble import check_member_draws
 from bayesrnn.inference.mc_draws import (
     DECODER_CHOICES,
     is_mean_field,
@@ -214,6 +215,7 @@ def evaluate_stream(
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
     if redraw not in REDRAW_CHOICES:
         raise ValueError(f"redraw must be one of {REDRAW_CHOICES}, got {redraw!r}")
+    check_member_draws(guide, num_samples)
     if decoder not in DECODER_CHOICES:
         raise ValueError(f"decoder must be one of {DECODER_CHOICES}, got {decoder!r}")
     local = num_samples is not None and decoder == "local"
@@ -414,6 +416,7 @@ def predict_sequences(
         isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
     ):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
+    check_member_draws(guide, num_samples)
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()

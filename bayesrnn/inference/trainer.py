@@ -359,8 +359,10 @@ class SVITrainer:
             if not self.ranks.distributed and not bool(torch.isfinite(loss)):
                 raise training_stopped(where, f"non-finite loss ({float(loss.detach())})")
             loss.backward()
-            nll += float(terms.nll.detach()) / cfg.num_particles
-            kl += float(terms.kl.detach()) / cfg.num_particles
+            # an ensemble's loss sums its members; what is recorded is one member's share
+            per_record = cfg.num_particles * getattr(self.guide, "members", 1)
+            nll += float(terms.nll.detach()) / per_record
+            kl += float(terms.kl.detach()) / per_record
             if self.batching.carries_state:
                 state = terms.result[1] if isinstance(terms.result, tuple) else None
         # every rank sees the sums over ranks, so all stop (or go on) together
@@ -371,7 +373,11 @@ class SVITrainer:
         self.guard.update(nll / items, where)  # scores the weights of the last step
         all_reduce_gradients(self.parameters(), self.ranks)
         max_norm = cfg.clip_norm if cfg.clip_norm is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        clip_members = getattr(self.guide, "clip_member_gradients", None)
+        if clip_members is not None:  # an ensemble: each member clipped alone, as K runs are
+            grad_norm = clip_members(max_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         if not bool(torch.isfinite(grad_norm)):
             raise training_stopped(where, "non-finite gradient")
         self.optimizer.step()

@@ -50,6 +50,8 @@ class Linear(PyroModule):
         init_range: float | None = None,
     ):
         super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
         bound = 1.0 / math.sqrt(in_features) if init_range is None else init_range
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
         if bias:

@@ -212,6 +212,7 @@ class SequenceRegressor(PyroModule):
         self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, regularisers)
         self.decoder = Linear(hidden_size, 2 * output_size)
         reinitialise(self, init_range)
+        self.init_range = init_range  # how the weights were drawn: ensemble members redraw them
         if prior is not None:
             bayesianize(self, prior, deterministic)
         if likelihood == "student_t":  # after bayesianize: always a point estimate

@@ -139,6 +139,7 @@ class EmbeddedRNN(PyroModule):
         self.rnn = make_rnn(cell, embedding_size, hidden_size, num_layers, regularisers)
         self.decoder = Linear(hidden_size, outputs)
         reinitialise(self, init_range)
+        self.init_range = init_range  # how the weights were drawn: ensemble members redraw them
         self.tie_weights = bool(tie_weights)
         if tie_weights:
             del self.decoder.weight

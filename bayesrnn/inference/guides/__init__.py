@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from bayesrnn.inference.guides.ensemble import EnsembleGuide
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 from bayesrnn.inference.guides.point import DeterministicGuide
@@ -27,6 +28,7 @@ GUIDES = {
     "mean_field": MeanFieldGuide,
     "gal": GalDropoutGuide,
     "sharpened": SharpenedGuide,
+    "ensemble": EnsembleGuide,
     "auto_normal": _auto_normal,
     "auto_low_rank": _auto_low_rank,
 }
@@ -45,6 +47,7 @@ def make_guide(name: str, model: nn.Module, **options):
 __all__ = [
     "GUIDES",
     "DeterministicGuide",
+    "EnsembleGuide",
     "GalDropoutGuide",
     "MeanFieldGuide",
     "SharpenedGuide",
