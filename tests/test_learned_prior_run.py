@@ -54,8 +54,11 @@ def test_a_forecast_run_with_a_fitted_scale(scale, tmp_path, capsys):
     code, _, err = cli(capsys, *argv, *QUICK_FORECAST, "--set", f"model.prior_scale={scale}")
     assert code == 0, err
     assert stored_scale(out) == scale
-    test = json.loads((out / "metrics.json").read_text())["test"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
     assert math.isfinite(test["crps"]) and 0.0 <= test["coverage_90"] <= 1.0
+    scales = metrics["model"]["prior_scales"]
+    assert len(scales) == 6 and all(0 < v < math.inf for v in scales.values())
     tree = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
     try:
         names = set(tree["posterior"].data_vars)
