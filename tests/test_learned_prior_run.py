@@ -69,6 +69,8 @@ def test_a_forecast_run_with_a_fitted_scale(scale, tmp_path, capsys):
             assert not any("prior_scale" in name for name in names)
     finally:
         tree.close()
+    code, _, err = cli(capsys, "evaluate", "--out", str(out), "--quiet")  # reads config.toml back
+    assert code == 0, err
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     text = repr(state)
     assert ("prior_log_scale" in text) == (scale == "learned")

@@ -119,7 +119,9 @@ class LearnedGaussianPrior:
     """N(0, s²) per weight site with s fitted by empirical Bayes (see the module docstring).
 
     ``initial_scale`` is s before training, and the σ_p that Fortunato's initialisation of a
-    mean-field guide reads.
+    mean-field guide reads. Caution: at the optimum the KL pulls each weight by μ/s*², which
+    grows as the whole site shrinks; a site whose data gradient is weak can collapse to
+    q = p with s → 0 (seen on sunspots with guide σ initialised at 0.01).
     """
 
     initial_scale: float = 1.0
