@@ -202,7 +202,7 @@ def test_the_hierarchical_scales_get_gradients_and_autonormal_covers_them():
     terms = window_terms(model, auto, *data())
     assert math.isfinite(float(terms.kl.detach()))
     trace = poutine.trace(auto).get_trace(*data())
-    assert float(trace.nodes["rnn.weight_hh_l0_prior_scale"]["value"]) > 0
+    assert float(trace.nodes["rnn.weight_hh_l0_prior_scale"]["value"].detach()) > 0
 
 
 @pytest.mark.parametrize("prior", [LearnedGaussianPrior(), HierarchicalGaussianPrior()])
