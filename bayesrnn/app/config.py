@@ -26,6 +26,7 @@ DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
 LIKELIHOODS = ("gaussian", "student_t")
 LEVELS = ("word", "char")
 PRIORS = ("scale_mixture", "gaussian", "none")
+FITTED_SCALES = ("learned", "hierarchical")  # model.prior_scale values other than a number
 MIXTURE_PER = ("weight", "row")
 GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank", "ensemble")
 GAUSSIAN_GUIDES = ("mean_field", "sharpened", "auto_normal")
@@ -85,7 +86,11 @@ class ModelConfig:
     ``prior``: scale_mixture (``prior_pi``, ``prior_sigma1``, ``prior_sigma2``; ``prior_per``
     "weight": one mixture draw per weight, the paper's eq. 18; "row": per row as DeepMind's
     brnn_ptb.py computes it, see :func:`bayesrnn.models.priors.brnn_ptb_prior`), gaussian
-    (``prior_scale``) or none (a plain network for the baselines); ``deterministic``: weight
+    (``prior_scale``: a number, the fixed s of N(0, s²); ``"learned"``: one s per weight site
+    fitted by empirical Bayes on the ELBO, :class:`bayesrnn.models.LearnedGaussianPrior`;
+    ``"hierarchical"``: one latent s per site with s² ~ InverseGamma(``prior_hyper_shape``,
+    ``prior_hyper_rate``), :class:`bayesrnn.models.HierarchicalGaussianPrior`; neither with
+    the gal guide) or none (a plain network for the baselines); ``deterministic``: weight
     sites kept as point estimates; ``init_range``: U(−r, r) initialisation, none for torch's;
     the rates from ``naive_dropout`` to ``weight_drop`` and ``mask_scope`` are
     :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's, ``likelihood``
@@ -103,7 +108,9 @@ class ModelConfig:
     likelihood: str = "gaussian"
     residual: bool = False
     prior: str = "scale_mixture"
-    prior_scale: float = 1.0
+    prior_scale: float | str = 1.0
+    prior_hyper_shape: float = 1.0
+    prior_hyper_rate: float = 1.0
     prior_pi: float = 0.25
     prior_sigma1: float = math.exp(-1.0)
     prior_sigma2: float = math.exp(-7.0)
@@ -136,6 +143,7 @@ class ModelConfig:
             _check_optional_positive(f"model.{name}", getattr(self, name))
         _check_choice("model.prior", self.prior, PRIORS)
         _check_choice("model.prior_per", self.prior_per, MIXTURE_PER)
+        _check_prior_scale(self)
         _check_choice("model.pooling", self.pooling, ("last", "mean"))
         _check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
 
@@ -313,6 +321,39 @@ class RunConfig:
         _check_choice("task", self.task, TASKS)
         _check_trainer(self.trainer)
         _check_local_decoder(self)
+        _check_fitted_scale_guide(self)
+
+
+def _check_prior_scale(model: ModelConfig) -> None:
+    scale = model.prior_scale
+    if isinstance(scale, str):
+        if scale not in FITTED_SCALES:
+            raise ConfigError(
+                f"model.prior_scale must be a positive number, learned or hierarchical; "
+                f"got {scale!r}"
+            )
+        if model.prior != "gaussian":
+            raise ConfigError(
+                f"model.prior_scale={scale} is a Gaussian prior's scale: it needs "
+                f"model.prior=gaussian, got {model.prior}"
+            )
+    elif not (scale > 0 and math.isfinite(scale)):
+        raise ConfigError(f"model.prior_scale must be a positive number, got {scale!r}")
+    for name in ("prior_hyper_shape", "prior_hyper_rate"):
+        value = getattr(model, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"model.{name} must be a positive number, got {value!r}")
+
+
+def _check_fitted_scale_guide(config: RunConfig) -> None:
+    """Gal's KL has no entropy term to balance a fitted prior scale: refused before training."""
+    scale = config.model.prior_scale
+    if config.guide.name == "gal" and isinstance(scale, str) and config.model.prior != "none":
+        raise ConfigError(
+            f"model.prior_scale={scale} does not work with guide.name=gal: Gal's KL drops the "
+            "posterior's entropy, so a fitted scale would shrink with the weights without bound; "
+            "give model.prior_scale a number"
+        )
 
 
 def check_ensemble_draws(config: RunConfig) -> None:

@@ -60,7 +60,7 @@ from bayesrnn.evaluation import (
 from bayesrnn.inference import TrainerConfig
 from bayesrnn.inference.distributed import Ranks, barrier, current_ranks
 from bayesrnn.inference.trainer import History
-from bayesrnn.models import weight_sites
+from bayesrnn.models import learned_prior_scales, prior_scale_sites, weight_sites
 
 __all__ = [
     "JobError",
@@ -130,8 +130,23 @@ def _describe(s: Setup) -> dict:
             "weight_sites": len(weight_sites(s.model)),
             "weights": sum(v.numel() for v in weight_sites(s.model).values()),
             "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
+            **_fitted_prior_scales(s),
         },
     }
+
+
+def _fitted_prior_scales(s: Setup) -> dict:
+    """Per weight site: the empirical-Bayes scale, or the posterior median of a hierarchical
+    prior's scale (where the guide has medians); nothing for fixed priors."""
+    learned = learned_prior_scales(s.model)
+    if learned:
+        return {"prior_scales": learned}
+    sites = prior_scale_sites(s.model)
+    if not sites or not hasattr(s.guide, "median"):
+        return {}
+    with torch.no_grad():
+        medians = s.guide.median()
+    return {"prior_scales": {weight: float(medians[site]) for site, weight in sites.items()}}
 
 
 def _evaluate(

@@ -37,7 +37,9 @@ from bayesrnn.inference.checkpoint import CheckpointError
 from bayesrnn.inference.distributed import current_ranks
 from bayesrnn.models import (
     GaussianPrior,
+    HierarchicalGaussianPrior,
     LanguageModel,
+    LearnedGaussianPrior,
     ScaleMixturePrior,
     SequenceClassifier,
     SequenceRegressor,
@@ -152,6 +154,10 @@ def build_prior(config: RunConfig):
         return brnn_ptb_prior(m.prior_pi, m.prior_sigma1, m.prior_sigma2)
     if m.prior == "scale_mixture":
         return ScaleMixturePrior(m.prior_pi, m.prior_sigma1, m.prior_sigma2)
+    if m.prior == "gaussian" and m.prior_scale == "learned":
+        return LearnedGaussianPrior()
+    if m.prior == "gaussian" and m.prior_scale == "hierarchical":
+        return HierarchicalGaussianPrior(m.prior_hyper_shape, m.prior_hyper_rate)
     if m.prior == "gaussian":
         return GaussianPrior(m.prior_scale)
     return None

@@ -63,6 +63,7 @@ from torch.distributions import Independent
 from bayesrnn.data.streams import batchify, check_token_ids
 from bayesrnn.evaluation.arviz_layout import (
     SiteLayout,
+    exportable_sites,
     observations_fingerprint,
     site_layouts,
 )
@@ -77,7 +78,7 @@ from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 from bayesrnn.inference.predictive import sample_weights
 from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
-from bayesrnn.models.bayesian import weight_sites
+from bayesrnn.models.bayesian import prior_scale_sites, weight_sites
 from bayesrnn.models.regularisers import bernoulli_mask, mc_dropout
 
 _SHARED_BUDGET = 2**24  # logits per call when draws share weights (64 MB of float32)
@@ -133,6 +134,10 @@ def _draw(guide, args: tuple, kwargs: dict) -> tuple[dict[str, Tensor], float | 
             fn = guide.distribution(site)
             weights[site] = fn.sample()
             log_q += _log_density(fn, weights[site])
+        for site in guide.scale_sites:  # hierarchical priors' scales: q(s) is part of the draw
+            fn = guide.scale_distribution(site)
+            weights[site] = fn.sample()
+            log_q += _log_density(fn, weights[site])
         return weights, log_q
     with poutine.block():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -158,16 +163,17 @@ def _posterior_value(guide, site: str, value: Tensor) -> Tensor:
 
 
 def default_sites(model: torch.nn.Module) -> list[str]:
-    """The 1-D weight sites (biases), else the smallest site: small enough for any model."""
+    """The 1-D weight sites (biases), else the smallest site: small enough for any model; and
+    the scales of hierarchical priors, one number each."""
     sizes = {site: value.numel() for site, value in weight_sites(model).items()}
     if not sizes:
         raise ValueError("model has no Bayesian weight sites to export (built with prior=None?)")
     biases = [site for site, value in weight_sites(model).items() if value.dim() == 1]
-    return biases or [min(sizes, key=sizes.__getitem__)]
+    return (biases or [min(sizes, key=sizes.__getitem__)]) + list(prior_scale_sites(model))
 
 
 def _choose_sites(model: torch.nn.Module, sites: Sequence[str] | None) -> list[str]:
-    available = list(weight_sites(model))
+    available = list(exportable_sites(model))
     if not available:
         raise ValueError("model has no Bayesian weight sites to export (built with prior=None?)")
     if sites is None:
@@ -182,7 +188,7 @@ def _choose_sites(model: torch.nn.Module, sites: Sequence[str] | None) -> list[s
 
 def _check_complete(model: torch.nn.Module, weights: dict[str, Tensor]) -> None:
     """A draw must fix every weight site, or the model would sample the rest from its prior."""
-    missing = [site for site in weight_sites(model) if site not in weights]
+    missing = [site for site in exportable_sites(model) if site not in weights]
     if missing:
         raise ValueError(f"the guide did not sample the weight sites {missing}")
 

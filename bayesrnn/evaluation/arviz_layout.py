@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayesrnn.models.bayesian import weight_sites
+from bayesrnn.models.bayesian import prior_scale_sites, weight_sites
 from bayesrnn.models.rnn import BayesianRNNBase
 
 GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn_tanh": ("h",)}
@@ -46,6 +46,7 @@ _DECODER_DIM = {
 __all__ = [
     "GATE_NAMES",
     "SiteLayout",
+    "exportable_sites",
     "observations_fingerprint",
     "site_layouts",
     "site_name",
@@ -111,6 +112,14 @@ def _dims_of(model: torch.nn.Module, site: str, shape: tuple[int, ...]):
     return shape, tuple(f"{name}_dim_{i}" for i in range(len(shape)))
 
 
+def exportable_sites(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every latent site of ``model`` and a value of its shape: the weights, then the scalar
+    scales of hierarchical priors (``rnn.weight_hh_l0_prior_scale``, no dims of their own)."""
+    weights = weight_sites(model)
+    scalar = next(iter(weights.values())).new_zeros(()) if weights else torch.zeros(())
+    return {**weights, **{site: scalar for site in prior_scale_sites(model)}}
+
+
 def site_layouts(
     model: torch.nn.Module,
     sites: Sequence[str],
@@ -122,7 +131,7 @@ def site_layouts(
     a label list whose length disagrees with the dim is a ValueError. Integer coordinates
     otherwise; ``gate`` always carries the gate names.
     """
-    values = weight_sites(model)
+    values = exportable_sites(model)
     labels = dict(labels or {})
     sizes: dict[str, int] = {}
     gates: dict[str, tuple[str, ...]] = {}

@@ -1,5 +1,6 @@
 """Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, and prediction."""
 
+from bayesrnn.inference import learned_prior_kl  # noqa: F401  (registers the fitted-scale KLs)
 from bayesrnn.inference.batching import SequenceBatches, StreamWindows
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
 from bayesrnn.inference.divergence import DivergenceError, DivergenceGuard

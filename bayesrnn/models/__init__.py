@@ -1,9 +1,16 @@
 """Bayesian RNN layers, priors, regularisers and the models built on them."""
 
-from bayesrnn.models.bayesian import bayesianize, site_prior, weight_sites
+from bayesrnn.models.bayesian import (
+    bayesianize,
+    learned_prior_scales,
+    prior_scale_sites,
+    site_prior,
+    weight_sites,
+)
 from bayesrnn.models.classifier import SequenceClassifier
 from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.language_model import LanguageModel
+from bayesrnn.models.learned_priors import HierarchicalGaussianPrior, LearnedGaussianPrior
 from bayesrnn.models.priors import (
     GaussianPrior,
     ScaleMixtureNormal,
@@ -22,7 +29,9 @@ __all__ = [
     "Forecast",
     "GaussianPrior",
     "GroupedScaleMixture",
+    "HierarchicalGaussianPrior",
     "LanguageModel",
+    "LearnedGaussianPrior",
     "Regularisers",
     "ScaleMixtureNormal",
     "ScaleMixturePrior",
@@ -30,7 +39,9 @@ __all__ = [
     "SequenceRegressor",
     "bayesianize",
     "brnn_ptb_prior",
+    "learned_prior_scales",
     "mc_dropout",
+    "prior_scale_sites",
     "site_prior",
     "weight_sites",
 ]

@@ -11,12 +11,19 @@ there, and they follow ``.to(device)`` without entering the state dict.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 
+from bayesrnn.models.learned_priors import (
+    LOG_SCALE_SUFFIX,
+    SCALE_SUFFIX,
+    HierarchicalGaussianPrior,
+    LearnedGaussianPrior,
+)
 from bayesrnn.models.priors import GaussianPrior, Prior
 
 INIT_PREFIX = "_init_"
@@ -39,9 +46,33 @@ def resolve_prior(spec: PriorSpec, site: str) -> Prior:
 def _prior_sampler(prior: Prior, local_name: str) -> Callable[[PyroModule], object]:
     def build(module: PyroModule):
         anchor = getattr(module, INIT_PREFIX + local_name)
+        if isinstance(prior, LearnedGaussianPrior):
+            log_scale = getattr(module, local_name + LOG_SCALE_SUFFIX)
+            return prior.distribution(anchor.shape, anchor.device, anchor.dtype, log_scale)
+        if isinstance(prior, HierarchicalGaussianPrior):  # reading the scale samples its site
+            scale = getattr(module, local_name + SCALE_SUFFIX)
+            return prior.distribution(anchor.shape, anchor.device, anchor.dtype, scale)
         return prior.distribution(anchor.shape, anchor.device, anchor.dtype)
 
     return build
+
+
+def _hyperprior_sampler(prior: HierarchicalGaussianPrior, local_name: str):
+    def build(module: PyroModule):
+        anchor = getattr(module, INIT_PREFIX + local_name)
+        return prior.hyperprior(anchor.device, anchor.dtype)
+
+    return build
+
+
+def _attach_scale(owner: PyroModule, local: str, prior: Prior, initial: torch.Tensor) -> None:
+    """The learned prior's scale parameter or the hierarchical prior's scale site, beside the
+    weight on the same module (so it follows ``.to(device)`` and the state dict)."""
+    if isinstance(prior, LearnedGaussianPrior):
+        value = torch.tensor(math.log(prior.initial_scale), dtype=initial.dtype)
+        setattr(owner, local + LOG_SCALE_SUFFIX, torch.nn.Parameter(value.to(initial.device)))
+    elif isinstance(prior, HierarchicalGaussianPrior):
+        setattr(owner, local + SCALE_SUFFIX, PyroSample(_hyperprior_sampler(prior, local)))
 
 
 def _refuse_cached_weights(model: torch.nn.Module, names: list[str], keep: tuple[str, ...]):
@@ -94,6 +125,7 @@ def bayesianize(
             resolved.distribution(initial.shape, initial.device, initial.dtype)
         except ValueError as error:
             raise ValueError(f"prior of site {full_name!r}: {error}") from error
+        _attach_scale(owner, local, resolved, initial)
         setattr(owner, local, PyroSample(_prior_sampler(resolved, local)))
         owner._bayesrnn_priors = {**getattr(owner, "_bayesrnn_priors", {}), local: resolved}
     return model
@@ -118,3 +150,26 @@ def site_prior(model: torch.nn.Module, site: str) -> Prior:
     if local not in priors:
         raise ValueError(f"site: {site!r} is not a Bayesian weight of this model")
     return priors[local]
+
+
+def _scale_attributes(model: torch.nn.Module, kind: type, suffix: str) -> dict[str, str]:
+    found = {}
+    for path, module in model.named_modules():
+        for local, prior in getattr(module, "_bayesrnn_priors", {}).items():
+            if isinstance(prior, kind):
+                weight = f"{path}.{local}" if path else local
+                found[weight + suffix] = weight
+    return found
+
+
+def prior_scale_sites(model: torch.nn.Module) -> dict[str, str]:
+    """Latent scale site → its weight site, for every weight with a hierarchical prior."""
+    return _scale_attributes(model, HierarchicalGaussianPrior, SCALE_SUFFIX)
+
+
+def learned_prior_scales(model: torch.nn.Module) -> dict[str, float]:
+    """Weight site → its empirical-Bayes prior scale s, for every weight with a learned prior."""
+    scales = {}
+    for name, weight in _scale_attributes(model, LearnedGaussianPrior, LOG_SCALE_SUFFIX).items():
+        scales[weight] = float(model.get_parameter(name).detach().exp())
+    return scales

@@ -8,7 +8,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from bayesrnn.models.bayesian import site_prior, weight_sites
+from bayesrnn.models.bayesian import prior_scale_sites, site_prior, weight_sites
 from bayesrnn.models.priors import Prior
 from bayesrnn.models.rnn import BayesianRNNBase
 
@@ -58,7 +58,8 @@ class WeightGuide(PyroModule):
         sites = weight_sites(model)
         if not sites:
             raise ValueError("model has no Bayesian weight sites (was it built with prior=None?)")
-        foreign = [site for site in pyro_sample_sites(model) if site not in sites]
+        scales = prior_scale_sites(model)
+        foreign = [s for s in pyro_sample_sites(model) if s not in sites and s not in scales]
         if foreign:
             raise ValueError(
                 f"{type(self).__name__} covers the sites bayesianize made; {foreign} are "
@@ -68,6 +69,7 @@ class WeightGuide(PyroModule):
             )
         self.__dict__["model"] = model
         self.site_names = list(sites)
+        self.scale_sites = dict(scales)  # a hierarchical prior's scale site → its weight site
         self.__dict__["_initial"] = sites
 
     def initial_value(self, site: str) -> torch.Tensor:

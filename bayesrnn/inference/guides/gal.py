@@ -43,6 +43,12 @@ stock ELBOs score a draw by log p(w) − log q(w) instead; for a draw that is M 
 inside the model) log p(M) misses the 1/(1−p) of E_q‖w‖², so :class:`GalWeight`'s ``log_prob``
 returns that missing part and ``Trace_ELBO`` optimises the same objective, with the
 single-sample noise of the data term only (tested against the closed form).
+
+Fitted prior scales (``LearnedGaussianPrior``, ``HierarchicalGaussianPrior``) are refused. The
+full KL against N(0, s²) is n·log s + E_q‖w‖²/(2s²) − H(q), and H(q) → −∞ as σ → 0 is the
+constant Gal drops. With s fixed that changes nothing; with s fitted, the minimiser
+s*² = E_q‖w‖²/n turns the KL into n/2·log(‖M‖²/(n(1−p))), which no entropy term balances:
+shrinking M and s together lowers it without bound.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from torch import nn
 from bayesrnn.inference.distributions import GalWeight
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
 from bayesrnn.models.layers import Embedding, Linear
+from bayesrnn.models.learned_priors import FITTED_SCALE_PRIORS
 from bayesrnn.models.priors import GaussianPrior
 from bayesrnn.models.regularisers import MASK_SCOPES, bernoulli_mask, check_rate, masks_active
 from bayesrnn.models.rnn import BayesianRNNBase
@@ -97,6 +104,13 @@ class GalDropoutGuide(WeightGuide):
             "output": check_rate("output", output),
         }
         for site in self.site_names:
+            if isinstance(self.prior(site), FITTED_SCALE_PRIORS):
+                raise ValueError(
+                    f"GalDropoutGuide needs a fixed prior scale; site {site!r} has "
+                    f"{type(self.prior(site)).__name__}: Gal's KL drops the entropy of a "
+                    "posterior with σ → 0, so nothing would stop a fitted scale and the weights "
+                    "from shrinking together (the KL falls without bound as s → 0)"
+                )
             if not isinstance(self.prior(site), GaussianPrior):
                 raise ValueError(
                     f"GalDropoutGuide needs Gaussian priors N(0, 1/l²) for its KL; site {site!r} "

@@ -6,7 +6,7 @@ import math
 
 import pyro
 import torch
-from pyro.distributions import Independent
+from pyro.distributions import Independent, LogNormal
 from torch import nn
 
 from bayesrnn.inference.distributed import Ranks, current_ranks, union_over_ranks
@@ -16,7 +16,10 @@ from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_u
 from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.scaling import kl_left_out
 from bayesrnn.inference.softplus import softplus_scale
+from bayesrnn.models.learned_priors import FITTED_SCALE_PRIORS
 from bayesrnn.models.priors import GaussianPrior
+
+SCALE_INIT_SPREAD = 0.1  # τ of q(s) = LogNormal(log s0, τ²) at the start
 
 MIN_SCALE = 1e-5  # σ = softplus(ρ) + 1e-5, as in DeepMind's brnn_ptb example
 
@@ -43,6 +46,10 @@ class MeanFieldGuide(WeightGuide):
     [σ_p/4, σ_p/2] for recurrent weights and [σ_p/2, σ_p] for embedding and softmax weights,
     σ_p the prior's standard deviation (DeepMind's brnn_ptb example); a float sets every initial
     σ to that value. Means start at the model's initialisation.
+
+    A weight site with a hierarchical prior (:class:`bayesrnn.models.HierarchicalGaussianPrior`)
+    has a latent scale s; the guide gives it q(s) = LogNormal(m, τ²), τ = softplus(ρ) + 1e-5,
+    starting at the prior's ``initial_scale`` with τ = 0.1, one draw per call.
     """
 
     def __init__(
@@ -69,6 +76,23 @@ class MeanFieldGuide(WeightGuide):
             raise ValueError(f"init_scale must exceed {MIN_SCALE}, got {init_scale!r}")
         self.loc = SiteParameters({s: self.initial_value(s) for s in self.site_names})
         self.rho = SiteParameters({s: self._initial_rho(s, init_scale) for s in self.site_names})
+        self.scale_loc = SiteParameters({s: self._initial_scale_loc(s) for s in self.scale_sites})
+        spread = inverse_softplus(torch.tensor(SCALE_INIT_SPREAD - MIN_SCALE))
+        self.scale_rho = SiteParameters({s: spread.clone() for s in self.scale_sites})
+
+    def _initial_scale_loc(self, scale_site: str) -> torch.Tensor:
+        like = self.initial_value(self.scale_sites[scale_site])
+        initial = self.prior(self.scale_sites[scale_site]).initial_scale
+        return torch.tensor(math.log(initial), dtype=like.dtype, device=like.device)
+
+    def scale_distribution(self, scale_site: str) -> LogNormal:
+        """q(s) of a hierarchical prior's scale site: LogNormal(m, τ²)."""
+        spread = softplus_scale(self.scale_rho[scale_site], MIN_SCALE)
+        return LogNormal(self.scale_loc[scale_site], spread)
+
+    def sample_scales(self) -> dict[str, torch.Tensor]:
+        """One draw of every hierarchical prior scale, as Pyro sample sites."""
+        return {s: pyro.sample(s, self.scale_distribution(s)) for s in self.scale_sites}
 
     def _initial_rho(self, site: str, init_scale: str | float) -> torch.Tensor:
         like = self.initial_value(site)
@@ -116,7 +140,8 @@ class MeanFieldGuide(WeightGuide):
         """
         if not analytic_kl_active() or not torch.is_grad_enabled():
             return None
-        from_draw = self.kl != "expected" and not isinstance(self.prior(site), GaussianPrior)
+        closed_form = isinstance(self.prior(site), (GaussianPrior, *FITTED_SCALE_PRIORS))
+        from_draw = self.kl != "expected" and not closed_form
         if from_draw and not kl_left_out():
             return None
         # One draw for the whole distributed minibatch: every rank draws the rows any rank reads.
@@ -136,11 +161,12 @@ class MeanFieldGuide(WeightGuide):
         for site in self.site_names:
             rows = self.rows_to_draw(site, *args, **kwargs)
             values[site] = pyro.sample(site, self.distribution(site, rows))
-        return values
+        return {**values, **self.sample_scales()}
 
     def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        """Posterior means μ (Fortunato's Table 1 evaluates with these)."""
-        return {site: self.loc[site] for site in self.site_names}
+        """Posterior means μ (Fortunato's Table 1 evaluates with these); q(s)'s median e^m."""
+        scales = {s: self.scale_loc[s].exp() for s in self.scale_sites}
+        return {**{site: self.loc[site] for site in self.site_names}, **scales}
 
     def signal_to_noise(self) -> dict[str, torch.Tensor]:
         """|μ|/σ per weight, the ranking used for pruning."""

@@ -149,6 +149,7 @@ class SharpenedGuide(MeanFieldGuide):
             with torch.no_grad():
                 step_square += float(square)
                 sigma_square += float(torch.dot(sigma, sigma))
+        values.update(self.sample_scales())
         pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
         # ‖η⊙g‖/‖σ‖: how far sharpening moves θ against q(φ)'s own spread (trainer logs it).
         self.diagnostics = {"sharpening_step_ratio": math.sqrt(step_square / sigma_square)}
