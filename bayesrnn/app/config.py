@@ -26,7 +26,7 @@ LIKELIHOODS = ("gaussian", "student_t")
 LEVELS = ("word", "char")
 PRIORS = ("scale_mixture", "gaussian", "none")
 MIXTURE_PER = ("weight", "row")
-GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank")
+GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank", "nuts")
 GAUSSIAN_GUIDES = ("mean_field", "sharpened", "auto_normal")
 SECTIONS = ("data", "model", "guide", "trainer", "evaluation")
 TOP_LEVEL = ("task", "preset")
@@ -150,7 +150,9 @@ class GuideConfig:
     against a scale mixture computed from (μ, σ), by ``quadrature_order``-node Gauss–Hermite per
     weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
     ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
-    gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``.
+    gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``; nuts (no variational
+    posterior: NUTS draws over the whole training data as one batch): ``num_chains``,
+    ``num_samples`` and ``warmup_steps`` per chain, ``max_tree_depth``, ``target_accept``.
     """
 
     name: str = "mean_field"
@@ -165,9 +167,22 @@ class GuideConfig:
     dropout_hidden: float = 0.0
     dropout_output: float = 0.0
     mask_scope: str = "sequence"
+    num_chains: int = 4
+    num_samples: int = 100
+    warmup_steps: int = 100
+    max_tree_depth: int = 10
+    target_accept: float = 0.8
 
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
+        for name in ("num_chains", "num_samples", "max_tree_depth"):
+            _check_optional_positive(f"guide.{name}", getattr(self, name))
+        steps = self.warmup_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"guide.warmup_steps must be an integer >= 0, got {steps!r}")
+        accept = self.target_accept
+        if isinstance(accept, bool) or not isinstance(accept, int | float) or not 0 < accept < 1:
+            raise ConfigError(f"guide.target_accept must lie in (0, 1), got {accept!r}")
         _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
         try:
             check_quadrature_order(self.quadrature_order)
@@ -207,6 +222,8 @@ class GuideConfig:
                 "output": self.dropout_output,
                 "scope": self.mask_scope,
             }
+        if self.name == "nuts":
+            return {"num_chains": self.num_chains, "num_samples": self.num_samples}
         return {}
 
 
@@ -302,6 +319,26 @@ class RunConfig:
         _check_choice("task", self.task, TASKS)
         _check_trainer(self.trainer)
         _check_local_decoder(self)
+        _check_nuts(self)
+
+
+def _check_nuts(config: RunConfig) -> None:
+    """NUTS samples a fixed density: the model must draw no masks of its own, and the
+    evaluation must not train (dynamic evaluation updates a variational posterior)."""
+    if config.guide.name != "nuts":
+        return
+    active = [
+        name
+        for name, value in config.model.regularisers().items()
+        if name != "mask_scope" and value
+    ]
+    if active:
+        raise ConfigError(
+            f"guide.name=nuts needs a model without dropout-type masks; {', '.join(active)} "
+            "would make the likelihood random (set them to 0)"
+        )
+    if config.evaluation.dynamic_lr is not None:
+        raise ConfigError("evaluation.dynamic_lr adapts a variational posterior; not with nuts")
 
 
 def _check_local_decoder(config: RunConfig) -> None:

@@ -29,6 +29,7 @@ from bayesrnn.data import (
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
 from bayesrnn.inference.distributed import current_ranks
+from bayesrnn.inference.mcmc import check_nuts_size
 from bayesrnn.models import (
     GaussianPrior,
     LanguageModel,
@@ -283,6 +284,8 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     seed_everything(config.trainer.seed)
     try:
         model = build_model(config, size, outputs)
+        if config.guide.name == "nuts":  # refused before any training or writing
+            check_nuts_size(model)
         guide = build_guide(config, model)
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error

@@ -7,6 +7,7 @@ from torch import nn
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 from bayesrnn.inference.guides.point import DeterministicGuide
+from bayesrnn.inference.guides.sampled import SampledPosterior
 from bayesrnn.inference.guides.sharpened import SharpenedGuide
 
 
@@ -29,6 +30,7 @@ GUIDES = {
     "sharpened": SharpenedGuide,
     "auto_normal": _auto_normal,
     "auto_low_rank": _auto_low_rank,
+    "nuts": SampledPosterior,
 }
 
 
@@ -47,6 +49,7 @@ __all__ = [
     "DeterministicGuide",
     "GalDropoutGuide",
     "MeanFieldGuide",
+    "SampledPosterior",
     "SharpenedGuide",
     "make_guide",
 ]
