@@ -175,9 +175,7 @@ def nuts_metrics(s: Setup, history: dict, tree: xr.DataTree, log: Log) -> dict:
     if s.config.task == "forecast":
         quantities["predictive_mean"] = _forecast_means(s)
     stats = s.guide.sample_stats
-    convergence = predictive_convergence(
-        quantities, int(stats["diverging"].sum()), s.guide.total
-    )
+    convergence = predictive_convergence(quantities, int(stats["diverging"].sum()), s.guide.total)
     if convergence["warning"]:
         log(f"warning: {convergence['warning']}")
     return {**history.get("mcmc", {}), **convergence}
