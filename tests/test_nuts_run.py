@@ -155,3 +155,29 @@ def test_a_nuts_classifier_run(tmp_path, capsys):
     assert 0.0 <= metrics["test"]["accuracy_mc"] <= 1.0
     assert math.isfinite(metrics["mcmc"]["rhat_max_predictive"])
     assert (out / "posterior.nc").is_file()
+
+
+def test_a_nuts_language_model_run(tmp_path, capsys):
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
+    text = tmp_path / "tiny.txt"
+    text.write_text(
+        "\n".join(" ".join(words[(i * 7 + j) % 10] for j in range(8)) for i in range(60))
+    )
+    out = tmp_path / "lm"
+    settings = [
+        "model.embedding_size=2",
+        "data.max_vocab=12",
+        "trainer.batch_size=4",
+        "trainer.eval_batch_size=2",
+        "trainer.bptt=10",
+        "evaluation.reversed_text=false",
+    ]
+    argv = ["run", "--data", str(text), "--out", str(out), *TINY]
+    for setting in settings:
+        argv += ["--set", setting]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["test"]["perplexity_mc"])
+    assert metrics["mcmc"]["num_chains"] == 2 and metrics["mcmc"]["draws"] == 8
+    assert (out / "posterior.nc").is_file()
