@@ -49,7 +49,7 @@ def is_nuts_history(history: dict) -> bool:
     return "mcmc" in history
 
 
-def _history(s: Setup, seconds: float, stats: dict[str, torch.Tensor]) -> dict:
+def _history(s: Setup, seconds: float, stats: dict[str, torch.Tensor], jit_compile: bool) -> dict:
     g = s.config.guide
     return {
         "elbo": [],
@@ -68,6 +68,7 @@ def _history(s: Setup, seconds: float, stats: dict[str, torch.Tensor]) -> dict:
             "target_accept": g.target_accept,
             "weights": nuts_weight_count(s.model),
             "seconds": seconds,
+            "jit_compile": jit_compile,
             "seconds_per_chain": seconds / g.num_chains,
             "divergences": int(stats["diverging"].sum()),
             "mean_tree_depth": float(stats["tree_depth"].mean()),
@@ -104,7 +105,7 @@ def train_nuts(s: Setup, run: RunDir, log: Log, payload: dict | None = None) -> 
         progress=tr.progress,
     )
     s.guide.store(result.samples, result.stats)
-    history = _history(s, result.seconds, result.stats)
+    history = _history(s, result.seconds, result.stats, result.jit_compile)
     divergences = history["mcmc"]["divergences"]
     log(
         f"NUTS finished in {result.seconds:.1f} s ({result.seconds / g.num_chains:.1f} s a "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro.infer.mcmc import MCMC, NUTS
+from pyro.infer.mcmc.util import initialize_model
+from pyro.ops.integrator import potential_grad
 
 from bayesrnn.models.bayesian import site_prior, weight_sites
 
@@ -127,11 +129,13 @@ class RecordingNUTS(NUTS):
 @dataclass
 class NUTSResult:
     """Draws ``samples[site]`` (chains, draws, *site shape), ``stats[name]`` (chains, draws)
-    for each of :data:`STAT_NAMES`, and the sampling time in seconds."""
+    for each of :data:`STAT_NAMES`, the sampling time in seconds, and whether the potential
+    was jit-compiled."""
 
     samples: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor]
     seconds: float
+    jit_compile: bool = False
 
     @property
     def num_chains(self) -> int:
@@ -181,6 +185,8 @@ def run_nuts(
     if initial_params is None:
         owner = model if weights_of is None else weights_of
         initial_params = prior_initial_params(owner, num_chains)
+    if jit_compile:
+        jit_compile = jit_traces(model, args, kwargs, {k: v[0] for k, v in initial_params.items()})
     if num_chains == 1:  # MCMC adds the chain dim itself for one chain
         initial_params = {k: v[0] for k, v in initial_params.items()}
     kernel = RecordingNUTS(
@@ -213,4 +219,18 @@ def run_nuts(
         )
         for name in STAT_NAMES
     }
-    return NUTSResult(samples, stats, seconds)
+    return NUTSResult(samples, stats, seconds, jit_compile)
+
+
+def jit_traces(model: Callable, args: tuple, kwargs: Mapping, params: Mapping) -> bool:
+    """Whether the potential energy of ``model`` traces with ``torch.jit`` (the classifier's
+    data-dependent indexing by sequence lengths does not: it then runs eagerly)."""
+    _, potential_fn, _, _ = initialize_model(
+        model, args, dict(kwargs), jit_compile=True, skip_jit_warnings=True
+    )
+    try:
+        for _ in range(2):  # the first call traces, the second runs the compiled function
+            potential_grad(potential_fn, {k: v.detach() for k, v in params.items()})
+    except RuntimeError:
+        return False
+    return True
