@@ -109,7 +109,7 @@ def test_rerunning_a_finished_nuts_run_samples_nothing(nuts_run, capsys):
 @pytest.mark.parametrize(
     ("setting", "fragment"),
     [
-        ("model.hidden_size=64", "weights; NUTS is offered up to 2,000"),
+        ("model.hidden_size=64", "weights; NUTS is offered up to 150"),
         ("guide.num_chains=0", "guide.num_chains"),
         ("guide.target_accept=1.5", "guide.target_accept"),
         ("guide.max_tree_depth=0", "guide.max_tree_depth"),

@@ -34,13 +34,15 @@ __all__ = [
     "run_nuts",
 ]
 
-# The largest model NUTS is offered for, in weights (sampled values). Chosen by measurement
-# on this project's 2-core CPU (README, "NUTS: a reference posterior for small models"): the
-# forecaster on sunspots with 1x4 LSTM (138 weights) ran 4 chains x 150 iterations in minutes
-# and mixed on predictions; 1x16 (1,250 weights) took several times longer per iteration with
-# tree depths at the limit. Beyond a few thousand dimensions NUTS on an RNN posterior neither
-# mixes nor finishes in minutes here.
-MAX_NUTS_WEIGHTS = 2_000
+# The largest model NUTS is offered for, in weights (sampled values), chosen from the cost
+# measured on this project's 2 shared CPU cores with the sunspots forecaster (benchmarks/
+# nuts_cost.py and the README's NUTS section). The cost of an iteration is its leapfrog steps,
+# 2^tree depth, times ~15-20 ms (jitted; overhead-bound: 1x2 and 1x4 LSTMs cost the same per
+# step), and these RNN posteriors need deep trees: 1x4 (122 weights) ran at mean depth 7.8,
+# 4.3 s an iteration eager, 3.5 jitted; 1x2 (46 weights) hit depth 7 at 0.9 s an iteration.
+# 4 chains of 200 iterations then take ~10 min (1x2) to ~30 min (1x4) one chain after another:
+# beyond ~150 weights a run no longer finishes in minutes here.
+MAX_NUTS_WEIGHTS = 150
 
 # jit_compile=True by default, measured (benchmarks/nuts_cost.py settings, one chain of 15 + 15
 # iterations at max_tree_depth=4, so both do the same 16 leapfrog steps an iteration; sunspots
