@@ -210,7 +210,8 @@ def run_nuts(
             disable_progbar=not progress,
         )
     began = time.perf_counter()
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=FutureWarning)
         mcmc.run(*args, **kwargs)
     seconds = time.perf_counter() - began
     samples = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
@@ -231,8 +232,10 @@ def jit_traces(model: Callable, args: tuple, kwargs: Mapping, params: Mapping) -
         model, args, dict(kwargs), jit_compile=True, skip_jit_warnings=True
     )
     try:
-        for _ in range(2):  # the first call traces, the second runs the compiled function
-            potential_grad(potential_fn, {k: v.detach() for k, v in params.items()})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.trace.*")
+            for _ in range(2):  # the first call traces, the second runs the compiled function
+                potential_grad(potential_fn, {k: v.detach() for k, v in params.items()})
     except RuntimeError:
         return False
     return True
