@@ -176,7 +176,10 @@ class GuideConfig:
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
         for name in ("num_chains", "num_samples", "max_tree_depth"):
-            _check_optional_positive(f"guide.{name}", getattr(self, name))
+            value = getattr(self, name)
+            if value is None:
+                raise ConfigError(f"guide.{name} must be a positive integer, got none")
+            _check_optional_positive(f"guide.{name}", value)
         steps = self.warmup_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"guide.warmup_steps must be an integer >= 0, got {steps!r}")
