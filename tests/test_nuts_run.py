@@ -114,6 +114,8 @@ def test_rerunning_a_finished_nuts_run_samples_nothing(nuts_run, capsys):
         ("guide.target_accept=1.5", "guide.target_accept"),
         ("guide.max_tree_depth=0", "guide.max_tree_depth"),
         ("guide.warmup_steps=-1", "guide.warmup_steps"),
+        ("guide.num_samples=none", "guide.num_samples"),
+        ("guide.target_accept=0", "guide.target_accept"),
         ("model.locked_hidden=0.2", "locked_hidden"),
     ],
 )
