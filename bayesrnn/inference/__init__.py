@@ -1,4 +1,4 @@
-"""Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, and prediction."""
+"""Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, prediction, and NUTS."""
 
 from bayesrnn.inference.batching import SequenceBatches, StreamWindows
 from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
@@ -11,9 +11,11 @@ from bayesrnn.inference.guides import (
     DeterministicGuide,
     GalDropoutGuide,
     MeanFieldGuide,
+    SampledPosterior,
     SharpenedGuide,
     make_guide,
 )
+from bayesrnn.inference.mcmc import NUTSResult, run_nuts
 from bayesrnn.inference.predictive import (
     SequencePrediction,
     StreamEvaluation,
@@ -47,8 +49,10 @@ __all__ = [
     "History",
     "LatentScaleMessenger",
     "MeanFieldGuide",
+    "NUTSResult",
     "NonFiniteLossError",
     "SVITrainer",
+    "SampledPosterior",
     "SequenceBatches",
     "SequencePrediction",
     "SharpenedGuide",
@@ -68,6 +72,7 @@ __all__ = [
     "plan_windows",
     "posterior_mean",
     "predict_sequences",
+    "run_nuts",
     "safe_exp",
     "sample_weights",
     "save_checkpoint",

@@ -25,7 +25,7 @@ CHAINS, DRAWS, START = 2, 8, 30
 
 
 @pytest.fixture(scope="module")
-def tree() -> xr.DataTree:
+def exported() -> tuple[xr.DataTree, np.ndarray]:
     pyro.set_rng_seed(0)
     t = torch.arange(40.0)
     series = torch.sin(t / 3).unsqueeze(1)  # (N, 1)
@@ -46,7 +46,13 @@ def tree() -> xr.DataTree:
     def export(g, n):
         return export_forecaster(model, g, series, START, num_samples=n, split="test")
 
-    return mcmc_datatree(export, guide, prior=PriorDraws(model), prior_samples=5)
+    tree = mcmc_datatree(export, guide, prior=PriorDraws(model), prior_samples=5)
+    return tree, guide.draws("decoder.bias").numpy()
+
+
+@pytest.fixture(scope="module")
+def tree(exported) -> xr.DataTree:
+    return exported[0]
 
 
 def test_groups_keep_the_chains(tree):
@@ -69,10 +75,12 @@ def test_groups_keep_the_chains(tree):
     assert tree["sample_stats"]["diverging"].dtype == bool
 
 
-def test_draws_are_the_stored_draws_in_chain_order(tree):
+def test_draws_are_the_stored_draws_in_chain_order(exported):
+    tree, stored = exported
     # the decoder bias of chain c, draw n in the export equals the sampler's draw (c, n)
     values = tree["posterior"]["decoder__bias"].values
     assert values.shape == (CHAINS, DRAWS, 2)
+    np.testing.assert_array_equal(values, stored)
     assert not np.allclose(values[0], values[1])  # chains differ
 
 
