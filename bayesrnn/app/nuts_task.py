@@ -19,13 +19,11 @@ import torch
 import xarray as xr
 from pyro import poutine
 
-from bayesrnn.app.config import ConfigError
 from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, padding_id, seed_everything
 from bayesrnn.data import pad_batch
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.checkpoint import save_checkpoint
-from bayesrnn.inference.distributed import current_ranks
 from bayesrnn.inference.mcmc import nuts_weight_count, run_nuts
 from bayesrnn.inference.tbptt import Window, model_window
 
@@ -83,8 +81,6 @@ def train_nuts(s: Setup, run: RunDir, log: Log, payload: dict | None = None) -> 
     if payload is not None and bool(s.guide.filled):
         log(f"{run.checkpoint} already holds the NUTS draws")
         return dict(payload["history"])
-    if current_ranks().world > 1:
-        raise ConfigError("guide.name=nuts runs in one process (its chains are processes)")
     g, tr = s.config.guide, s.config.trainer
     args, kwargs = nuts_data(s)
     weights = nuts_weight_count(s.model)

@@ -286,6 +286,8 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
         model = build_model(config, size, outputs)
         if config.guide.name == "nuts":  # refused before any training or writing
             check_nuts_size(model)
+            if current_ranks().world > 1:
+                raise ValueError("guide.name=nuts runs in one process (its chains are processes)")
         guide = build_guide(config, model)
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error
