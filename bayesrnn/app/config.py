@@ -28,7 +28,16 @@ LEVELS = ("word", "char")
 PRIORS = ("scale_mixture", "gaussian", "none")
 FITTED_SCALES = ("learned", "hierarchical")  # model.prior_scale values other than a number
 MIXTURE_PER = ("weight", "row")
-GUIDE_NAMES = ("mean_field", "sharpened", "gal", "none", "auto_normal", "auto_low_rank", "ensemble")
+GUIDE_NAMES = (
+    "mean_field",
+    "sharpened",
+    "gal",
+    "none",
+    "auto_normal",
+    "auto_low_rank",
+    "ensemble",
+    "nuts",
+)
 GAUSSIAN_GUIDES = ("mean_field", "sharpened", "auto_normal")
 SECTIONS = ("data", "model", "guide", "trainer", "evaluation")
 TOP_LEVEL = ("task", "preset")
@@ -160,7 +169,9 @@ class GuideConfig:
     weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
     ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
     gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``; ensemble: ``members``,
-    the K independently initialised MAP networks (a deep ensemble).
+    the K independently initialised MAP networks (a deep ensemble); nuts (no variational
+    posterior: NUTS draws over the whole training data as one batch): ``num_chains``,
+    ``num_samples`` and ``warmup_steps`` per chain, ``max_tree_depth``, ``target_accept``.
     """
 
     name: str = "mean_field"
@@ -176,11 +187,27 @@ class GuideConfig:
     dropout_output: float = 0.0
     mask_scope: str = "sequence"
     members: int = 5
+    num_chains: int = 4
+    num_samples: int = 100
+    warmup_steps: int = 100
+    max_tree_depth: int = 10
+    target_accept: float = 0.8
 
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
             raise ConfigError(f"guide.members must be an integer >= 1, got {self.members!r}")
+        for name in ("num_chains", "num_samples", "max_tree_depth"):
+            value = getattr(self, name)
+            if value is None:
+                raise ConfigError(f"guide.{name} must be a positive integer, got none")
+            _check_optional_positive(f"guide.{name}", value)
+        steps = self.warmup_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"guide.warmup_steps must be an integer >= 0, got {steps!r}")
+        accept = self.target_accept
+        if isinstance(accept, bool) or not isinstance(accept, int | float) or not 0 < accept < 1:
+            raise ConfigError(f"guide.target_accept must lie in (0, 1), got {accept!r}")
         _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
         try:
             check_quadrature_order(self.quadrature_order)
@@ -222,6 +249,8 @@ class GuideConfig:
             }
         if self.name == "ensemble":
             return {"members": self.members}
+        if self.name == "nuts":
+            return {"num_chains": self.num_chains, "num_samples": self.num_samples}
         return {}
 
 
@@ -322,6 +351,7 @@ class RunConfig:
         _check_trainer(self.trainer)
         _check_local_decoder(self)
         _check_fitted_scale_guide(self)
+        _check_nuts(self)
 
 
 def _check_prior_scale(model: ModelConfig) -> None:
@@ -368,6 +398,25 @@ def check_ensemble_draws(config: RunConfig) -> None:
         f"({guide.members}): each member is one draw of the ensemble's mixture; set "
         f"evaluation.mc_samples={guide.members}"
     )
+
+
+def _check_nuts(config: RunConfig) -> None:
+    """NUTS samples a fixed density: the model must draw no masks of its own, and the
+    evaluation must not train (dynamic evaluation updates a variational posterior)."""
+    if config.guide.name != "nuts":
+        return
+    active = [
+        name
+        for name, value in config.model.regularisers().items()
+        if name != "mask_scope" and value
+    ]
+    if active:
+        raise ConfigError(
+            f"guide.name=nuts needs a model without dropout-type masks; {', '.join(active)} "
+            "would make the likelihood random (set them to 0)"
+        )
+    if config.evaluation.dynamic_lr is not None:
+        raise ConfigError("evaluation.dynamic_lr adapts a variational posterior; not with nuts")
 
 
 def _check_local_decoder(config: RunConfig) -> None:

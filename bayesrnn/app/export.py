@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+import xarray as xr
 
 from bayesrnn.app.config import RunConfig
 from bayesrnn.app.setup import (
@@ -33,69 +36,32 @@ def export_draws(config: RunConfig) -> int:
     return config.evaluation.export_samples
 
 
-def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Path | None:
+def export_posterior(
+    s: Setup, history: dict | None, path: Path, log: Log, tree: xr.DataTree | None = None
+) -> Path | None:
     """Write ``path`` (an ArviZ DataTree) from the trained model on the evaluation split.
 
     Held-out data, recorded with its fingerprint: ``arviz_stats.loo``/``compare`` (and
     ``bayesrnn compare``) rank runs scored on the same tokens (see
     ``bayesrnn.evaluation.arviz_export``). Gal's guide exports too, without ``sample_stats``.
+    A NUTS run exports every stored draw with its chains (``tree``: one already built).
     """
     reason = no_export_reason(s.config)
     if reason is not None:
         log(f"posterior.nc skipped: {reason}")
         return None
-    from bayesrnn.evaluation.arviz_export import export_classifier, export_language_model
-
     ev = s.config.evaluation
-    device = torch.device(s.config.trainer.device)
-    guide = s.guide
-    seed_everything(s.config.trainer.seed + 2)
-    draws = export_draws(s.config)
-    what = "ensemble members" if s.config.guide.name == "ensemble" else "posterior samples"
-    log(f"exporting {draws} {what} to {path}")
-    if s.config.task == "forecast":
-        from bayesrnn.app.forecast_task import forecast_range
-        from bayesrnn.evaluation.arviz_forecast import export_forecaster
+    if s.config.guide.name == "nuts":
+        from bayesrnn.app.nuts_task import nuts_datatree
 
-        rows, start = forecast_range(s.corpus, ev.split)
-        tree = export_forecaster(
-            s.model,
-            guide,
-            rows.to(device),
-            start,
-            num_samples=draws,
-            target_names=list(s.corpus.target_columns),
-            split=ev.split,
-        )
-    elif s.config.task == "classify":
-        split = getattr(s.corpus, ev.split)
-        tokens, lengths = pad_batch(split.sequences, pad_id=padding_id(s.corpus))
-        tree = export_classifier(
-            s.model,
-            guide,
-            tokens.to(device),
-            lengths,
-            split.labels.to(device),
-            num_samples=draws,
-            split=ev.split,
-            vocabulary=s.corpus.vocab.itos,
-            label_names=list(s.corpus.label_names),
-        )
+        log(f"exporting every NUTS draw, and {ev.export_samples} prior draws, to {path}")
+        tree = nuts_datatree(s, history) if tree is None else tree
     else:
-        stream = s.corpus.split(ev.split)
-        if ev.max_tokens is not None:
-            stream = stream[: ev.max_tokens]
-        tree = export_language_model(
-            s.model,
-            guide,
-            stream.to(device),
-            num_samples=draws,
-            batch_size=s.config.trainer.eval_batch_size,
-            bptt=s.config.trainer.bptt,
-            history=history,
-            split=ev.split if ev.max_tokens is None else f"{ev.split}[:{ev.max_tokens}]",
-            vocabulary=s.corpus.vocab.itos,
-        )
+        seed_everything(s.config.trainer.seed + 2)
+        draws = export_draws(s.config)
+        what = "ensemble members" if s.config.guide.name == "ensemble" else "posterior samples"
+        log(f"exporting {draws} {what} to {path}")
+        tree = task_exporter(s, history)(s.guide, draws)
     tmp = temporary_path(path)
     try:
         tree.to_netcdf(tmp, engine="h5netcdf")
@@ -104,3 +70,59 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def task_exporter(s: Setup, history: dict | None) -> Callable[[Any, int], xr.DataTree]:
+    """``export(guide, num_samples)``: the run's task exporter on the evaluation split, for any
+    guide (the run's, or one drawing from the prior)."""
+    from bayesrnn.evaluation.arviz_export import export_classifier, export_language_model
+
+    ev = s.config.evaluation
+    device = torch.device(s.config.trainer.device)
+
+    def export(guide, num_samples: int) -> xr.DataTree:
+        if s.config.task == "forecast":
+            from bayesrnn.app.forecast_task import forecast_range
+            from bayesrnn.evaluation.arviz_forecast import export_forecaster
+
+            rows, start = forecast_range(s.corpus, ev.split)
+            return export_forecaster(
+                s.model,
+                guide,
+                rows.to(device),
+                start,
+                num_samples=num_samples,
+                target_names=list(s.corpus.target_columns),
+                split=ev.split,
+            )
+        elif s.config.task == "classify":
+            split = getattr(s.corpus, ev.split)
+            tokens, lengths = pad_batch(split.sequences, pad_id=padding_id(s.corpus))
+            return export_classifier(
+                s.model,
+                guide,
+                tokens.to(device),
+                lengths,
+                split.labels.to(device),
+                num_samples=num_samples,
+                split=ev.split,
+                vocabulary=s.corpus.vocab.itos,
+                label_names=list(s.corpus.label_names),
+            )
+        else:
+            stream = s.corpus.split(ev.split)
+            if ev.max_tokens is not None:
+                stream = stream[: ev.max_tokens]
+            return export_language_model(
+                s.model,
+                guide,
+                stream.to(device),
+                num_samples=num_samples,
+                batch_size=s.config.trainer.eval_batch_size,
+                bptt=s.config.trainer.bptt,
+                history=history,
+                split=ev.split if ev.max_tokens is None else f"{ev.split}[:{ev.max_tokens}]",
+                vocabulary=s.corpus.vocab.itos,
+            )
+
+    return export

@@ -32,6 +32,7 @@ from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
 from bayesrnn.app.export import export_posterior, no_export_reason
 from bayesrnn.app.forecast_task import evaluate_forecaster
 from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
+from bayesrnn.app.nuts_task import is_nuts_history, nuts_datatree, nuts_metrics, train_nuts
 from bayesrnn.app.ood_task import OODText, encode_ood_text, read_ood_file
 from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
 from bayesrnn.app.run_dir import (
@@ -76,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 
 def _training_summary(history: dict) -> dict:
+    if is_nuts_history(history):  # sampled, not trained: the sampler's settings and cost
+        return dict(history["mcmc"])
     windows = len(history["elbo"])
     last = slice(max(0, windows - 10), windows)
     tokens = sum(history["tokens"][last]) or 1
@@ -165,14 +168,19 @@ def _evaluate(
         results = evaluate_forecaster(s, run, log)
     else:
         results = evaluate_language_model(s, history, run, log, ranks, ood)
-    elbo = plot_training(history, run / "elbo.png")
-    results["plots"].append(elbo.name)
+    tree = None
+    if is_nuts_history(history):  # r-hat and ESS of the predictions, over every stored draw
+        tree = nuts_datatree(s, history)
+        results["mcmc"] = nuts_metrics(s, history, tree, log)
+    else:
+        elbo = plot_training(history, run / "elbo.png")
+        results["plots"].append(elbo.name)
     evaluate_seconds = time.perf_counter() - began
     files = sorted(results.pop("plots"))
     export_error = None
     if export and s.config.evaluation.export:
         try:
-            written = export_posterior(s, history, free_name(run.posterior), log)
+            written = export_posterior(s, history, free_name(run.posterior), log, tree)
             if written is not None:
                 files.append(written.name)
         except (ValueError, RuntimeError, OSError) as error:  # keep the evaluation regardless
@@ -263,15 +271,18 @@ def run_job(
     with lock_run_dir(run.root, command) if ranks.is_main else contextlib.nullcontext():
         if ranks.is_main:
             check_run_dir(run.root, config)  # again, now that no other process can write here
+        payload = None
         if run.checkpoint.is_file():
-            restore(s, run)  # a corrupt or foreign checkpoint is refused before training
+            payload = restore(s, run)  # a corrupt or foreign checkpoint is refused before training
         if ranks.is_main and not run.config.is_file():
             write_config(config, run.config, header=f"bayesrnn {__version__} resolved config")
         if ranks.is_main and saved is None:
             write_run_data(run, run_data_of(s.corpus, config.task))
         barrier(ranks)
         began = time.perf_counter()
-        if config.task == "classify":
+        if config.guide.name == "nuts":
+            history = train_nuts(s, run, log, payload)
+        elif config.task == "classify":
             history = train_classifier(s, run.checkpoint, log)
         else:
             history = train_language_model(s, run, log)
@@ -281,7 +292,7 @@ def run_job(
             write_json(run.history, history)
             if evaluate:
                 result = _evaluate(s, history, run, log, export=True, ranks=ranks)
-            else:
+            elif not is_nuts_history(history):
                 plot_training(history, run / "elbo.png")
         elif evaluate and config.task == "lm":  # the other ranks' share of the LM's passes
             evaluate_language_model(s, history, run, log, ranks)
@@ -395,6 +406,8 @@ def export_run(
 
 
 def _warn_unfinished(config: RunConfig, payload: dict, log: Log) -> None:
+    if is_nuts_history(payload["history"]):  # written only when every chain has finished
+        return
     epoch, window = payload["position"]
     trainer: TrainerConfig = config.trainer
     steps = len(payload["history"]["elbo"])

@@ -35,6 +35,7 @@ from bayesrnn.data import (
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
 from bayesrnn.inference.distributed import current_ranks
+from bayesrnn.inference.mcmc import check_nuts_size
 from bayesrnn.models import (
     GaussianPrior,
     HierarchicalGaussianPrior,
@@ -296,6 +297,10 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     seed_everything(config.trainer.seed)
     try:
         model = build_model(config, size, outputs)
+        if config.guide.name == "nuts":  # refused before any training or writing
+            check_nuts_size(model)
+            if current_ranks().world > 1:
+                raise ValueError("guide.name=nuts runs in one process (its chains are processes)")
         guide = build_guide(config, model)
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error

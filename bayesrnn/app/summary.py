@@ -74,6 +74,15 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
             f"rate alone {fmt(ood.get('unk_share_baseline', {}).get('auroc'))}; <unk> "
             f"positions: {ood.get('oov', 'include')})"
         )
+    mcmc = metrics.get("mcmc")
+    if mcmc:
+        lines.append(
+            f"  NUTS: {mcmc['draws']} draws ({mcmc.get('num_chains', '?')} chains), predictive "
+            f"r-hat max {fmt(mcmc['rhat_max_predictive'])}, ESS min "
+            f"{fmt(mcmc['ess_min_predictive'])}, {mcmc['divergences']} divergence(s)"
+        )
+        if mcmc.get("warning"):
+            lines.append(f"  warning: {mcmc['warning']}")
     if "files" in metrics:
         lines.append(f"  files: {', '.join(metrics['files'])}, metrics.json")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, and prediction."""
+"""Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, prediction, and NUTS."""
 
 from bayesrnn.inference import learned_prior_kl  # noqa: F401  (registers the fitted-scale KLs)
 from bayesrnn.inference.batching import SequenceBatches, StreamWindows
@@ -13,9 +13,11 @@ from bayesrnn.inference.guides import (
     EnsembleGuide,
     GalDropoutGuide,
     MeanFieldGuide,
+    SampledPosterior,
     SharpenedGuide,
     make_guide,
 )
+from bayesrnn.inference.mcmc import NUTSResult, run_nuts
 from bayesrnn.inference.predictive import (
     SequencePrediction,
     StreamEvaluation,
@@ -50,8 +52,10 @@ __all__ = [
     "History",
     "LatentScaleMessenger",
     "MeanFieldGuide",
+    "NUTSResult",
     "NonFiniteLossError",
     "SVITrainer",
+    "SampledPosterior",
     "SequenceBatches",
     "SequencePrediction",
     "SharpenedGuide",
@@ -71,6 +75,7 @@ __all__ = [
     "plan_windows",
     "posterior_mean",
     "predict_sequences",
+    "run_nuts",
     "safe_exp",
     "sample_weights",
     "save_checkpoint",

@@ -8,6 +8,7 @@ from bayesrnn.inference.guides.ensemble import EnsembleGuide
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
 from bayesrnn.inference.guides.point import DeterministicGuide
+from bayesrnn.inference.guides.sampled import SampledPosterior
 from bayesrnn.inference.guides.sharpened import SharpenedGuide
 
 
@@ -31,6 +32,7 @@ GUIDES = {
     "ensemble": EnsembleGuide,
     "auto_normal": _auto_normal,
     "auto_low_rank": _auto_low_rank,
+    "nuts": SampledPosterior,
 }
 
 
@@ -50,6 +52,7 @@ __all__ = [
     "EnsembleGuide",
     "GalDropoutGuide",
     "MeanFieldGuide",
+    "SampledPosterior",
     "SharpenedGuide",
     "make_guide",
 ]
