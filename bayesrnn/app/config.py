@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
+from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
 from bayesrnn.inference.mc_draws import DECODER_CHOICES
 from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.trainer import TrainerConfig
@@ -146,7 +146,8 @@ class ModelConfig:
 class GuideConfig:
     """The variational posterior; only the options of the chosen ``name`` are used.
 
-    mean_field/sharpened: ``init_scale`` ("fortunato" or a float), ``kl`` ("expected": the KL
+    mean_field/sharpened: ``init_scale`` (the initial σ: "auto", a tenth of each site's weight
+    size; "fortunato", the paper's draw in [σ_p/4, σ_p]; or a float), ``kl`` ("expected": the KL
     against a scale mixture computed from (μ, σ), by ``quadrature_order``-node Gauss–Hermite per
     weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
     ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
@@ -154,7 +155,7 @@ class GuideConfig:
     """
 
     name: str = "mean_field"
-    init_scale: str | float = "fortunato"
+    init_scale: str | float = "auto"
     kl: str = "expected"
     quadrature_order: int = 8
     sigma0: float = 0.02
@@ -169,6 +170,10 @@ class GuideConfig:
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
         _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
+        try:
+            check_init_scale(self.init_scale)
+        except ValueError as error:
+            raise ConfigError(f"guide.{error}") from None
         try:
             check_quadrature_order(self.quadrature_order)
         except ValueError as error:
