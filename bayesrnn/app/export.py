@@ -19,6 +19,7 @@ from bayesrnn.app.setup import (
 )
 from bayesrnn.data import pad_batch
 from bayesrnn.data.atomic import temporary_path
+from bayesrnn.inference.kl_weight import posterior_label
 
 
 def no_export_reason(config: RunConfig) -> str | None:
@@ -62,6 +63,11 @@ def export_posterior(
         what = "ensemble members" if s.config.guide.name == "ensemble" else "posterior samples"
         log(f"exporting {draws} {what} to {path}")
         tree = task_exporter(s, history)(s.guide, draws)
+    label = posterior_label(s.config.trainer.kl_weight)
+    if label is not None:  # on the file and on its posterior group
+        tree.attrs["posterior"] = label
+        if "posterior" in tree.children:
+            tree["posterior"].attrs["posterior"] = label
     tmp = temporary_path(path)
     try:
         tree.to_netcdf(tmp, engine="h5netcdf")

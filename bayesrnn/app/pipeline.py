@@ -60,6 +60,7 @@ from bayesrnn.evaluation import (
 )
 from bayesrnn.inference import TrainerConfig
 from bayesrnn.inference.distributed import Ranks, barrier, current_ranks
+from bayesrnn.inference.kl_weight import posterior_label
 from bayesrnn.inference.trainer import History
 from bayesrnn.models import learned_prior_scales, prior_scale_sites, weight_sites
 
@@ -152,6 +153,12 @@ def _fitted_prior_scales(s: Setup) -> dict:
     return {"prior_scales": {weight: float(medians[site]) for site, weight in sites.items()}}
 
 
+def _posterior_label(config: RunConfig) -> dict[str, str]:
+    """``{"posterior": label}`` for a run trained with a KL weight other than 1, else {}."""
+    label = posterior_label(config.trainer.kl_weight)
+    return {} if label is None else {"posterior": label}
+
+
 def _evaluate(
     s: Setup,
     history: dict,
@@ -191,6 +198,7 @@ def _evaluate(
         "task": s.config.task,
         "preset": s.config.preset,
         **_describe(s),
+        **_posterior_label(s.config),
         "evaluation": config_to_dict(s.config)["evaluation"],
         "training": _training_summary(history),
         **results,
