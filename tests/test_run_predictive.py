@@ -1,0 +1,106 @@
+"""``run_predictive``: a trained run's per-draw predictive, for each guide the command offers."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import bayesrnn
+from bayesrnn.app.cli import main
+from bayesrnn.evaluation import RunPredictive, run_predictive
+from bayesrnn.models import Forecast
+
+from .conftest import SHARED_DATA
+
+pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
+
+QUICK = ["--quiet", "--set", "evaluation.export=false", "--set", "evaluation.mc_samples=4"]
+FORECAST = ["--preset", "forecast", "--set", "model.hidden_size=3", "--epochs", "2"]
+
+
+def forecast_run(root, guide: str, *extra: str):
+    out = root / guide
+    args = ["run", *FORECAST, "--out", str(out), *QUICK, "--set", f"guide.name={guide}", *extra]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def mean_field_run(tmp_path_factory):
+    return forecast_run(tmp_path_factory.mktemp("predictive"), "mean_field")
+
+
+def test_a_forecasters_predictive_reproduces_its_mc_metrics(mean_field_run):
+    predictive = run_predictive(mean_field_run)  # the run's own mc_samples and test split
+    test = json.loads((mean_field_run / "metrics.json").read_text())["test"]
+    assert isinstance(predictive.draws, Forecast) and predictive.draws.likelihood == "gaussian"
+    assert predictive.draws.loc.shape == (4, test["steps"], 1)
+    assert predictive.observed.shape == (test["steps"], 1)
+    scores = predictive.scores()
+    assert scores["crps"] == pytest.approx(test["crps"], rel=1e-6)
+    assert scores["coverage_90"] == pytest.approx(test["coverage_90"])
+    # the draws differ (a posterior), and a reference of itself is at distance 0
+    assert not torch.equal(predictive.draws.loc[0], predictive.draws.loc[1])
+    assert predictive.distances(predictive)["wasserstein1"] == 0.0
+
+
+def test_draw_counts_and_splits(mean_field_run):
+    run = bayesrnn.load_run(mean_field_run)
+    valid = run_predictive(run, split="valid", num_samples=2)
+    assert valid.num_samples == 2 and valid.split == "valid" and valid.guide == "mean_field"
+    test = run_predictive(run, num_samples=2)
+    with pytest.raises(ValueError, match="other values"):
+        valid.distances(test)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_samples"):
+            run_predictive(run, num_samples=bad)
+    with pytest.raises(ValueError, match="split"):
+        run_predictive(run, split="train")
+
+
+@pytest.mark.parametrize(
+    ("guide", "extra", "spread"),
+    [
+        ("none", ["--set", "model.prior=none"], False),
+        ("gal", ["--set", "guide.dropout_hidden=0.5"], True),
+        ("auto_low_rank", [], True),
+        ("sharpened", [], True),
+    ],
+)
+def test_every_guide_gives_draws(tmp_path, mean_field_run, guide, extra, spread):
+    predictive = run_predictive(forecast_run(tmp_path, guide, *extra))
+    assert predictive.num_samples == 4
+    differ = not torch.equal(predictive.draws.loc[0], predictive.draws.loc[-1])
+    assert differ == spread
+    reference = run_predictive(mean_field_run)
+    distances = predictive.distances(reference)
+    assert all(math.isfinite(v) for v in distances.values())
+
+
+def test_a_guide_with_its_own_draw_count_is_read_in_full(mean_field_run):
+    run = bayesrnn.load_run(mean_field_run)
+    run.guide.num_draws = 3  # as a guide replaying stored draws reports them
+    run.guide.num_chains = 1
+    predictive = run_predictive(run)
+    assert predictive.num_samples == 3 and predictive.chains == 1
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "rt-polarity").is_dir(), reason=f"no rt-polarity/ in {SHARED_DATA}"
+)
+def test_a_classifiers_predictive_is_per_draw_probabilities(tmp_path):
+    out = tmp_path / "polarity"
+    args = ["run", "--task", "classify", "--data", "polarity", "--data-dir", str(SHARED_DATA)]
+    settings = ["data.max_vocab=30", "data.max_examples=40", "model.embedding_size=4"]
+    settings += ["model.hidden_size=4", "trainer.batch_size=64", "model.prior=gaussian"]
+    assert main([*args, "--out", str(out), "--epochs", "1", *QUICK,
+                 *[x for s in settings for x in ("--set", s)]]) == 0  # fmt: skip
+    predictive = run_predictive(out)
+    test = json.loads((out / "metrics.json").read_text())["test"]["mc"]
+    assert isinstance(predictive, RunPredictive) and predictive.task == "classify"
+    assert predictive.draws.shape == (4, test["examples"], 2)
+    assert torch.allclose(predictive.draws.sum(-1), torch.ones(4, test["examples"]).double())
+    # one batch of 40 sentences in the run's evaluation too: the same draws, the same numbers
+    assert predictive.scores()["accuracy"] == pytest.approx(test["accuracy"])
+    assert predictive.scores()["nll"] == pytest.approx(test["nll"], rel=1e-5)
