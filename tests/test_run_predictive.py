@@ -104,3 +104,22 @@ def test_a_classifiers_predictive_is_per_draw_probabilities(tmp_path):
     # one batch of 40 sentences in the run's evaluation too: the same draws, the same numbers
     assert predictive.scores()["accuracy"] == pytest.approx(test["accuracy"])
     assert predictive.scores()["nll"] == pytest.approx(test["nll"], rel=1e-5)
+
+
+def test_a_language_models_predictive_is_per_position_next_symbol_probabilities(tmp_path):
+    out = tmp_path / "chars"
+    settings = ["data.level=char", "model.embedding_size=4", "model.hidden_size=4"]
+    settings += ["guide.name=none", "model.prior=none", "trainer.max_windows=2"]
+    settings += ["evaluation.max_tokens=120", "evaluation.pruning=false"]
+    settings += ["evaluation.reversed_text=false"]
+    args = ["run", "--out", str(out), "--epochs", "1", *QUICK]
+    assert main([*args, *[x for s in settings for x in ("--set", s)]]) == 0
+    predictive = run_predictive(out, num_samples=2)
+    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    vocabulary = len(bayesrnn.load_run(out).vocabulary)
+    positions = predictive.observed.numel()
+    assert predictive.task == "lm" and predictive.draws.shape == (2, positions, vocabulary)
+    # no posterior: both draws are the network itself, whose perplexity the run reported
+    assert torch.equal(predictive.draws[0], predictive.draws[1])
+    assert math.exp(predictive.scores()["nll"]) == pytest.approx(metrics["perplexity_mean"])
+    assert predictive.distances(predictive)["total_variation"] == 0.0

@@ -61,6 +61,7 @@ from bayesrnn.evaluation.forecast import (
 from bayesrnn.models.regressor import Forecast
 
 __all__ = [
+    "CATEGORICAL_TASKS",
     "SPLITS",
     "RunPredictive",
     "categorical_distances",
@@ -413,15 +414,18 @@ def continuous_scores(
 
 
 SPLITS = ("valid", "test")
+CATEGORICAL_TASKS = ("classify", "lm")
 
 
 @dataclass(frozen=True, eq=False)
 class RunPredictive:
     """A run's per-draw predictive on a split, and what it predicts.
 
-    ``draws``: (S, N, C) class probabilities (``task="classify"``), or a Forecast of
+    ``draws``: (S, N, C) class probabilities (``task="classify"``; ``task="lm"``: next-symbol
+    probabilities, one row per predicted position of the split's stream), or a Forecast of
     (S, N, D) Gaussian/Student-t parameters in the data's units (``task="forecast"``; its
-    ``likelihood`` names the family); ``observed``: the N labels, or the (N, D) observed values.
+    ``likelihood`` names the family); ``observed``: the N labels (or next symbols), or the
+    (N, D) observed values.
     ``chains``: the number of MCMC chains the draws come from in order (None when the guide
     reports none).
     """
@@ -450,13 +454,13 @@ class RunPredictive:
                 f"the reference predicts other values ({reference.split} split) than this "
                 f"run ({self.split} split): runs of one data set and split are needed"
             )
-        if self.task == "classify":
+        if self.task in CATEGORICAL_TASKS:
             return categorical_distances(self.draws, reference.draws)
         return continuous_distances(self.draws, reference.draws, self.observed, levels)
 
     def scores(self, levels: Sequence[float] = (0.5, 0.9)) -> dict[str, float]:
         """:func:`categorical_scores` or :func:`continuous_scores` against ``observed``."""
-        if self.task == "classify":
+        if self.task in CATEGORICAL_TASKS:
             return categorical_scores(self.draws, self.observed)
         return continuous_scores(self.draws, self.observed, levels)
 
@@ -471,7 +475,10 @@ def run_predictive(run, split: str = "test", num_samples: int | None = None) -> 
     ``num_samples=None`` takes the guide's own draw count where it has one (an attribute
     ``num_draws``, or ``members``), else the run's ``evaluation.mc_samples``. The generators
     are seeded as the run's evaluation seeds them (a forecaster's MC metrics on its evaluation
-    split are reproduced with its ``mc_samples``). Classifiers and forecasters only.
+    split are reproduced with its ``mc_samples``). A language model's stream is cut as its
+    evaluation cuts it (``trainer.eval_batch_size`` parallel sequences, ``trainer.bptt`` windows,
+    ``evaluation.max_tokens``), each draw keeping its weights for the whole stream; its
+    (S, N, V) probabilities are held in memory, so keep the stream or the vocabulary small.
     """
     from bayesrnn.app.run_dir import JobError
     from bayesrnn.app.trained_run import TrainedRun, load_run
@@ -486,10 +493,10 @@ def run_predictive(run, split: str = "test", num_samples: int | None = None) -> 
         draws, observed = _classifier_draws(run, split, count)
     elif task == "forecast":
         draws, observed = _forecast_draws(run, split, count)
+    elif task == "lm":
+        draws, observed = _language_model_draws(run, split, count)
     else:
-        raise JobError(
-            f"run_predictive reads classifiers and forecasters; {run.path} is a {task} run"
-        )
+        raise JobError(f"run_predictive cannot read a {task} run ({run.path})")
     return RunPredictive(task, run.config.guide.name, split, draws, observed, _chains(run.guide))
 
 
@@ -559,3 +566,42 @@ def _forecast_draws(run, split: str, count: int) -> tuple[Forecast, Tensor]:
     d = forecast.loc.shape[-1]
     observed = rows[start:, :d].double() * corpus.scale[:d] + corpus.mean[:d]
     return forecast.map(lambda t: t.double()), observed
+
+
+def _language_model_draws(run, split: str, count: int) -> tuple[Tensor, Tensor]:
+    """(S, N, V) next-symbol probabilities of the split's stream and the N symbols predicted,
+    in the order of the evaluation's windows (step-major over the parallel sequences)."""
+    from bayesrnn.app.run_data import check_data, read_run_data
+    from bayesrnn.app.run_dir import RunDir
+    from bayesrnn.app.setup import load_data, seed_everything
+    from bayesrnn.data import reencode_corpus
+    from bayesrnn.inference import evaluate_stream
+
+    config, tr = run.config, run.config.trainer
+    corpus = reencode_corpus(load_data(config), run.vocabulary)
+    saved = read_run_data(RunDir(run.path))
+    if saved is not None:
+        check_data(saved, corpus, (split,), RunDir(run.path))
+    ids = getattr(corpus, split)
+    if config.evaluation.max_tokens is not None:
+        ids = ids[: config.evaluation.max_tokens]
+    draws, targets = [], []
+
+    def collect(window_targets: Tensor, _mixture: Tensor, window_draws: Tensor | None) -> None:
+        targets.append(window_targets.reshape(-1).cpu())
+        probs = window_draws.exp().to("cpu", torch.float64)
+        draws.append(probs.reshape(probs.shape[0], -1, probs.shape[-1]))
+
+    seed_everything(tr.seed + 1)
+    evaluate_stream(
+        run.model,
+        run.guide,
+        ids,
+        batch_size=max(1, min(tr.eval_batch_size, ids.numel() // 2)),
+        bptt=tr.bptt,
+        num_samples=count,
+        on_window=collect,
+        redraw="stream",
+    )
+    probs = torch.cat(draws, 1)
+    return probs / probs.sum(-1, keepdim=True), torch.cat(targets)
