@@ -47,7 +47,6 @@ from bayesrnn.evaluation.plots import (
     plot_reliability_diagram,
 )
 from bayesrnn.evaluation.posterior_quality import (
-    RunPredictive,
     categorical_distances,
     categorical_scores,
     continuous_distances,
@@ -58,13 +57,13 @@ from bayesrnn.evaluation.posterior_quality import (
     predictive_crps,
     predictive_pit,
     predictive_sd,
-    run_predictive,
     sd_ratio,
     top1_agreement,
     total_variation,
     wasserstein1,
 )
 from bayesrnn.evaluation.pruning import PruningCurve, prune_by_snr, pruning_curve
+from bayesrnn.evaluation.run_draws import RunPredictive, run_predictive
 from bayesrnn.evaluation.stream_report import (
     LanguageModelReport,
     StreamReport,
