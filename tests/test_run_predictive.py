@@ -1,14 +1,22 @@
 """``run_predictive``: a trained run's per-draw predictive, for each guide the command offers."""
 
+import contextlib
 import json
 import math
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
 import bayesrnn
 from bayesrnn.app.cli import main
+from bayesrnn.app.forecast_task import forecast_range
+from bayesrnn.app.setup import load_data
 from bayesrnn.evaluation import RunPredictive, run_predictive
+from bayesrnn.evaluation.forecast import series_inputs
+from bayesrnn.inference.predictive import sample_weights
 from bayesrnn.models import Forecast
 
 from .conftest import SHARED_DATA
@@ -78,12 +86,55 @@ def test_every_guide_gives_draws(tmp_path, mean_field_run, guide, extra, spread)
     assert all(math.isfinite(v) for v in distances.values())
 
 
-def test_a_guide_with_its_own_draw_count_is_read_in_full(mean_field_run):
+class Replaying(torch.nn.Module):
+    """A guide holding fixed weight draws, replayed in order inside ``replay()`` (as MCMC
+    draws are) and at random outside it."""
+
+    def __init__(self, draws: list[dict], chains: int) -> None:
+        super().__init__()
+        self.stored, self.total, self.num_chains = draws, len(draws), chains
+        self._order = None
+
+    @contextlib.contextmanager
+    def replay(self):
+        self._order = iter(range(self.total))
+        try:
+            yield
+        finally:
+            self._order = None
+
+    def forward(self, *args, **kwargs):
+        index = next(self._order) if self._order else int(torch.randint(self.total, ()))
+        for site, value in self.stored[index].items():
+            pyro.sample(site, dist.Delta(value, event_dim=value.dim()))
+
+    def median(self, *args, **kwargs):
+        return self.stored[0]
+
+
+def test_a_guide_with_stored_draws_is_read_in_full_and_in_order(mean_field_run):
     run = bayesrnn.load_run(mean_field_run)
-    run.guide.num_draws = 3  # as a guide replaying stored draws reports them
-    run.guide.num_chains = 1
+    stored = [sample_weights(run.guide) for _ in range(3)]
+    run.guide = Replaying(stored, chains=1)
     predictive = run_predictive(run)
     assert predictive.num_samples == 3 and predictive.chains == 1
+    # draw i is the network conditioned on stored draw i, computed here without the guide
+    corpus = load_data(run.config)
+    rows, start = forecast_range(corpus, "test")
+    inputs, _ = series_inputs(run.model, rows)
+    for i, weights in enumerate(stored):
+        with torch.no_grad():
+            forecast, _ = poutine.condition(run.model, data=weights)(inputs)
+        loc = forecast.loc[start - 1 :, 0].double() * corpus.scale[0] + corpus.mean[0]
+        assert torch.allclose(predictive.draws.loc[i], loc, rtol=1e-6), i
+    # fewer draws than stored: drawn at random, no chain order to report
+    assert run_predictive(run, num_samples=2).chains is None
+
+
+def test_an_ensembles_members_are_its_draws(mean_field_run):
+    run = bayesrnn.load_run(mean_field_run)
+    run.guide.members = 3  # the attribute an ensemble guide reports its size with
+    assert run_predictive(run).num_samples == 3
 
 
 @pytest.mark.skipif(

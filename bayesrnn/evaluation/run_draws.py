@@ -7,7 +7,9 @@ draws (MCMC samples, ensemble members) is read in full when it says how many it 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -81,9 +83,12 @@ def run_predictive(run, split: str = "test", num_samples: int | None = None) -> 
 
     Each of the S draws is one weight set from the guide (with the model's dropout masks on, as
     Gal's guide needs), whatever the guide: a variational posterior, a point estimate (S equal
-    draws), or a guide that replays a finite set of draws (MCMC samples, ensemble members).
-    ``num_samples=None`` takes the guide's own draw count where it has one (an attribute
-    ``num_draws``, or ``members``), else the run's ``evaluation.mc_samples``. The generators
+    draws), or a guide holding a finite set of draws. ``num_samples=None`` reads a guide that
+    can replay its stored draws in order (a ``replay()`` context and a ``total`` count, as the
+    NUTS guide has) in full, chain after chain (``chains``: its ``num_chains``), except for a
+    language model, where they are drawn at random; a guide with ``members`` (an ensemble,
+    whose draws cycle through them) or ``num_draws`` gives that many draws; any other guide
+    gives the run's ``evaluation.mc_samples``. The generators
     are seeded as the run's evaluation seeds them (a forecaster's MC metrics on its evaluation
     split are reproduced with its ``mc_samples``). A language model's stream is cut as its
     evaluation cuts it (``trainer.eval_batch_size`` parallel sequences, ``trainer.bptt`` windows,
@@ -97,42 +102,60 @@ def run_predictive(run, split: str = "test", num_samples: int | None = None) -> 
         run = load_run(run)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    count = _draw_count(run, num_samples)
     task = run.config.task
-    if task == "classify":
-        draws, observed = _classifier_draws(run, split, count)
-    elif task == "forecast":
-        draws, observed = _forecast_draws(run, split, count)
-    elif task == "lm":
-        draws, observed = _language_model_draws(run, split, count)
-    else:
-        raise JobError(f"run_predictive cannot read a {task} run ({run.path})")
-    return RunPredictive(task, run.config.guide.name, split, draws, observed, _chains(run.guide))
+    plan = _draw_plan(run, num_samples)
+    with plan.order():
+        if task == "classify":
+            draws, observed = _classifier_draws(run, split, plan.count)
+        elif task == "forecast":
+            draws, observed = _forecast_draws(run, split, plan.count)
+        elif task == "lm":
+            draws, observed = _language_model_draws(run, split, plan.count)
+        else:
+            raise JobError(f"run_predictive cannot read a {task} run ({run.path})")
+    return RunPredictive(task, run.config.guide.name, split, draws, observed, plan.chains)
 
 
-def _draw_count(run, num_samples: int | None) -> int:
-    if num_samples is None:
-        own = _own_draw_count(run.guide)
-        return own if own is not None else run.config.evaluation.mc_samples
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+@dataclass(frozen=True)
+class _DrawPlan:
+    """How many draws to take, inside which context, from how many chains (in order)."""
+
+    count: int
+    order: Callable[[], AbstractContextManager] = contextlib.nullcontext
+    chains: int | None = None
+
+
+def _draw_plan(run, num_samples: int | None) -> _DrawPlan:
+    """All of a replayable guide's stored draws in order (chains kept); else ``num_samples``
+    draws, by default as many as the guide holds (ensemble members) or ``mc_samples``."""
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+    ):
         raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
-    return num_samples
+    guide = run.guide
+    stored = (
+        _whole(getattr(guide, "total", None)) if callable(getattr(guide, "replay", None)) else None
+    )
+    # evaluate_stream draws once more to test whether the draws differ: no replay there
+    if stored is not None and num_samples in (None, stored) and run.config.task != "lm":
+        return _DrawPlan(stored, guide.replay, _whole(getattr(guide, "num_chains", None)))
+    if num_samples is not None:
+        return _DrawPlan(num_samples)
+    for own in (
+        stored,
+        _whole(getattr(guide, "members", None)),
+        _whole(getattr(guide, "num_draws", None)),
+    ):
+        if own is not None:
+            return _DrawPlan(own)
+    return _DrawPlan(run.config.evaluation.mc_samples)
 
 
-def _own_draw_count(guide) -> int | None:
-    """How many draws a guide holding a finite set of them has (None for a distribution)."""
-    for name in ("num_draws", "members"):
-        value = getattr(guide, name, None)
-        value = value() if callable(value) else value
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
+def _whole(value: object) -> int | None:
+    """``value`` if it is a whole number >= 1 (a guide's draw or chain count), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
     return None
-
-
-def _chains(guide) -> int | None:
-    value = getattr(guide, "num_chains", None)
-    value = value() if callable(value) else value
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _classifier_draws(run, split: str, count: int) -> tuple[Tensor, Tensor]:
