@@ -192,7 +192,7 @@ def plot(results: dict, path: Path) -> None:
     tasks = [
         t
         for t, e in results["tasks"].items()
-        if any("distances" in r for r in e["methods"].values())
+        if any("distances" in r for m, r in e["methods"].items() if m != e["reference"])
     ]
     if not tasks:
         return
@@ -202,7 +202,11 @@ def plot(results: dict, path: Path) -> None:
     )
     for i, task in enumerate(tasks):
         entry = results["tasks"][task]
-        rows = {m: r["distances"] for m, r in entry["methods"].items() if "distances" in r}
+        rows = {
+            m: r["distances"]
+            for m, r in entry["methods"].items()
+            if "distances" in r and m != entry["reference"]
+        }
         for j in range(width):
             ax = axes[i][j]
             if j >= len(DISTANCES[task]):
@@ -211,7 +215,10 @@ def plot(results: dict, path: Path) -> None:
             name = DISTANCES[task][j]
             values = [rows[m].get(name) for m in rows]
             heights = [v if v is not None else 0.0 for v in values]
-            ax.bar(range(len(rows)), heights, color="C0")
+            ax.bar(range(len(rows)), heights, color=[f"C{k % 10}" for k in range(len(rows))])
+            for k, value in enumerate(values):
+                if value is None:  # undefined (e.g. a ratio to zero): say so, not a zero bar
+                    ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(rows)), list(rows), rotation=60, ha="right", fontsize=7)
             ax.set_title(f"{task}: {name}", fontsize=9)
             if name.endswith("ratio") or name == "agreement":
