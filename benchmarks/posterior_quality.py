@@ -23,6 +23,10 @@ resumed by the command from its checkpoint), and ``results.json``, ``results.md`
         --reference mean_field_expected --methods mean_field_expected none    # a smoke run
 
 ``--data-dir`` is the folder holding rt-polarity/ (default ../shared/data beside the project).
+``--forecast-set``, ``--classify-set`` and ``--nuts-set`` add ``--set`` values to every run of a
+task or to the NUTS run (e.g. ``--forecast-set model.hidden_size=4 --nuts-set
+guide.max_tree_depth=8``); a run directory made with other settings is refused, not reused.
+``--samples`` must be a multiple of the ensemble's 5 members (each member weighs the same).
 """
 
 from __future__ import annotations
@@ -102,7 +106,9 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
             f"guide.num_chains={args.nuts_chains}",
             f"guide.num_samples={args.nuts_samples}",
             f"guide.warmup_steps={args.nuts_warmup}",
+            *args.nuts_set,
         ]
+    settings += getattr(args, f"{task}_set")  # the user's, last: they win
     command = [sys.executable, "-m", "bayesrnn", "run", *spec["args"], "--out", str(out)]
     if task == "classify":
         command += ["--data-dir", str(args.data_dir)]
@@ -115,9 +121,20 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
 def train(task: str, method: str, args: argparse.Namespace, previous: dict) -> dict:
     """Train one method (or reuse its finished run directory); its run facts."""
     out = args.out / task / method
+    command = run_command(task, method, out, args)
+    # the settings a run directory was made with, beside it: a finished run is reused only
+    # for the same command, never silently for other settings
+    recorded = out.with_name(f"{method}.command.json")
+    settings = command[command.index("--quiet") :]
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise SystemExit(
+            f"{out} was made with other settings than these ({recorded}); delete both or "
+            "give another --out"
+        )
     if (out / "metrics.json").is_file():
         return {"run": str(out), "reused": True, "wall_seconds": previous.get("wall_seconds")}
-    command = run_command(task, method, out, args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(settings) + "\n")
     print(f"[{task}] training {method}: {' '.join(command[1:])}", flush=True)
     began = time.perf_counter()
     env = {
@@ -243,6 +260,21 @@ def main() -> None:
     parser.add_argument("--nuts-chains", type=int, default=4)
     parser.add_argument("--nuts-samples", type=int, help="draws per chain (default 100, quick 10)")
     parser.add_argument("--nuts-warmup", type=int, help="warm-up steps (default 200, quick 10)")
+    for name, what in (("nuts", "the nuts run"), ("forecast", "every forecast run")):
+        parser.add_argument(
+            f"--{name}-set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a further --set for {what} (repeatable)",
+        )
+    parser.add_argument(
+        "--classify-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further --set for every classify run (repeatable)",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -281,6 +313,7 @@ def main() -> None:
                 continue
             predictive = run_predictive(row["run"], split="test")
             row["draws"] = predictive.num_samples
+            row["chains"] = predictive.chains
             row["train_seconds"] = train_seconds(row["run"])
             row["scores"] = {k: finite(v) for k, v in predictive.scores().items()}
             if method == args.reference:
