@@ -5,10 +5,10 @@ full-batch HMC: every method is trained through the command (``bayesrnn run``, o
 method) on two small tasks on real data, and its test-split predictive is compared with the
 reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_quality`:
 
-- ``forecast``: yearly sunspots, the ``forecast`` preset with a 1x8 LSTM (about 370 weights);
+- ``forecast``: yearly sunspots, the ``forecast`` preset with a 1x8 LSTM (370 weights);
   Wasserstein-1 per test year, CRPS gap, 50%/90% coverage gaps, predictive sd ratio;
 - ``classify``: sentence polarity cut to a tiny vocabulary and 500 sentences per split, an 8-wide
-  LSTM (about 1,400 weights); total variation, top-1 agreement, predictive-entropy ratio,
+  LSTM (1,392 weights); total variation, top-1 agreement, predictive-entropy ratio,
   mutual-information ratio.
 
 Each method also gets its own scores (forecast: CRPS, NLL, coverage; classify: NLL, accuracy)
