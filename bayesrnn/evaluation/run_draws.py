@@ -8,9 +8,11 @@ draws (MCMC samples, ensemble members) is read in full when it says how many it 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -22,6 +24,9 @@ from bayesrnn.evaluation.posterior_quality import (
     continuous_scores,
 )
 from bayesrnn.models.regressor import Forecast
+
+if TYPE_CHECKING:  # the app imports this package: no import of it at load time
+    from bayesrnn.app.trained_run import TrainedRun
 
 __all__ = ["CATEGORICAL_TASKS", "SPLITS", "RunPredictive", "run_predictive"]
 
@@ -77,7 +82,9 @@ class RunPredictive:
         return continuous_scores(self.draws, self.observed, levels)
 
 
-def run_predictive(run, split: str = "test", num_samples: int | None = None) -> RunPredictive:
+def run_predictive(
+    run: TrainedRun | str | os.PathLike[str], split: str = "test", num_samples: int | None = None
+) -> RunPredictive:
     """The per-draw predictive of a trained run (a ``load_run`` result or its directory) on
     ``split``, through the same Monte Carlo path as the run's own evaluation.
 
