@@ -27,7 +27,7 @@ def options(tmp_path, **changes) -> argparse.Namespace:
         "nuts_samples": 10,
         "nuts_warmup": 10,
         "nuts_set": ["guide.max_tree_depth=6"],
-        "forecast_set": ["model.hidden_size=4"],
+        "forecast_set": ["model.hidden_size=2"],
         "classify_set": [],
         "data_dir": tmp_path,
     }
@@ -42,12 +42,12 @@ def test_each_method_runs_with_its_guide_and_the_users_settings_last(bench, tmp_
     args = options(tmp_path)
     nuts = settings_of(bench.run_command("forecast", "nuts", tmp_path / "n", args))
     assert "guide.name=nuts" in nuts and "guide.num_chains=2" in nuts
-    assert nuts[-2:] == ["guide.max_tree_depth=6", "model.hidden_size=4"]
-    assert nuts.index("model.hidden_size=4") > nuts.index("model.hidden_size=8")
+    assert nuts[-2:] == ["guide.max_tree_depth=6", "model.hidden_size=2"]
+    assert nuts.index("model.hidden_size=2") > nuts.index("model.hidden_size=4")
     sample = settings_of(bench.run_command("classify", "mean_field_sample", tmp_path / "m", args))
     assert {"guide.name=mean_field", "guide.kl=sample"} <= set(sample)
     assert not any(s.startswith("guide.num_") for s in sample)
-    assert "model.hidden_size=4" not in sample  # a forecast setting stays with the forecasts
+    assert "model.hidden_size=2" not in sample  # a forecast setting stays with the forecasts
     none = settings_of(bench.run_command("forecast", "none", tmp_path / "p", args))
     assert {"guide.name=none", "model.prior=none"} <= set(none)
 
