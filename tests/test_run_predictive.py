@@ -174,3 +174,12 @@ def test_a_language_models_predictive_is_per_position_next_symbol_probabilities(
     assert torch.equal(predictive.draws[0], predictive.draws[1])
     assert math.exp(predictive.scores()["nll"]) == pytest.approx(metrics["perplexity_mean"])
     assert predictive.distances(predictive)["total_variation"] == 0.0
+
+
+def test_autoguide_runs_of_two_sizes_load_one_after_the_other(tmp_path):
+    # an autoguide takes parameters of its name from Pyro's global store when it builds its
+    # own: the first run's must not leak into the second's
+    small = forecast_run(tmp_path / "small", "auto_low_rank", "--set", "model.hidden_size=2")
+    large = forecast_run(tmp_path / "large", "auto_low_rank")
+    for out in (small, large, small):
+        assert run_predictive(out, num_samples=2).num_samples == 2
