@@ -8,7 +8,7 @@ reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_q
 - ``forecast``: yearly sunspots, the ``forecast`` preset with a 1x4 LSTM (122 weights);
   Wasserstein-1 per test year, CRPS gap, 50%/90% coverage gaps, predictive sd ratio;
 - ``classify``: sentence polarity cut to 25 words and 500 sentences per split, a 3-wide LSTM
-  over 2-wide embeddings (140 weights); total variation, top-1 agreement, predictive-entropy
+  over 2-wide embeddings (142 weights); total variation, top-1 agreement, predictive-entropy
   ratio, mutual-information ratio.
 
 Both stay under the NUTS guide's size limit, and both use a N(0, 1) prior for every method
@@ -76,6 +76,7 @@ TASKS: dict[str, dict[str, list[str]]] = {
             "model.hidden_size=3",
             "model.prior=gaussian",
             "model.prior_scale=1.0",
+            "model.deterministic=[]",  # every weight random (NUTS) or per member (ensemble)
             "trainer.batch_size=32",
             "trainer.optimizer=adam",
             "trainer.lr=0.01",
