@@ -302,6 +302,8 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
             if current_ranks().world > 1:
                 raise ValueError("guide.name=nuts runs in one process (its chains are processes)")
         guide = build_guide(config, model)
+        if isinstance(guide, torch.nn.Module):
+            forget_params(guide)
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error
     except (RuntimeError, MemoryError) as error:  # e.g. hidden_size=10**10
@@ -324,6 +326,16 @@ def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> 
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
     model, guide = build(config, *model_sizes(corpus, config.task))
     return Setup(config, corpus, model, guide)
+
+
+def forget_params(guide: torch.nn.Module) -> None:
+    """Drop the parameters of ``guide``'s name from Pyro's global store: an autoguide builds its
+    parameters on its first call and takes any of its name already there, another run's (of
+    another shape) when several runs are built or loaded in one process."""
+    prefix = f"{getattr(guide, '_pyro_name', type(guide).__name__)}."
+    store = pyro.get_param_store()
+    for name in [key for key in store.get_all_param_names() if key.startswith(prefix)]:
+        del store[name]
 
 
 def restore(s: Setup, run: RunDir) -> dict:

@@ -1,0 +1,338 @@
+"""How far each approximate posterior's predictive is from the NUTS reference's.
+
+After Izmailov et al. (2021), who scored approximations by their predictive's distance to
+full-batch HMC: every method is trained through the command (``bayesrnn run``, one process per
+method) on two small tasks on real data, and its test-split predictive is compared with the
+reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_quality`:
+
+- ``forecast``: yearly sunspots, the ``forecast`` preset with a 1x4 LSTM (122 weights);
+  Wasserstein-1 per test year, CRPS gap, 50%/90% coverage gaps, predictive sd ratio;
+- ``classify``: sentence polarity cut to 25 words and 500 sentences per split, a 3-wide LSTM
+  over 2-wide embeddings (142 weights); total variation, top-1 agreement, predictive-entropy
+  ratio, mutual-information ratio.
+
+Both stay under the NUTS guide's size limit, and both use a N(0, 1) prior for every method
+(Gal's guide needs a Gaussian prior, and NUTS mixes badly on a scale mixture's spike). Under a
+Gaussian prior the mean-field KL is the closed form whatever ``guide.kl`` says, so the two
+mean-field rows are the same run twice; to compare the two KL estimators, rerun with e.g.
+``--forecast-set model.prior=scale_mixture`` (and without ``gal``).
+
+Each method also gets its own scores (forecast: CRPS, NLL, coverage; classify: NLL, accuracy)
+and its training cost: the summed epoch times from its ``metrics.json`` and the wall time of
+its whole ``bayesrnn run`` process (training, evaluation and start-up). Resumable: a method
+whose run directory holds ``metrics.json`` is reused, not retrained (an interrupted one is
+resumed by the command from its checkpoint), and ``results.json``, ``results.md`` and
+``posterior_quality.png`` in ``--out`` are rewritten after every method.
+
+    python benchmarks/posterior_quality.py --out runs/quality                 # everything
+    python benchmarks/posterior_quality.py --out /tmp/q --quick \\
+        --reference mean_field_expected --methods mean_field_expected none    # a smoke run
+
+``--data-dir`` is the folder holding rt-polarity/ (default ../shared/data beside the project).
+``--forecast-set``, ``--classify-set`` and ``--nuts-set`` add ``--set`` values to every run of a
+task or to the NUTS run (e.g. ``--forecast-set model.hidden_size=4 --nuts-set
+guide.max_tree_depth=8``); a run directory made with other settings is refused, not reused.
+``--samples`` must be a multiple of the ensemble's 5 members (each member weighs the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# guide settings of each method, as --set values
+METHODS: dict[str, list[str]] = {
+    "nuts": ["guide.name=nuts"],
+    "mean_field_expected": ["guide.name=mean_field", "guide.kl=expected"],
+    "mean_field_sample": ["guide.name=mean_field", "guide.kl=sample"],
+    "sharpened": ["guide.name=sharpened"],
+    "gal": ["guide.name=gal", "guide.dropout_hidden=0.25", "guide.dropout_output=0.25"],
+    "auto_low_rank": ["guide.name=auto_low_rank"],
+    "ensemble": ["guide.name=ensemble", "guide.members=5"],
+    "none": ["guide.name=none", "model.prior=none"],  # a plain network: no posterior
+}
+
+TASKS: dict[str, dict[str, list[str]]] = {
+    "forecast": {
+        "args": ["--preset", "forecast"],
+        "set": ["model.hidden_size=4"],
+        "full": ["trainer.epochs=600"],
+        "quick": ["trainer.epochs=20"],
+    },
+    "classify": {
+        "args": ["--task", "classify", "--data", "polarity"],
+        "set": [
+            "data.max_vocab=25",
+            "data.max_examples=500",
+            "model.embedding_size=2",
+            "model.hidden_size=3",
+            "model.prior=gaussian",
+            "model.prior_scale=1.0",
+            "model.deterministic=[]",  # every weight random (NUTS) or per member (ensemble)
+            "trainer.batch_size=32",
+            "trainer.optimizer=adam",
+            "trainer.lr=0.01",
+            "trainer.lr_decay=1.0",
+        ],
+        "full": ["trainer.epochs=40"],
+        "quick": ["trainer.epochs=2"],
+    },
+}
+
+DISTANCES = {
+    "forecast": ["wasserstein1", "crps_gap", "coverage_gap_50", "coverage_gap_90", "sd_ratio"],
+    "classify": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
+}
+SCORES = {
+    "forecast": ["crps", "nll", "coverage_50", "coverage_90"],
+    "classify": ["nll", "accuracy"],
+}
+
+
+def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> list[str]:
+    """The ``bayesrnn run`` command line of one method on one task."""
+    spec = TASKS[task]
+    settings = [
+        *spec["set"],
+        *spec["quick" if args.quick else "full"],
+        *METHODS[method],
+        "evaluation.export=false",
+        f"evaluation.mc_samples={args.samples}",
+        f"trainer.seed={args.seed}",
+    ]
+    if method == "nuts":
+        settings += [
+            f"guide.num_chains={args.nuts_chains}",
+            f"guide.num_samples={args.nuts_samples}",
+            f"guide.warmup_steps={args.nuts_warmup}",
+            *args.nuts_set,
+        ]
+    settings += getattr(args, f"{task}_set")  # the user's, last: they win
+    command = [sys.executable, "-m", "bayesrnn", "run", *spec["args"], "--out", str(out)]
+    if task == "classify":
+        command += ["--data-dir", str(args.data_dir)]
+    command.append("--quiet")
+    for setting in settings:
+        command += ["--set", setting]
+    return command
+
+
+def train(task: str, method: str, args: argparse.Namespace, previous: dict) -> dict:
+    """Train one method (or reuse its finished run directory); its run facts."""
+    out = args.out / task / method
+    command = run_command(task, method, out, args)
+    # the settings a run directory was made with, beside it: a finished run is reused only
+    # for the same command, never silently for other settings
+    recorded = out.with_name(f"{method}.command.json")
+    settings = command[command.index("--quiet") :]
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise SystemExit(
+            f"{out} was made with other settings than these ({recorded}); delete both or "
+            "give another --out"
+        )
+    if (out / "metrics.json").is_file():
+        return {"run": str(out), "reused": True, "wall_seconds": previous.get("wall_seconds")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(settings) + "\n")
+    print(f"[{task}] training {method}: {' '.join(command[1:])}", flush=True)
+    began = time.perf_counter()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        return {"run": str(out), "error": lines[-1], "exit_code": done.returncode}
+    return {"run": str(out), "reused": False, "wall_seconds": wall}
+
+
+def train_seconds(run_dir: str) -> float | None:
+    """The summed epoch times the run recorded (None when it recorded none)."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    seconds = metrics.get("timing", {}).get("epoch_seconds")
+    return float(sum(seconds)) if seconds else None
+
+
+def finite(value: float | None) -> float | None:
+    """JSON-safe: NaN and inf become None."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def write_results(results: dict, args: argparse.Namespace) -> None:
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results))
+    plot(results, args.out / "posterior_quality.png")
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for task, entry in results["tasks"].items():
+        reference = entry["reference"]
+        lines += [f"### {task}: distances to `{reference}` (test split)", ""]
+        columns = DISTANCES[task] + SCORES[task] + ["draws", "train_s", "wall_s"]
+        lines += ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        for method, row in entry["methods"].items():
+            if "error" in row:
+                lines.append(f"| {method} | failed: {row['error']} |")
+                continue
+            values = {
+                **row.get("distances", {}),
+                **row.get("scores", {}),
+                "draws": row.get("draws"),
+                "train_s": row.get("train_seconds"),
+                "wall_s": row.get("wall_seconds"),
+            }
+            cells = [_cell(values.get(c)) for c in columns]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def plot(results: dict, path: Path) -> None:
+    """One panel per distance and task, one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [
+        t
+        for t, e in results["tasks"].items()
+        if any("distances" in r for m, r in e["methods"].items() if m != e["reference"])
+    ]
+    if not tasks:
+        return
+    width = max(len(DISTANCES[t]) for t in tasks)
+    fig, axes = plt.subplots(
+        len(tasks), width, figsize=(3.2 * width, 3.2 * len(tasks)), squeeze=False
+    )
+    for i, task in enumerate(tasks):
+        entry = results["tasks"][task]
+        rows = {
+            m: r["distances"]
+            for m, r in entry["methods"].items()
+            if "distances" in r and m != entry["reference"]
+        }
+        for j in range(width):
+            ax = axes[i][j]
+            if j >= len(DISTANCES[task]):
+                ax.axis("off")
+                continue
+            name = DISTANCES[task][j]
+            values = [rows[m].get(name) for m in rows]
+            heights = [v if v is not None else 0.0 for v in values]
+            ax.bar(range(len(rows)), heights, color=[f"C{k % 10}" for k in range(len(rows))])
+            for k, value in enumerate(values):
+                if value is None:  # undefined (e.g. a ratio to zero): say so, not a zero bar
+                    ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(rows)), list(rows), rotation=60, ha="right", fontsize=7)
+            ax.set_title(f"{task}: {name}", fontsize=9)
+            if name.endswith("ratio") or name == "agreement":
+                ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            else:
+                ax.axhline(0.0, color="grey", lw=0.8)
+    fig.suptitle(f"distance of each method's test predictive to {results['reference']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for runs and results")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--reference", choices=list(METHODS), default="nuts")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few epochs and draws")
+    parser.add_argument("--samples", type=int, help="MC draws per method (default 100, quick 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nuts-chains", type=int, default=4)
+    parser.add_argument("--nuts-samples", type=int, help="draws per chain (default 100, quick 10)")
+    parser.add_argument("--nuts-warmup", type=int, help="warm-up steps (default 200, quick 10)")
+    for name, what in (("nuts", "the nuts run"), ("forecast", "every forecast run")):
+        parser.add_argument(
+            f"--{name}-set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a further --set for {what} (repeatable)",
+        )
+    parser.add_argument(
+        "--classify-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further --set for every classify run (repeatable)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "data",
+        help="rt-polarity/'s folder",
+    )
+    args = parser.parse_args()
+    args.samples = args.samples or (5 if args.quick else 100)
+    args.nuts_samples = args.nuts_samples or (10 if args.quick else 100)
+    args.nuts_warmup = args.nuts_warmup or (10 if args.quick else 200)
+    if args.quick:
+        args.nuts_chains = min(args.nuts_chains, 2)
+    if "classify" in args.tasks and not (args.data_dir / "rt-polarity").is_dir():
+        parser.error(f"no rt-polarity/ in {args.data_dir}: give --data-dir or --tasks forecast")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    from bayesrnn.evaluation import run_predictive
+
+    torch.set_num_threads(1)
+    saved = args.out / "results.json"
+    previous = json.loads(saved.read_text()) if saved.is_file() else {}
+    results = {"reference": args.reference, "quick": args.quick, "tasks": {}}
+    order = [args.reference] + [m for m in args.methods if m != args.reference]
+    for task in args.tasks:
+        before = previous.get("tasks", {}).get(task, {}).get("methods", {})
+        entry = results["tasks"][task] = {"reference": args.reference, "methods": {}}
+        reference = None
+        for method in order:
+            row = train(task, method, args, before.get(method, {}))
+            entry["methods"][method] = row
+            if "error" in row:
+                print(f"[{task}] {method} failed: {row['error']}", flush=True)
+                write_results(results, args)
+                continue
+            predictive = run_predictive(row["run"], split="test")
+            row["draws"] = predictive.num_samples
+            row["chains"] = predictive.chains
+            row["train_seconds"] = train_seconds(row["run"])
+            row["scores"] = {k: finite(v) for k, v in predictive.scores().items()}
+            if method == args.reference:
+                reference = predictive
+            if reference is not None:
+                distances = predictive.distances(reference)
+                row["distances"] = {k: finite(v) for k, v in distances.items()}
+            print(f"[{task}] {method}: {row.get('distances', row['scores'])}", flush=True)
+            write_results(results, args)
+    write_results(results, args)
+    print(f"results in {args.out}/results.md, results.json, posterior_quality.png")
+
+
+if __name__ == "__main__":
+    main()

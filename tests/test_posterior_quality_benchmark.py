@@ -1,0 +1,79 @@
+"""The posterior-quality benchmark's bookkeeping: command lines, tables and plot (no training)."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "posterior_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("posterior_quality_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def options(tmp_path, **changes) -> argparse.Namespace:
+    values = {
+        "out": tmp_path,
+        "quick": True,
+        "samples": 5,
+        "seed": 0,
+        "nuts_chains": 2,
+        "nuts_samples": 10,
+        "nuts_warmup": 10,
+        "nuts_set": ["guide.max_tree_depth=6"],
+        "forecast_set": ["model.hidden_size=2"],
+        "classify_set": [],
+        "data_dir": tmp_path,
+    }
+    return argparse.Namespace(**(values | changes))
+
+
+def settings_of(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+
+
+def test_each_method_runs_with_its_guide_and_the_users_settings_last(bench, tmp_path):
+    args = options(tmp_path)
+    nuts = settings_of(bench.run_command("forecast", "nuts", tmp_path / "n", args))
+    assert "guide.name=nuts" in nuts and "guide.num_chains=2" in nuts
+    assert nuts[-2:] == ["guide.max_tree_depth=6", "model.hidden_size=2"]
+    assert nuts.index("model.hidden_size=2") > nuts.index("model.hidden_size=4")
+    sample = settings_of(bench.run_command("classify", "mean_field_sample", tmp_path / "m", args))
+    assert {"guide.name=mean_field", "guide.kl=sample"} <= set(sample)
+    assert not any(s.startswith("guide.num_") for s in sample)
+    assert "model.hidden_size=2" not in sample  # a forecast setting stays with the forecasts
+    none = settings_of(bench.run_command("forecast", "none", tmp_path / "p", args))
+    assert {"guide.name=none", "model.prior=none"} <= set(none)
+
+
+def test_tables_and_plot_show_failures_and_undefined_values(bench, tmp_path):
+    results = {
+        "reference": "nuts",
+        "quick": True,
+        "tasks": {
+            "classify": {
+                "reference": "nuts",
+                "methods": {
+                    "nuts": {"distances": {"total_variation": 0.0}, "scores": {"nll": 0.6}},
+                    "gal": {
+                        "distances": {"total_variation": 0.125, "mutual_information_ratio": None},
+                        "scores": {"nll": 0.7, "accuracy": 0.5},
+                        "draws": 5,
+                        "train_seconds": 1.5,
+                    },
+                    "ensemble": {"error": "guide.name must be one of ...", "exit_code": 2},
+                },
+            }
+        },
+    }
+    bench.write_results(results, options(tmp_path))
+    table = (tmp_path / "results.md").read_text()
+    assert "| gal | 0.125 | – | – | – | 0.7 | 0.5 | 5 | 1.5 | – |" in table
+    assert "| ensemble | failed: guide.name must be one of ... |" in table
+    assert (tmp_path / "posterior_quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
