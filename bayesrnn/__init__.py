@@ -1,6 +1,7 @@
 """bayesrnn: Bayesian recurrent neural networks in Pyro.
 
-``bayesrnn.load_run(path)`` opens a trained run directory; the library lives in
+``bayesrnn.load_run(path)`` opens a trained run directory and ``bayesrnn.run_predictive(run)``
+reads its per-draw predictive on a split; the library lives in
 ``bayesrnn.models``, ``bayesrnn.inference``, ``bayesrnn.evaluation`` and ``bayesrnn.data``.
 """
 
@@ -11,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["TrainedRun", "__version__", "load_run"]
+__all__ = ["RunPredictive", "TrainedRun", "__version__", "load_run", "run_predictive"]
 
 # Log records go to logging.getLogger("bayesrnn") and its children; a library adds no output of
 # its own (configure logging to see them; the bayesrnn command writes INFO and up to stderr).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from bayesrnn.app.run_draws import RunPredictive, run_predictive
     from bayesrnn.app.trained_run import TrainedRun, load_run
 
 
@@ -27,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from bayesrnn.app import trained_run
 
         return getattr(trained_run, name)
+    if name in ("run_predictive", "RunPredictive"):
+        from bayesrnn.app import run_draws
+
+        return getattr(run_draws, name)
     raise AttributeError(f"module 'bayesrnn' has no attribute {name!r}")

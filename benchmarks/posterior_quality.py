@@ -300,7 +300,7 @@ def main() -> None:
 
     import torch
 
-    from bayesrnn.evaluation import run_predictive
+    from bayesrnn import run_predictive
 
     torch.set_num_threads(1)
     saved = args.out / "results.json"

@@ -11,10 +11,10 @@ import torch
 from pyro import poutine
 
 import bayesrnn
+from bayesrnn import RunPredictive, run_predictive
 from bayesrnn.app.cli import main
 from bayesrnn.app.forecast_task import forecast_range
 from bayesrnn.app.setup import load_data
-from bayesrnn.evaluation import RunPredictive, run_predictive
 from bayesrnn.evaluation.forecast import series_inputs
 from bayesrnn.inference.predictive import sample_weights
 from bayesrnn.models import Forecast

@@ -63,7 +63,6 @@ from bayesrnn.evaluation.posterior_quality import (
     wasserstein1,
 )
 from bayesrnn.evaluation.pruning import PruningCurve, prune_by_snr, pruning_curve
-from bayesrnn.evaluation.run_draws import RunPredictive, run_predictive
 from bayesrnn.evaluation.stream_report import (
     LanguageModelReport,
     StreamReport,
@@ -84,7 +83,6 @@ __all__ = [
     "PositionCalibration",
     "PruningCurve",
     "ReliabilityBins",
-    "RunPredictive",
     "StreamReport",
     "UncertaintyDecomposition",
     "aupr",
@@ -138,7 +136,6 @@ __all__ = [
     "prune_by_snr",
     "pruning_curve",
     "reliability_bins",
-    "run_predictive",
     "sd_ratio",
     "stream_report",
     "to_datatree",

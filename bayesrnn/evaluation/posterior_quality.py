@@ -36,7 +36,7 @@ predictive is the equal-weight mixture F = (1/S) Σ_s F_s, or a (S, N, D) tensor
   variance is (1/S) Σ_s (σ_s² v_s + μ_s²) − μ̄², with v_s = ν/(ν − 2) for Student-t, 1 for
   Gaussian.
 
-:func:`bayesrnn.evaluation.run_predictive` reads these predictives from trained runs.
+:func:`bayesrnn.run_predictive` reads these predictives from trained runs.
 """
 
 from __future__ import annotations
