@@ -49,6 +49,10 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--windows", type=int, default=5, help="windows measured per variant")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init-scales", nargs="+", default=["auto"], help="guide init_scale values compared"
+    )
+    parser.add_argument("--kls", nargs="+", default=["sample", "expected"])
     args = parser.parse_args()
     corpus = load_ptb(args.data_dir)
     train = corpus.train[: len(corpus.train) // 10]
@@ -56,10 +60,14 @@ def main() -> None:
     plan = plan_windows(data.shape[0], SMALL.trainer.bptt)
     priors = {"per weight": ScaleMixturePrior(), "per row (brnn_ptb.py)": brnn_ptb_prior()}
     print(f"{len(plan)} windows per epoch, batch {SMALL.trainer.batch_size}")
-    print("| prior | KL estimator | ‖∇ data‖ | ‖∇ KL/C‖ | ‖∇ total‖ | clip factor | KL/weight |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| prior | KL estimator | initial σ | ‖∇ data‖ | ‖∇ KL/C‖ | ‖∇ total‖ | clip factor "
+        "| KL/weight |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    variants = [(k, i) for k in args.kls for i in args.init_scales]
     for prior_name, prior in priors.items():
-        for kl in ("sample", "expected"):
+        for kl, init in variants:
             torch.manual_seed(args.seed)
             model = LanguageModel(
                 corpus.vocab_size,
@@ -70,7 +78,8 @@ def main() -> None:
                 deterministic=("decoder.bias",),
                 init_range=SMALL.model.init_range,
             )
-            guide = make_guide("mean_field", model, kl=kl)
+            init_scale = init if init in ("auto", "fortunato") else float(init)
+            guide = make_guide("mean_field", model, kl=kl, init_scale=init_scale)
             rows = [
                 gradient_norms(
                     model,
@@ -83,7 +92,7 @@ def main() -> None:
             ]
             mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
             print(
-                f"| {prior_name} | {kl} | {mean['data']:.2f} | {mean['kl']:.2f} | "
+                f"| {prior_name} | {kl} | {init} | {mean['data']:.2f} | {mean['kl']:.2f} | "
                 f"{mean['total']:.2f} | {mean['clip']:.3f} | {mean['kl_per_weight']:.3f} |"
             )
 
