@@ -96,8 +96,12 @@ def prepare(data_dir: Path, work: Path, fraction: float, sentences: int, seed: i
 
 def train(method: str, run: Path, prepared: dict, epochs: int, seed: int) -> float:
     """Train through the command (skipped when the run finished); returns seconds spent."""
-    if (run / "history.json").is_file() and not (run / "checkpoint.pt").is_file():
-        return 0.0
+    history = run / "history.json"
+    if (
+        history.is_file()
+        and len(json.loads(history.read_text()).get("valid_perplexity") or []) >= epochs
+    ):
+        return 0.0  # trained to the end already (checkpoint.pt stays beside a finished run)
     argv = [
         sys.executable, "-m", "bayesrnn", "train", "--out", str(run),
         "--preset", "zaremba-small", "--data", str(prepared["data"]),
