@@ -92,6 +92,11 @@ def test_bayesian_presets():
     assert "eq. 18" in PRESETS["fortunato-medium"].notes  # names the paper-vs-code difference
     sharp = resolve_config("fortunato-medium-sharpened")
     assert sharp.guide.name == "sharpened" and sharp.guide.sigma0 == 0.02
+    # the paper's initial σ stays on its presets; the others take the library's default
+    assert bbb.guide.init_scale == sharp.guide.init_scale == "fortunato"
+    for name in PRESETS:
+        if not name.startswith("fortunato"):
+            assert resolve_config(name).guide.init_scale == "auto", name
     assert comparable(sharp)["model"] == comparable(bbb)["model"]
     gal = resolve_config("gal-large")
     assert gal.guide.name == "gal" and gal.model.prior == "gaussian"

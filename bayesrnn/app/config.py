@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
-from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS
+from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
 from bayesrnn.inference.mc_draws import DECODER_CHOICES
 from bayesrnn.inference.mixture_kl import check_quadrature_order
 from bayesrnn.inference.trainer import TrainerConfig
@@ -147,7 +147,8 @@ class ModelConfig:
 class GuideConfig:
     """The variational posterior; only the options of the chosen ``name`` are used.
 
-    mean_field/sharpened: ``init_scale`` ("fortunato" or a float), ``kl`` ("expected": the KL
+    mean_field/sharpened: ``init_scale`` (the initial σ: "auto", a tenth of each site's weight
+    size; "fortunato", the paper's draw in [σ_p/4, σ_p]; or a float), ``kl`` ("expected": the KL
     against a scale mixture computed from (μ, σ), by ``quadrature_order``-node Gauss–Hermite per
     weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
     ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
@@ -156,7 +157,7 @@ class GuideConfig:
     """
 
     name: str = "mean_field"
-    init_scale: str | float = "fortunato"
+    init_scale: str | float = "auto"
     kl: str = "expected"
     quadrature_order: int = 8
     sigma0: float = 0.02
@@ -174,6 +175,10 @@ class GuideConfig:
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
             raise ConfigError(f"guide.members must be an integer >= 1, got {self.members!r}")
         _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
+        try:
+            check_init_scale(self.init_scale)
+        except ValueError as error:
+            raise ConfigError(f"guide.{error}") from None
         try:
             check_quadrature_order(self.quadrature_order)
         except ValueError as error:

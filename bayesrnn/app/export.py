@@ -16,6 +16,7 @@ from bayesrnn.app.setup import (
 )
 from bayesrnn.data import pad_batch
 from bayesrnn.data.atomic import temporary_path
+from bayesrnn.inference.kl_weight import posterior_label
 
 
 def no_export_reason(config: RunConfig) -> str | None:
@@ -96,6 +97,11 @@ def export_posterior(s: Setup, history: dict | None, path: Path, log: Log) -> Pa
             split=ev.split if ev.max_tokens is None else f"{ev.split}[:{ev.max_tokens}]",
             vocabulary=s.corpus.vocab.itos,
         )
+    label = posterior_label(s.config.trainer.kl_weight)
+    if label is not None:  # on the file and on its posterior group
+        tree.attrs["posterior"] = label
+        if "posterior" in tree.children:
+            tree["posterior"].attrs["posterior"] = label
     tmp = temporary_path(path)
     try:
         tree.to_netcdf(tmp, engine="h5netcdf")

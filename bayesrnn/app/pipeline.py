@@ -59,6 +59,7 @@ from bayesrnn.evaluation import (
 )
 from bayesrnn.inference import TrainerConfig
 from bayesrnn.inference.distributed import Ranks, barrier, current_ranks
+from bayesrnn.inference.kl_weight import posterior_label
 from bayesrnn.inference.trainer import History
 from bayesrnn.models import weight_sites
 
@@ -134,6 +135,12 @@ def _describe(s: Setup) -> dict:
     }
 
 
+def _posterior_label(config: RunConfig) -> dict[str, str]:
+    """``{"posterior": label}`` for a run trained with a KL weight other than 1, else {}."""
+    label = posterior_label(config.trainer.kl_weight)
+    return {} if label is None else {"posterior": label}
+
+
 def _evaluate(
     s: Setup,
     history: dict,
@@ -168,6 +175,7 @@ def _evaluate(
         "task": s.config.task,
         "preset": s.config.preset,
         **_describe(s),
+        **_posterior_label(s.config),
         "evaluation": config_to_dict(s.config)["evaluation"],
         "training": _training_summary(history),
         **results,

@@ -136,8 +136,8 @@ PRESETS: dict[str, Preset] = {
             "an input-dependent scale, mean-field posterior, Adam",
             "bayesrnn (the papers' posterior on a forecaster; no paper configuration)",
             "none; compare with the persistence and climatology baselines in metrics.json "
-            "(sunspots test years, seeds 0/1/2: MC CRPS 12.4/12.0/12.6 against persistence 16.6; "
-            "co2: 0.291 against 0.280; settings from a grid over hidden 8/16/32, 300/600/1000 "
+            "(sunspots test years, seeds 0/1/2: MC CRPS 13.0/11.3/11.0 against persistence 16.6; "
+            "co2: 0.302 against 0.280; settings from a grid over hidden 8/16/32, 300/600/1000 "
             "epochs, lr 3e-3/1e-2, level or change)",
             {
                 "task": "forecast",

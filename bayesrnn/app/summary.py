@@ -12,6 +12,8 @@ def fmt(value: Any) -> str:
 def summarise(metrics: dict[str, Any], out: str) -> str:
     """A few human-readable lines of the results; the full set is in metrics.json."""
     lines = [f"results in {out}/"]
+    if metrics.get("posterior"):
+        lines.append(f"  posterior: {metrics['posterior']}")
     training = metrics.get("training", {})
     if training.get("valid_perplexity"):
         lines.append(

@@ -47,6 +47,7 @@ from bayesrnn.inference.divergence import (
 )
 from bayesrnn.inference.early_stopping import EarlyStopping, best_checkpoint_path
 from bayesrnn.inference.elbo import window_terms
+from bayesrnn.inference.kl_weight import kl_warmup_weight, weighted_kl_scales
 from bayesrnn.inference.optimisers import (
     OptimizerSpec,
     SchedulerSpec,
@@ -81,9 +82,11 @@ class SVITrainer:
     ``batching`` is a :class:`~bayesrnn.inference.batching.StreamWindows` (TBPTT over a stream,
     the model called as ``model(inputs, targets, state=state)`` returning ``(output, state)``)
     or a :class:`~bayesrnn.inference.batching.SequenceBatches` (padded labelled sequences,
-    ``model(tokens, labels, lengths)``). Each of an epoch's C steps minimises its NLL plus KL/C,
-    divided by the strategy's divisor. Both share checkpointing with exact resume, divergence
-    handling, progress and history. ``validate()`` runs after each epoch and returns
+    ``model(tokens, labels, lengths)``). Each of an epoch's C steps minimises its NLL plus β·KL/C,
+    divided by the strategy's divisor; β is 1 unless ``config.kl_warmup_epochs`` or
+    ``config.kl_weight`` say otherwise (:mod:`bayesrnn.inference.kl_weight`), and
+    ``history.kl_weight`` records it per step. Both share checkpointing with exact resume,
+    divergence handling, progress and history. ``validate()`` runs after each epoch and returns
     ``{history field: value}`` (e.g. ``{"valid_perplexity": 93.1}``). ``baseline_nll`` is the
     NLL per item of a trivial predictor (log K for K outcomes, ½log(2πe) for standardised
     values); the divergence ceiling is ``divergence_factor`` times it (none without one: then
@@ -218,8 +221,13 @@ class SVITrainer:
     def _run_epoch(self, epoch: int, start: int) -> bool:
         cfg = self.config
         plan = self._plan
-        # KL/C per step (or k/C every k-th step), summed over the ranks
-        scales = [float(s) / self.ranks.world for s in epoch_kl_scales(len(plan), cfg.kl_every)]
+        # KL/C per step (or k/C every k-th step), summed over the ranks, times the KL weight
+        weights = [
+            cfg.kl_weight * kl_warmup_weight(epoch, i, len(plan), cfg.kl_warmup_epochs)
+            for i in range(len(plan))
+        ]
+        split = [float(s) / self.ranks.world for s in epoch_kl_scales(len(plan), cfg.kl_every)]
+        scales = weighted_kl_scales(split, weights)
         share = 1.0 / (len(plan) * self.ranks.world)
         groups = self.optimizer.param_groups
         if self._specs == (None, None):  # the config's own schedule
@@ -259,6 +267,7 @@ class SVITrainer:
             else:
                 self._write_pending()
             self._record(nll, kl, items)
+            self.history.kl_weight.append(weights[index])
             ratio = getattr(self.guide, "diagnostics", {}).get("sharpening_step_ratio")
             if ratio is not None:
                 self.history.sharpening_step_ratio.append(ratio)

@@ -29,6 +29,11 @@ class TrainerConfig:
     # The KL on every k-th step only, with weight k/C: the same epoch objective for 1/k of the
     # KL's cost (bayesrnn.inference.scaling.epoch_kl_scales); 1 takes it on every step.
     kl_every: int = 1
+    # The KL's weight rises linearly to 1 over the first kl_warmup_epochs epochs (0: no warm-up)
+    # and is then multiplied by kl_weight, a temperature (1: the ELBO; bayesrnn.inference.
+    # kl_weight has the exact schedule).
+    kl_warmup_epochs: int = 0
+    kl_weight: float = 1.0
     eval_batch_size: int = 10
     checkpoint_every: int | None = None
     max_windows: int | None = None
@@ -64,6 +69,21 @@ class TrainerConfig:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValueError(f"{name} must be None or a positive integer, got {value!r}")
+        warmup = self.kl_warmup_epochs
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"kl_warmup_epochs must be an integer >= 0, got {warmup!r}")
+        if warmup >= self.epochs and warmup > 0:
+            raise ValueError(
+                f"kl_warmup_epochs ({warmup}) must be below epochs ({self.epochs}): the epochs "
+                "after the warm-up train the ELBO"
+            )
+        weight = self.kl_weight
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not (weight > 0 and math.isfinite(weight))
+        ):
+            raise ValueError(f"kl_weight must be a positive finite number, got {weight!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -117,6 +137,9 @@ class History:
     epoch_steps: list[int] = field(default_factory=list)  # windows or batches of each epoch
     tokens_per_second: list[float] = field(default_factory=list)
     sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
+    # The weight of each window's KL: warm-up times kl_weight (bayesrnn.inference.kl_weight);
+    # elbo and kl above stay the unweighted ELBO and KL share.
+    kl_weight: list[float] = field(default_factory=list)
     # The epoch (from 1) with the best monitored validation, its value, and why training
     # stopped before its last epoch (None: it did not).
     best_epoch: int | None = None

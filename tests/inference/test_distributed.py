@@ -140,6 +140,11 @@ def test_torchrun_with_two_processes_gives_the_single_process_results(tmp_path):
         "--set", "trainer.batch_size=4", "--set", "trainer.eval_batch_size=4",
         "--set", "trainer.bptt=10", "--epochs", "1", "--samples", "2",
         "--set", "evaluation.export=false", "--set", "evaluation.pruning=false",
+        # Two ranks sum gradients in another order than one process. Under init_scale="auto"
+        # the NLLs agree to ~1e-7 at window 10, then SGD at lr 1 on this 8-unit net grows the
+        # difference ~10x per 5 windows (valid perplexity 40.3 against 43.2 after 67 windows);
+        # Fortunato's larger σ keeps them within 1e-3, so the comparison pins it.
+        "--set", "guide.init_scale=fortunato",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]

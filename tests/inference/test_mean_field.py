@@ -7,6 +7,7 @@ import torch
 from pyro import poutine
 
 from bayesrnn.inference import MeanFieldGuide, make_guide, window_terms
+from bayesrnn.inference.guides.mean_field import auto_initial_scale
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior
 
 
@@ -15,7 +16,7 @@ def test_fortunato_initial_scales():
     sigma_p = math.sqrt(0.25 * math.exp(-2) + 0.75 * math.exp(-14))
     assert prior.stddev == pytest.approx(sigma_p) and sigma_p == pytest.approx(0.184, abs=1e-3)
     model = LanguageModel(30, 8, 8, prior=prior, deterministic=("decoder.bias",))
-    guide = MeanFieldGuide(model)
+    guide = MeanFieldGuide(model, init_scale="fortunato")
     recurrent = guide.scale("rnn.weight_hh_l0")
     embedding = guide.scale("embedding.weight")
     assert (
@@ -29,6 +30,39 @@ def test_fortunato_initial_scales():
     torch.testing.assert_close(
         guide.loc["rnn.weight_hh_l0"], guide.initial_value("rnn.weight_hh_l0")
     )
+
+
+def test_auto_initial_scale_is_a_tenth_of_each_sites_size_capped_by_the_prior():
+    torch.manual_seed(0)
+    model = LanguageModel(30, 8, 8, num_layers=1, prior=GaussianPrior(0.5), init_range=0.2)
+    guide = MeanFieldGuide(model)  # "auto" is the default
+    for site in guide.site_names:
+        initial = guide.initial_value(site).detach()
+        rms = math.sqrt(sum(float(x) ** 2 for x in initial.flatten()) / initial.numel())
+        # U(−0.2, 0.2) has rms 0.2/√3 ≈ 0.115, below the prior's 0.5
+        assert rms == pytest.approx(0.2 / math.sqrt(3), rel=0.3)
+        scale = guide.scale(site).detach()
+        torch.testing.assert_close(scale, torch.full_like(scale, 0.1 * rms), rtol=1e-4, atol=0)
+    # a site that starts at zero takes a tenth of the prior's scale
+    assert auto_initial_scale(torch.zeros(4, 3), 0.5) == pytest.approx(0.05)
+    assert auto_initial_scale(torch.full((2,), 3.0), 0.5) == pytest.approx(0.05)
+    big = LanguageModel(30, 8, 8, num_layers=1, prior=GaussianPrior(0.01), init_range=0.5)
+    capped = MeanFieldGuide(big, init_scale="auto")
+    for site in capped.site_names:  # weights larger than the prior: σ = 0.1 × 0.01
+        scale = capped.scale(site).detach()
+        torch.testing.assert_close(scale, torch.full_like(scale, 1e-3), rtol=1e-4, atol=0)
+
+
+def test_sharpened_guide_and_config_default_to_auto():
+    from bayesrnn.app.config import GuideConfig
+    from bayesrnn.inference import SharpenedGuide
+
+    torch.manual_seed(0)
+    model = LanguageModel(30, 8, 8, num_layers=1, prior=GaussianPrior(1.0), init_range=0.1)
+    sharp, plain = SharpenedGuide(model), MeanFieldGuide(model, init_scale="auto")
+    for site in plain.site_names:
+        torch.testing.assert_close(sharp.scale(site), plain.scale(site))
+    assert GuideConfig().init_scale == "auto"
 
 
 def test_gaussian_prior_kl_is_analytic_closed_form():
@@ -79,6 +113,9 @@ def test_bad_options():
         MeanFieldGuide(model, init_sigma=0.1)
     with pytest.raises(ValueError, match="init_scale"):
         MeanFieldGuide(model, init_scale=-1.0)
+    for bad in ("automatic", True, float("nan"), 1e-6):
+        with pytest.raises(ValueError, match="init_scale must be 'auto', 'fortunato' or a"):
+            MeanFieldGuide(model, init_scale=bad)
     with pytest.raises(ValueError, match="unknown guide"):
         make_guide("laplace", model)
     with pytest.raises(ValueError, match="bad option"):

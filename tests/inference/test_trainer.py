@@ -255,8 +255,8 @@ def test_patience_counts_the_windows_in_a_row_above_the_ceiling(tmp_path, patien
 
     def restore_then_blow_up(payload):
         original(payload)
-        with torch.no_grad():  # logits in the hundreds: a large but finite NLL
-            broken.guide.loc["decoder.weight"].mul_(1e3)
+        with torch.no_grad():  # logits in the thousands: a large but finite NLL
+            broken.guide.loc["decoder.weight"].mul_(1e4)
 
     broken._restore = restore_then_blow_up
     with pytest.raises(DivergenceError, match=rf"epoch 1, window {3 + patience}: "):

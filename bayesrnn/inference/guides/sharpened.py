@@ -87,7 +87,7 @@ class SharpenedGuide(MeanFieldGuide):
         *,
         eta_init: float | None = None,
         eta_max: float | None = None,
-        init_scale: str | float = "fortunato",
+        init_scale: str | float = "auto",
         kl: str = "expected",
         quadrature_order: int = 8,
         **options,
