@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
+from bayesrnn.inference.guides.ensemble import check_members
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
 from bayesrnn.inference.mc_draws import DECODER_CHOICES
 from bayesrnn.inference.mixture_kl import check_quadrature_order
@@ -196,8 +197,10 @@ class GuideConfig:
 
     def __post_init__(self) -> None:
         _check_choice("guide.name", self.name, GUIDE_NAMES)
-        if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
-            raise ConfigError(f"guide.members must be an integer >= 1, got {self.members!r}")
+        try:
+            check_members(self.members)
+        except ValueError as error:
+            raise ConfigError(f"guide.{error}") from None
         for name in ("num_chains", "num_samples", "max_tree_depth"):
             value = getattr(self, name)
             if value is None:

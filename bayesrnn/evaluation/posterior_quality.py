@@ -83,13 +83,20 @@ _SUM_TOLERANCE = 1e-4
 # Categorical predictives
 
 
-def _as_probabilities(value: object, name: str) -> Tensor:
-    """Per-draw (S, N, C) float64 probabilities; an (N, C) predictive is one draw."""
+def _float_tensor(value: object, name: str, expected: str) -> Tensor:
+    """``value`` as a float tensor (arrays and lists as float64), or a ValueError saying
+    ``name`` must be ``expected``."""
     if isinstance(value, np.ndarray | list | tuple):
         value = torch.as_tensor(np.asarray(value, dtype=np.float64))
     if not isinstance(value, Tensor) or not value.is_floating_point():
         got = value.dtype if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a float tensor of probabilities, got {got}")
+        raise ValueError(f"{name} must be {expected}, got {got}")
+    return value
+
+
+def _as_probabilities(value: object, name: str) -> Tensor:
+    """Per-draw (S, N, C) float64 probabilities; an (N, C) predictive is one draw."""
+    value = _float_tensor(value, name, "a float tensor of probabilities")
     if value.dim() == 2:
         value = value.unsqueeze(0)
     if value.dim() != 3 or 0 in value.shape:
@@ -196,11 +203,7 @@ def _as_continuous(value: object, name: str) -> Forecast | Tensor:
             return as_draws(value)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
-    if isinstance(value, np.ndarray | list | tuple):
-        value = torch.as_tensor(np.asarray(value, dtype=np.float64))
-    if not isinstance(value, Tensor) or not value.is_floating_point():
-        got = value.dtype if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a Forecast or a float tensor of samples, got {got}")
+    value = _float_tensor(value, name, "a Forecast or a float tensor of samples")
     if value.dim() == 2:
         value = value.unsqueeze(-1)
     if value.dim() != 3 or 0 in value.shape:
