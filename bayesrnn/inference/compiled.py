@@ -2,7 +2,7 @@
 
 A mean-field window touches every one of 20M weights a few dozen times (sampling, softplus,
 log-densities and their backward); eagerly each touch is a pass over memory, compiled they fuse
-into a few passes (issue 16). Compiling costs seconds once per kernel (cached on disk by torch
+into a few passes. Compiling costs seconds once per kernel (cached on disk by torch
 afterwards) and needs a C++ compiler, so it pays only for large tensors.
 
 ``BAYESRNN_COMPILE`` (or :func:`set_compile_mode`) chooses: ``"auto"`` (default) compiles for

@@ -3,8 +3,8 @@
 The one-sample KL estimate log q(θ) − log p(θ) has a gradient of order x/σ2² for a weight that
 lands in the σ2 = e⁻⁷ spike; a few percent of 20M weights doing so give a KL gradient an
 order of magnitude above the data gradient, and global-norm clipping then shrinks the data
-step (measured in issue 11). The expectation is a smooth function of (μ, σ): we compute it
-deterministically.
+step (measured: README, "Why Bayes by Backprop stalled"). The expectation is a smooth
+function of (μ, σ): we compute it deterministically.
 
 Write the wider component as the base: with (π_w, σ_w) the wider and (π_n, σ_n) the narrower,
 
