@@ -19,29 +19,11 @@ import xarray as xr
 from bayesrnn.app.cli import main
 from bayesrnn.app.config_files import resolve_config
 from bayesrnn.app.presets import PRESETS
+from tests.cli_helpers import TINY, cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-TINY = [
-    "--quiet",
-    "--set", "model.embedding_size=8",
-    "--set", "model.hidden_size=8",
-    "--set", "trainer.bptt=10",
-    "--set", "trainer.max_windows=3",
-    "--set", "trainer.eval_batch_size=5",
-    "--samples", "2",
-    "--set", "evaluation.max_tokens=300",
-    "--set", "evaluation.export_samples=2",
-    "--set", "evaluation.pruning_fractions=0,0.5",
-]  # fmt: skip
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def numbers(value, path=""):

@@ -10,6 +10,7 @@ import xarray as xr
 from bayesrnn import load_run
 from bayesrnn.app.cli import main
 from bayesrnn.inference import EnsembleGuide
+from tests.cli_helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,12 +26,6 @@ TINY_LM = [
     "--set", "evaluation.max_tokens=300",
     "--set", "evaluation.reversed_text=false",
 ]  # fmt: skip
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _posterior_draws(run: Path) -> tuple[int, set[str]]:

@@ -21,6 +21,7 @@ import torch
 
 from bayesrnn.app.cli import main
 from bayesrnn.app.run_lock import lock_run_dir
+from tests.cli_helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,12 +54,6 @@ def snapshot(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_fault(capsys, root: Path, argv: list[str], fragment: str) -> str:

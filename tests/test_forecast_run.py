@@ -6,16 +6,11 @@ import math
 import pytest
 
 from bayesrnn.app.cli import main
+from tests.cli_helpers import cli
 
 pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
 
 QUICK = ["--quiet", "--epochs", "3", "--samples", "5", "--set", "evaluation.export_samples=4"]
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

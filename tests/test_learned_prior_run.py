@@ -8,22 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bayesrnn.app.cli import main
+from tests.cli_helpers import TINY, cli
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GAUSSIAN = ["--set", "model.prior=gaussian"]
-TINY_LM = [
-    "--quiet", *GAUSSIAN,
-    "--set", "model.embedding_size=8",
-    "--set", "model.hidden_size=8",
-    "--set", "trainer.bptt=10",
-    "--set", "trainer.max_windows=3",
-    "--set", "trainer.eval_batch_size=5",
-    "--samples", "2",
-    "--set", "evaluation.max_tokens=300",
-    "--set", "evaluation.export_samples=2",
-    "--set", "evaluation.pruning_fractions=0,0.5",
-]  # fmt: skip
+TINY_LM = [*TINY, *GAUSSIAN]
 QUICK_FORECAST = [
     "--quiet",
     "--epochs",
@@ -33,12 +22,6 @@ QUICK_FORECAST = [
     "--set",
     "evaluation.export_samples=3",
 ]
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def stored_scale(out: Path):

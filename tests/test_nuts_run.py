@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bayesrnn.app.cli import main
+from tests.cli_helpers import cli
 
 pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
 
@@ -31,12 +32,6 @@ TINY = [
     "evaluation.export_samples=4",
 ]
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
