@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 import bayesrnn
 from bayesrnn.app.classifier_task import evaluate_classifier
@@ -263,7 +264,13 @@ def test_run_ood_returns_the_report_with_its_scores(trained, tmp_path):
         assert report["scores"][name]["auroc"] == pytest.approx(
             _pairwise_auroc(inside, outside), abs=1e-12
         )
-    assert report.plot(tmp_path / "h.png").read_bytes().startswith(PNG_MAGIC)
+    figure = report.plot(tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes().startswith(PNG_MAGIC)
+    assert len(figure.axes[0].get_legend().get_texts()) == 2  # both sides drawn
+    # into the caller's axes, as every other plot of the package: nothing written, same figure
+    own = Figure()
+    ax = own.add_subplot()
+    assert report.plot(ax=ax) is own and ax.get_legend() is not None
     # the test split scored the same way as the same text: identical scores, AUROC exactly 1/2
     same = run.ood(text=(data / "test.txt").read_text(), num_samples=2)
     assert torch.equal(same.inside.predictive_entropy, same.outside.predictive_entropy)

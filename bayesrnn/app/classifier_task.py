@@ -148,5 +148,6 @@ def evaluate_classifier(s: Setup, run: RunDir, log: Log, ood: OODText | None = N
         inside = classifier_sentences(s, list(split.sequences))
         compared = compare(s, ood, inside, list(split.sequences))
         out["ood_file"] = compared.metrics
-        out["plots"].append(compared.plot(run / PLOT_NAME).name)
+        compared.plot(run / PLOT_NAME)
+        out["plots"].append(PLOT_NAME)
     return out

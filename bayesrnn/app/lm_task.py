@@ -128,7 +128,8 @@ def evaluate_language_model(
         log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")
         compared = compare(s, ood, lm_report_sentences(s, stream, report.mc), stream)
         out["ood_file"] = compared.metrics
-        out["plots"].append(compared.plot(run / PLOT_NAME).name)
+        compared.plot(run / PLOT_NAME)
+        out["plots"].append(PLOT_NAME)
     return out
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from bayesrnn.app.run_dir import JobError
@@ -151,15 +153,17 @@ class OODReport:
     def __getitem__(self, key: str) -> Any:
         return self.metrics[key]
 
-    def plot(self, path: str | os.PathLike[str]) -> Path:
-        """Histograms of the per-sentence predictive entropy of both sides."""
-        plot_entropy_histograms(
+    def plot(self, path: str | os.PathLike[str] | None = None, *, ax: Axes | None = None) -> Figure:
+        """Histograms of the per-sentence predictive entropy of both sides, as every plot of the
+        package draws: into ``ax`` when given, written to ``path`` when given; returns the
+        figure."""
+        return plot_entropy_histograms(
             self.inside.predictive_entropy,
             self.outside.predictive_entropy,
             path,
             labels=(f"{self.metrics['split']} sentences", f"{self.metrics['name']} sentences"),
+            ax=ax,
         )
-        return Path(path)
 
 
 def file_batch_size(tokens: int, eval_batch_size: int, bptt: int) -> int:

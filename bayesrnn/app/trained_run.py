@@ -177,7 +177,7 @@ class TrainedRun:
         ``<unk>`` rate and how well that rate alone separates them. MC with ``num_samples`` draws
         (default: ``evaluation.mc_samples``); ``oov`` ("exclude" or "include", default
         ``evaluation.ood_oov``): whether a language model's predictions that read or predict
-        ``<unk>`` are scored. Writes nothing; ``report.plot(path)`` draws the entropy
+        ``<unk>`` are scored. Writes nothing; ``report.plot(path)`` (or ``ax=``) draws the entropy
         histograms."""
         if (path is None) == (text is None):
             raise ValueError("give the out-of-distribution text as path or as text (one of them)")
