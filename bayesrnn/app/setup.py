@@ -280,7 +280,10 @@ class Setup:
 def check_device(config: RunConfig) -> None:
     device = config.trainer.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}, but torch sees no CUDA device on this machine")
+        raise ConfigError(
+            f"device {device!r} was asked for, but torch sees no CUDA device on this machine; "
+            "use device 'cpu' (--device cpu, trainer.device or load_run(..., device='cpu'))"
+        )
 
 
 def model_sizes(corpus, task: str) -> tuple[int, int | None]:
