@@ -272,6 +272,7 @@ def test_presets_listing_and_help(capsys):
     for name, preset in PRESETS.items():
         assert name in out and preset.source[:30] in out
     assert "UNVERIFIED" in out and "82.7" in out and "75.5" in out
+    assert ".md" not in out  # no file the user does not have is cited
     code, out, _ = cli(capsys, "presets", "fortunato-medium")
     assert code == 0
     toml = "\n".join(line for line in out.splitlines() if not line.startswith("#"))

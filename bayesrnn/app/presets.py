@@ -223,8 +223,8 @@ PRESETS: dict[str, Preset] = {
                 checkpoint_every=200,
             ),
             notes=(
-                "UNVERIFIED: the medium dropout rates (papers.md could not read them); the large "
-                "script's 0.3/0.3/0.5/0.5 are used. Prior N(0, s²) with s = "
+                "UNVERIFIED: the medium dropout rates (not given in the paper's text we could "
+                "read); the large script's 0.3/0.3/0.5/0.5 are used. Prior N(0, s²) with s = "
                 f"{_GAL_PTB_SCALE} derived from Gal's weight decay 1e-7 per step at p = 0.5 "
                 "(bayesrnn.app.presets.gal_prior_scale; the derivation is ours). Our masks are "
                 "tied across gates, so compare with the tied rows."
