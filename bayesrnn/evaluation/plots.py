@@ -13,6 +13,7 @@ parent directory is created and the file written beside the target and moved int
 """
 
 import contextlib
+import itertools
 import os
 import uuid
 from collections.abc import Sequence
@@ -261,6 +262,16 @@ def plot_pruning_curve(
     return _finish(figure, target)
 
 
+def _epoch_mean_counts(counts: np.ndarray, epoch_starts: Sequence[int]) -> np.ndarray:
+    """Each step's epoch's mean items per step (epochs cut at ``epoch_starts``)."""
+    means = np.empty_like(counts, dtype=float)
+    bounds = [0, *(s for s in epoch_starts if 0 < s < counts.size), counts.size]
+    for begin, end in itertools.pairwise(bounds):
+        if end > begin:
+            means[begin:end] = counts[begin:end].mean()
+    return means
+
+
 def plot_elbo_trace(
     elbo: Curve,
     path: str | os.PathLike[str] | None = None,
@@ -274,8 +285,12 @@ def plot_elbo_trace(
     """ELBO per step; with ``kl`` and/or ``nll`` (same length) a second panel shows the terms,
     to see whether the KL or the data term drives training. ``items`` (tokens or labels per
     step) puts every curve per item, comparable across batch sizes and windows; dashed lines
-    mark ``epoch_starts`` (step indices). ``ax``: one Axes for the ELBO alone, a pair (ELBO,
-    terms) with ``kl`` or ``nll``. Written to ``path`` when given; returns the figure."""
+    mark ``epoch_starts`` (step indices). Each step's KL is its 1/C share of the epoch's KL
+    whatever the step's length, so per item it is divided by the epoch's mean items per step
+    (the ELBO per item is −NLL/items − KL share/mean): dividing it by a short last window's own
+    count would plot a dip at every epoch's end that is not in the objective. ``ax``: one Axes
+    for the ELBO alone, a pair (ELBO, terms) with ``kl`` or ``nll``. Written to ``path`` when
+    given; returns the figure."""
     target = _check_path_or_none(path)
     trace = _to_array(elbo, "elbo")
     terms = {}
@@ -289,8 +304,14 @@ def plot_elbo_trace(
         counts = _to_array(items, "items")
         if counts.shape != trace.shape or not (counts > 0).all():
             raise ValueError(f"items must be {trace.size} positive counts, one per step")
-        trace = trace / counts
-        terms = {name: values / counts for name, values in terms.items()}
+        per_step = _epoch_mean_counts(counts, epoch_starts)
+        if "kl" in terms:
+            trace = (trace + terms["kl"]) / counts - terms["kl"] / per_step
+        else:
+            trace = trace / counts
+        terms = {
+            name: values / (per_step if name == "kl" else counts) for name, values in terms.items()
+        }
         unit = " per item"
     steps = np.arange(trace.size)
 

@@ -119,3 +119,18 @@ def test_elbo_trace_per_item_with_epoch_lines(tmp_path):
         plot_elbo_trace(elbo, tmp_path / "x.png", items=[10, 0, 10, 4])
     with pytest.raises(ValueError, match="items"):
         plot_elbo_trace(elbo, tmp_path / "x.png", items=[10, 10])
+
+
+def test_elbo_per_item_has_no_dip_at_a_short_last_window() -> None:
+    # two epochs of four windows, the last one short: the data term is 2 nats per token and
+    # each window carries a 1/C share (1 nat) of the epoch's KL whatever its length
+    items = torch.tensor([20.0, 20.0, 20.0, 5.0] * 2)
+    nll, kl = 2.0 * items, torch.ones(8)
+    figure = plot_elbo_trace(-(nll + kl), kl=kl, nll=nll, items=items, epoch_starts=[4])
+    elbo = figure.axes[0].lines[0].get_ydata()
+    per_token_kl = 4 / 65  # the epoch's KL (4 nats) over its 65 tokens
+    np.testing.assert_allclose(elbo, -(2.0 + per_token_kl), rtol=1e-12)
+    kl_line = [line for line in figure.axes[1].lines if line.get_label() == "KL"]
+    if not kl_line:  # seaborn's legend entries: the second term drawn is the KL
+        kl_line = [figure.axes[1].lines[1]]
+    np.testing.assert_allclose(kl_line[0].get_ydata(), per_token_kl, rtol=1e-12)
