@@ -154,7 +154,9 @@ def test_load_run_of_something_else(tmp_path):
         bayesrnn.load_runs  # noqa: B018 - the lazy module attribute names what is missing
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
 def test_load_run_on_a_missing_gpu_names_the_argument_not_a_cli_flag(folder_run):
     out, _ = folder_run
     with pytest.raises(Exception, match="load_run") as caught:
