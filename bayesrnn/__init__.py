@@ -18,6 +18,18 @@ __all__ = ["RunPredictive", "TrainedRun", "__version__", "load_run", "run_predic
 # its own (configure logging to see them; the bayesrnn command writes INFO and up to stderr).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+
+class _NoCudaHomeNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." notice: torch logs it when
+    ``torch.compile`` loads its C++ toolchain on a machine that has CUDA files but no GPU, and
+    on such a CPU run it says nothing the user can act on. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaHomeNotice())
+
 if TYPE_CHECKING:
     from bayesrnn.app.run_draws import RunPredictive, run_predictive
     from bayesrnn.app.trained_run import TrainedRun, load_run

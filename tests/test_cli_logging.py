@@ -2,6 +2,7 @@
 library alone writes nothing and adds no handler but a NullHandler."""
 
 import logging
+import os
 
 import pytest
 
@@ -62,3 +63,28 @@ def test_cli_logging_levels_and_warning_prefix(capsys, quiet, shown):
         logging.getLogger("bayesrnn.app.pipeline").warning("careful")
         logging.getLogger("elsewhere").warning("not ours")
     assert capsys.readouterr().err.splitlines() == shown
+
+
+def test_torchs_cuda_home_notice_is_dropped_on_a_cpu_machine(tmp_path):
+    # torch logs "No CUDA runtime is found" when it finds CUDA files (CUDA_HOME) but no GPU:
+    # seen with the package's compiled kernels on CPU-only machines. Importing the package
+    # drops that notice and nothing else.
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "if sys.argv[1] == 'package': import bayesrnn\n"
+        "import torch.utils.cpp_extension\n"
+        "logging.getLogger('torch.utils.cpp_extension').warning('another notice')\n"
+    )
+    env = {**os.environ, "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    runs = {
+        who: subprocess.run(
+            [sys.executable, "-c", script, who], env=env, capture_output=True, text=True
+        )
+        for who in ("torch", "package")
+    }
+    assert "No CUDA runtime is found" in runs["torch"].stderr  # the notice the test is about
+    assert "No CUDA runtime is found" not in runs["package"].stderr
+    assert "another notice" in runs["package"].stderr
