@@ -14,7 +14,7 @@ import xarray as xr
 from bayesrnn.app.cli import main
 from bayesrnn.app.compare import MIN_DRAWS, compare_runs, loo_of
 from bayesrnn.app.config import EvaluationConfig
-from bayesrnn.app.config_files import resolve_config
+from bayesrnn.app.config_files import resolve_config, write_config
 from bayesrnn.app.export import no_export_reason
 from bayesrnn.app.run_dir import JobError
 from bayesrnn.evaluation.arviz_export import export_language_model
@@ -142,8 +142,17 @@ def test_compare_refuses_runs_scored_on_other_tokens(runs, tmp_path) -> None:
 def test_compare_refuses_missing_exports_too_few_draws_and_repeats(runs, tmp_path) -> None:
     empty = tmp_path / "untrained"
     empty.mkdir()
+    with pytest.raises(JobError, match=r"not a bayesrnn run directory \(no config\.toml\)"):
+        compare_runs([runs[0], empty])
+    write_config(resolve_config(flags={"guide": {"name": "mean_field"}}), empty / "config.toml")
     with pytest.raises(JobError, match=r"bayesrnn export --out"):
         compare_runs([runs[0], empty])
+    # a deterministic network: no advice to export what export refuses
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_config(resolve_config(flags={"guide": {"name": "none"}}), plain / "config.toml")
+    with pytest.raises(JobError, match="cannot be compared: a deterministic network has no poster"):
+        compare_runs([runs[0], plain])
     with pytest.raises(JobError, match="no such run"):
         compare_runs([runs[0], tmp_path / "nowhere"])
     few = write_run(tmp_path / "few", "mean_field", draws=MIN_DRAWS - 1)

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bayesrnn.app.run_dir import JobError, RunDir
+from bayesrnn.app.export import no_export_reason
+from bayesrnn.app.run_dir import JobError, RunDir, read_run_config
 
 MIN_DRAWS = 25  # arviz_stats' PSIS: a Pareto tail of S/5 draws, at least 5
 ESTIMATES = ("holdout", "loo")
@@ -138,12 +139,15 @@ class Comparison:
 def _export_path(run: str | os.PathLike[str]) -> Path:
     path = Path(run).expanduser()
     if path.is_dir():
-        nc = RunDir(path).posterior
-        if not nc.is_file():
+        run = RunDir(path)
+        if not run.posterior.is_file():
+            reason = no_export_reason(read_run_config(run))  # not a run: says so
+            if reason is not None:
+                raise JobError(f"{path} cannot be compared: {reason}")
             raise JobError(
                 f"{path} has no posterior.nc: write it with `bayesrnn export --out {path}`"
             )
-        return nc
+        return run.posterior
     if path.is_file():
         return path
     raise JobError(f"{path}: no such run directory or ArviZ file")
