@@ -63,6 +63,7 @@ from bayesrnn.evaluation.posterior_quality import (
     wasserstein1,
 )
 from bayesrnn.evaluation.pruning import PruningCurve, prune_by_snr, pruning_curve
+from bayesrnn.evaluation.psis_loo import psis_loo
 from bayesrnn.evaluation.stream_report import (
     LanguageModelReport,
     StreamReport,
@@ -135,6 +136,7 @@ __all__ = [
     "predictive_sd",
     "prune_by_snr",
     "pruning_curve",
+    "psis_loo",
     "reliability_bins",
     "sd_ratio",
     "stream_report",
