@@ -403,6 +403,10 @@ def test_dynamic_evaluation_and_the_row_wise_prior_through_the_cli(tmp_path, cap
     assert metrics["dynamic_lr"] == 0.1
     assert math.isfinite(metrics["perplexity_dynamic"]) and metrics["perplexity_dynamic"] > 1
     assert "dynamic evaluation (lr 0.1)" in stdout
+    low, high = metrics["perplexity_sharpened_bound_ci95"]  # the sharpened bound with its SE
+    assert metrics["nll_sharpened_bound_se"] > 0 and metrics["sharpened_bound_samples"] >= 2
+    assert low < metrics["perplexity_sharpened_bound"] < high
+    assert "Monte Carlo SE" in stdout
     history = json.loads((out / "history.json").read_text())
     ratios = history["sharpening_step_ratio"]  # ‖η⊙g‖/‖σ‖ logged for every window
     assert len(ratios) == len(history["elbo"]) == 3 and all(0 < r < 1 for r in ratios)

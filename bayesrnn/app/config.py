@@ -268,7 +268,8 @@ class EvaluationConfig:
 
     ``mc_samples``: draws averaged (in probability) for the MC predictive; ``n_bins`` and
     ``bin_strategy``: calibration bins; ``reversed_text``: Fortunato's entropy gap and the OOD
-    AUROC; ``sharpened_bound``: the upper bound of a sharpened guide; ``pruning`` and
+    AUROC; ``sharpened_bound``: the upper bound of a sharpened guide, a Monte Carlo estimate
+    over ``mc_samples`` (at least 2) paths with its standard error; ``pruning`` and
     ``pruning_fractions``: the SNR curve on valid (Gaussian guides); ``export`` and
     ``export_samples``: posterior.nc; ``max_tokens``: evaluate only the first N tokens;
     ``dynamic_lr``: also evaluate dynamically with this lr (none: not at all).

@@ -19,7 +19,7 @@ from bayesrnn.evaluation import (
 )
 from bayesrnn.evaluation.pruning import pruning_curve
 from bayesrnn.evaluation.stream_report import language_model_report
-from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, evaluate_stream
+from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, sharpened_bound
 from bayesrnn.inference.distributed import Ranks
 from bayesrnn.inference.dynamic import dynamic_evaluate
 from bayesrnn.inference.predictive import safe_exp
@@ -88,12 +88,16 @@ def evaluate_language_model(
         return {}
     metrics = report.metrics()
     if isinstance(s.guide, SharpenedGuide) and ev.sharpened_bound:
-        bound = evaluate_stream(
-            s.model, s.guide, stream, batch_size=tr.eval_batch_size, bptt=tr.bptt, sharpened=True
+        bound = sharpened_bound(
+            s.model,
+            s.guide,
+            stream,
+            num_samples=max(2, ev.mc_samples),
+            batch_size=tr.eval_batch_size,
+            bptt=tr.bptt,
         )
-        # exp() of a bound this loose overflows: keep the per-token NLL bound as well
-        metrics["nll_sharpened_bound"] = bound.nll_per_token
-        metrics["perplexity_sharpened_bound"] = safe_exp(bound.nll_per_token)
+        # exp() of a loose bound may overflow: the per-token NLL bound and its SE come too
+        metrics.update(bound.metrics())
     if ev.dynamic_lr is not None:
         log(f"dynamic evaluation of {ev.split} (lr {ev.dynamic_lr})")
         dynamic = dynamic_evaluate(

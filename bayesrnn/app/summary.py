@@ -40,7 +40,9 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
             if "nll_sharpened_bound" in result:
                 lines.append(
                     f"  sharpened bound: perplexity <= {fmt(result['perplexity_sharpened_bound'])}"
-                    f" (NLL <= {fmt(result['nll_sharpened_bound'])} nats/token)"
+                    f" (NLL <= {fmt(result['nll_sharpened_bound'])} nats/token,"
+                    f" Monte Carlo SE {fmt(result['nll_sharpened_bound_se'])},"
+                    f" {result['sharpened_bound_samples']} draws)"
                 )
         else:
             mc = result["mc"]

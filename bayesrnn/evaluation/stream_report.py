@@ -26,6 +26,7 @@ from bayesrnn.evaluation.ood import auroc, entropy_gap, ood_report
 from bayesrnn.evaluation.uncertainty import categorical_entropy
 from bayesrnn.inference.distributed import Ranks, gather_columns
 from bayesrnn.inference.predictive import evaluate_stream, safe_exp
+from bayesrnn.inference.sharpened_bound import SharpenedBound, sharpened_bound
 
 __all__ = [
     "LanguageModelReport",
@@ -256,7 +257,7 @@ class LanguageModelReport:
     mc: StreamReport
     reversed_mean: StreamReport | None = None
     reversed_mc: StreamReport | None = None
-    sharpened_perplexity: float | None = None
+    sharpened: SharpenedBound | None = None
 
     def reversed_metrics(self) -> dict[str, float] | None:
         """Fortunato's entropy gap (posterior mean and MC) and OOD scores, forward = in."""
@@ -291,8 +292,8 @@ class LanguageModelReport:
             "posterior_mean": self.mean.metrics(),
             "mc": self.mc.metrics(),
         }
-        if self.sharpened_perplexity is not None:
-            out["perplexity_sharpened_bound"] = self.sharpened_perplexity
+        if self.sharpened is not None:
+            out.update(self.sharpened.metrics())
         reversed_ = self.reversed_metrics()
         if reversed_ is not None:
             out["reversed"] = reversed_
@@ -318,13 +319,15 @@ def language_model_report(
 ) -> LanguageModelReport:
     """Posterior-mean and MC passes over ``stream`` (and its reverse), plus the sharpened bound.
 
-    ``sharpened`` needs a :class:`bayesrnn.inference.SharpenedGuide`; its perplexity uses the
-    targets and is an upper bound (Fortunato et al. 2017, §4). ``redraw`` says how often an MC
-    draw's weights are resampled ("window" or "stream", see ``evaluate_stream``). ``ranks``
-    (all processes of a torch.distributed group calling together) shares the B sequences out
-    and gathers the per-token statistics, giving one process's numbers; the sharpened bound,
-    whose step uses the whole batch's gradient, is computed unsharded. ``decoder`` and
-    ``recurrent_draws`` choose the MC estimator (``evaluate_stream``).
+    ``sharpened`` needs a :class:`bayesrnn.inference.SharpenedGuide`: the sharpened bound
+    (Fortunato et al. 2017, §4; :func:`bayesrnn.inference.sharpened_bound`, ``num_samples``
+    paths, at least 2), an upper bound from the targets on the NLL under N(μ, σ0²I).
+    ``redraw`` says how often an MC draw's weights are resampled ("window" or "stream", see
+    ``evaluate_stream``). ``ranks`` (all processes of a torch.distributed group calling
+    together) shares the B sequences out and gathers the per-token statistics, giving one
+    process's numbers; the sharpened bound, whose step uses the whole batch's gradient, is
+    computed unsharded. ``decoder`` and ``recurrent_draws`` choose the MC estimator
+    (``evaluate_stream``).
     """
     options = {
         "batch_size": batch_size,
@@ -345,7 +348,8 @@ def language_model_report(
         )
     bound = None
     if sharpened:
-        bound = evaluate_stream(
-            model, guide, stream, batch_size=batch_size, bptt=bptt, sharpened=True
-        ).perplexity
+        paths = max(2, num_samples)
+        bound = sharpened_bound(
+            model, guide, stream, num_samples=paths, batch_size=batch_size, bptt=bptt
+        )
     return LanguageModelReport(mean, mc, reversed_mean, reversed_mc, bound)

@@ -30,6 +30,7 @@ from bayesrnn.inference.predictive import (
     stacked_draws,
 )
 from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
+from bayesrnn.inference.sharpened_bound import SharpenedBound, sharpened_bound
 from bayesrnn.inference.tbptt import Window, model_window, plan_windows, window_batch
 from bayesrnn.inference.tbptt_trainer import TBPTTTrainer
 from bayesrnn.inference.trainer import (
@@ -58,6 +59,7 @@ __all__ = [
     "SampledPosterior",
     "SequenceBatches",
     "SequencePrediction",
+    "SharpenedBound",
     "SharpenedGuide",
     "StreamEvaluation",
     "StreamWindows",
@@ -80,6 +82,7 @@ __all__ = [
     "sample_weights",
     "save_checkpoint",
     "scale_kl",
+    "sharpened_bound",
     "stacked_draws",
     "window_batch",
     "window_terms",

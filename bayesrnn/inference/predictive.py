@@ -190,9 +190,10 @@ def evaluate_stream(
     ``num_samples=None`` uses the posterior mean; an integer S ≥ 1 averages the predictive
     probabilities of S draws, run ``draws_per_batch`` at a time as one batched call (default:
     one at a time on the CPU, as many as fit 2²⁶ weight values on a GPU). ``sharpened=True``
-    (a :class:`SharpenedGuide`) sharpens the mean on each window's targets and adds the extra
-    KL: an upper bound on the perplexity. ``redraw`` ("window" or "stream") says how often an
-    MC draw's weights are resampled.
+    (a :class:`SharpenedGuide`) gives :func:`bayesrnn.inference.sharpened_bound` with S paths
+    (default 10): an upper bound, from the targets, on the NLL under N(μ, σ0²I), with its
+    standard error. ``redraw`` ("window" or "stream") says how often an MC draw's weights are
+    resampled.
     ``on_window(targets, log_probs, draw_log_probs)`` receives each window's (T, B) targets, its
     (T, B, V) predictive log-probabilities (the mixture over draws) and, with MC, the (S, T, B, V)
     log-probabilities of each draw (None otherwise), for entropy and mutual information.
@@ -228,6 +229,15 @@ def evaluate_stream(
                 f"recurrent_draws must be an integer in [1, num_samples={num_samples}], "
                 f"got {recurrent_draws!r}"
             )
+    if sharpened:
+        unused = {
+            "on_window": on_window is not None,
+            "draws_per_batch": draws_per_batch is not None,
+            "redraw": redraw != "window",
+            "decoder": decoder != "weights",
+            "ranks": ranks is not None and ranks.distributed,
+        }
+        return _sharpened(model, guide, stream, batch_size, bptt, num_samples, unused)
     skip = local_decoder_sites(model, guide) if local else ()
     data = _my_columns(batchify(stream, batch_size), batch_size, ranks)
     data = data.to(module_device(model, guide))
@@ -237,7 +247,7 @@ def evaluate_stream(
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()
-    nll, extra, tokens = 0.0, 0.0, 0
+    nll, tokens = 0.0, 0
     try:
         # Draws that differ only in the model's own masks share one set of weights: they run
         # as one call over S copies of the batch on any device (a masked cell's per-step loop
@@ -262,21 +272,11 @@ def evaluate_stream(
             chunks = recurrent_counts(draws, 1 if noise_only else recurrent_draws or draws)
         states: list = [None] * len(chunks)
         kept: list = [None] * len(chunks)  # redraw="stream": each chunk's weights, drawn once
-        with torch.no_grad() if not sharpened else torch.enable_grad():
+        with torch.no_grad():
             for window in windows:
                 inputs, targets = window_batch(data, window)
                 draw_log_probs = None
-                if sharpened:
-                    logits, states[0], kl = _sharpened_window(
-                        model, guide, inputs, targets, states[0]
-                    )
-                    extra += kl
-                    scores = (
-                        torch.log_softmax(logits, -1)
-                        if full
-                        else _target_log_probs(logits, targets)
-                    )
-                elif num_samples is None:
+                if num_samples is None:
                     logits, states[0] = _run(model, posterior_mean(guide), inputs, states[0])
                     scores = (
                         torch.log_softmax(logits, -1)
@@ -342,8 +342,8 @@ def evaluate_stream(
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
-    nll, tokens, extra = all_reduce_sum([nll, float(tokens), extra], ranks or Ranks())
-    return StreamEvaluation(nll=nll, tokens=int(tokens), extra_kl=extra)
+    nll, tokens = all_reduce_sum([nll, float(tokens)], ranks or Ranks())
+    return StreamEvaluation(nll=nll, tokens=int(tokens))
 
 
 def _local_window(model, guide, inputs, targets, counts, states, kept, full, redraw, ranks):
@@ -382,12 +382,24 @@ def _local_window(model, guide, inputs, targets, counts, states, kept, full, red
     return torch.cat(per_draw), probs_sum
 
 
-def _sharpened_window(model, guide, inputs, targets, state):
-    args = (to_model_layout(model, inputs), to_model_layout(model, targets))
-    weights, extra_kl = guide.sharpened_weights(*args, state=state)
-    with torch.no_grad():
-        logits, state = _run(model, weights, inputs, state)
-    return logits, state, float(extra_kl)
+SHARPENED_PATHS = 10  # evaluate_stream(sharpened=True)'s paths when num_samples is None
+
+
+def _sharpened(model, guide, stream, batch_size, bptt, num_samples, unused: dict[str, bool]):
+    """``evaluate_stream(sharpened=True)``: the bound, after refusing the options it ignores
+    (``unused``: which of them were given)."""
+    from bayesrnn.inference.sharpened_bound import sharpened_bound  # it imports this module
+
+    refused = [name for name, given in unused.items() if given]
+    if refused:
+        raise ValueError(
+            f"sharpened=True computes the sharpened bound, which takes no {', '.join(refused)} "
+            "(each path redraws θ every window, in one process)"
+        )
+    paths = SHARPENED_PATHS if num_samples is None else num_samples
+    return sharpened_bound(
+        model, guide, stream, num_samples=paths, batch_size=batch_size, bptt=bptt
+    )
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ is, so the bound leaves the optimum inside while an unbounded η, whose curvatur
 huge under plain SGD with lr 1, would overshoot and diverge.
 
 Evaluation: ``median()`` gives the posterior mean μ of φ and, in ``eval()`` mode, a call samples
-q(φ) without sharpening (the paper's option 1, also for MC). ``sharpened_weights(...)`` sharpens
-the mean on a batch's targets, θ = μ − η⊙g(μ), and returns the extra KL: the NLL plus that KL
-is an upper bound (the paper's "≤" rows).
+q(φ) without sharpening (the paper's option 1, also for MC). ``sharpened_weights(...)`` gives
+the centre μ − η⊙g(μ) of the sharpened posterior q(θ | φ = μ, x, y) = N(μ − η⊙g, σ0²I) on a
+batch's targets and its KL against p(θ | φ = μ) = N(μ, σ0²I). The NLL *at that centre* plus the
+KL is not a bound: it leaves out the σ0 noise. The upper bound of the paper's "≤" rows averages
+the NLL over θ drawn from q(θ | φ = μ, x, y) (:func:`bayesrnn.inference.sharpened_bound`).
 """
 
 from __future__ import annotations
@@ -57,13 +59,20 @@ def window_nll_gradient(model, weights: dict[str, torch.Tensor], *args, **kwargs
                 "dims from the guide alone). For parallel prediction put the guide in eval() "
                 "mode (it then samples q(φ), the paper's option 1) or use parallel=False"
             ) from error
-        nll = sum(  # conditioned weight sites count as observed: leave them out
+        nll = sum(  # conditioned weights and recorded values (pyro.deterministic) are no data
             -site["fn"].log_prob(site["value"]).sum()
             for name, site in trace.nodes.items()
-            if site["type"] == "sample" and site["is_observed"] and name not in leaves
+            if site["type"] == "sample"
+            and site["is_observed"]
+            and name not in leaves
+            and not site["infer"].get("_deterministic", False)
         )
         if not isinstance(nll, torch.Tensor):
-            raise ValueError("sharpening needs the targets: the model observed no data")
+            raise ValueError(
+                "posterior sharpening needs the targets, and the model observed none (a "
+                "Predictive call without targets, say): pass the targets, or put the guide in "
+                "eval() mode to sample q(φ) without sharpening (the paper's option 1)"
+            )
         grads = torch.autograd.grad(nll, list(leaves.values()), allow_unused=True)
     gradient = {
         site: (torch.zeros_like(w) if g is None else g)
@@ -156,7 +165,12 @@ class SharpenedGuide(MeanFieldGuide):
         return values
 
     def sharpened_weights(self, *args, **kwargs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """θ = μ − η⊙g(μ) on this batch's targets, and the extra KL ‖η⊙g‖²/(2σ0²)."""
+        """The centre μ − η⊙g(μ) of q(θ | φ = μ, x, y) on this batch's targets, and that
+        posterior's KL against p(θ | φ = μ), ‖η⊙g‖²/(2σ0²).
+
+        The NLL at the centre plus this KL is no bound (it leaves out the σ0 noise of q);
+        :func:`bayesrnn.inference.sharpened_bound` averages the NLL over draws of q instead.
+        """
         means = {site: self.loc[site].detach() for site in self.site_names}
         grads = self.data_gradient(means, *args, **kwargs)
         with torch.no_grad():
