@@ -25,6 +25,7 @@ from bayesrnn.models.learned_priors import (
     LearnedGaussianPrior,
 )
 from bayesrnn.models.priors import GaussianPrior, Prior
+from bayesrnn.models.rnn_options import TORCH_DEFAULTS, unsupported_options
 
 INIT_PREFIX = "_init_"
 
@@ -84,10 +85,17 @@ def _refuse_cached_weights(model: torch.nn.Module, names: list[str], keep: tuple
         own = [n for n in names if n.startswith(f"{path}.") or not path]
         if any(not any(fnmatch.fnmatchcase(n, p) for p in keep) for n in own):
             kind = type(module).__name__
+            options = {n: getattr(module, n) for n in TORCH_DEFAULTS if hasattr(module, n)}
+            unsupported = [f"{n}={options[n]!r}" for n in unsupported_options(options)]
+            same = (
+                f"same arguments, but it does not support the {', '.join(unsupported)} set here"
+                if unsupported
+                else "same arguments"
+            )
             raise ValueError(
                 f"bayesianize: {path or 'the model'} is a torch.nn.{kind}, which reads its "
-                f"weights from its own cache; use bayesrnn.models.Bayesian{kind} "
-                f"(same arguments) or keep its weights in deterministic"
+                f"weights from its own cache; use bayesrnn.models.Bayesian{kind} ({same}) "
+                "or keep its weights in deterministic"
             )
 
 
