@@ -26,6 +26,7 @@ from bayesrnn.models.learned_priors import (
 )
 from bayesrnn.models.priors import GaussianPrior, Prior
 from bayesrnn.models.rnn_options import TORCH_DEFAULTS, unsupported_options
+from bayesrnn.models.torch_children import draw_aware_children, read_draws
 
 INIT_PREFIX = "_init_"
 
@@ -107,7 +108,9 @@ def bayesianize(
     """Replace each parameter of ``model`` by a sample site, except those in ``deterministic``.
 
     Any module works: plain ``torch.nn`` children (``nn.Linear``, ``nn.Embedding``, …) are made
-    ``PyroModule``s in place first, so their own ``forward`` reads the sampled weights.
+    ``PyroModule``s in place first, so their own ``forward`` reads the sampled weights;
+    ``nn.Linear`` and ``nn.Embedding`` also read a batch of draws (Pyro's vectorised paths), see
+    :mod:`bayesrnn.models.torch_children`.
     ``deterministic`` holds site names or glob patterns (``"decoder.bias"``); those stay point
     estimates (``pyro.param`` sites), as Fortunato keeps the softmax bias. Returns ``model``.
     """
@@ -119,7 +122,9 @@ def bayesianize(
     if unknown:
         raise ValueError(f"deterministic: {unknown} match no parameter of the model; have {names}")
     _refuse_cached_weights(model, names, keep)
+    torch_children = draw_aware_children(model)
     to_pyro_module_(model)
+    read_draws(torch_children)  # nn.Linear / nn.Embedding then read stacked weight draws
     for full_name in names:
         if any(fnmatch.fnmatchcase(full_name, p) for p in keep):
             continue
