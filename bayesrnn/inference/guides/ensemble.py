@@ -83,10 +83,13 @@ class EnsembleGuide(WeightGuide):
         members: int = 5,
         seed: int | None = None,
         initial_values: Sequence[Mapping[str, torch.Tensor]] | None = None,
+        name: str | None = None,
         **options,
     ) -> None:
-        reject_unknown_options(type(self).__name__, options, ["members", "seed", "initial_values"])
-        super().__init__(model)
+        reject_unknown_options(
+            type(self).__name__, options, ["members", "seed", "initial_values", "name"]
+        )
+        super().__init__(model, name)
         self.members = check_members(members)
         shared = [name for name, p in model.named_parameters() if p.requires_grad]
         if shared:
