@@ -21,8 +21,12 @@ from bayesrnn.models.draws import count, draw_dims, flatten, leading, trim
 class DrawLinear(PyroModule[nn.Linear]):
     """``nn.Linear`` whose weight (and bias) may hold draws (*draws, out, in).
 
-    An input that carries the same draw dims in front is read draw by draw; any other input
-    is shared by every draw. Output: (*draws, …, out).
+    An input that carries the draw dims in front (an earlier layer's output) is read draw by
+    draw; any other input is shared by every draw. Output: (*draws, …, out). An input carries
+    them when its leading dims are the draws and it has at least as many dims left of its
+    features as the weight has left of (out, in): a plate's width, which a data tensor inside
+    the model's plates does not reach, so a batch that happens to have S rows is not taken
+    for S draws.
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -34,7 +38,9 @@ class DrawLinear(PyroModule[nn.Linear]):
             return nn.functional.linear(input, weight.reshape(weight.shape[-2:]), bias)
         weight = flatten(weight, 2, draws)
         n, features = count(draws), input.shape[-1]
-        if tuple(input.shape[: len(draws)]) == tuple(draws):
+        width = max(len(leading(value, event)) for value, event in pairs)
+        carries = input.dim() - 1 >= width and tuple(input.shape[: len(draws)]) == tuple(draws)
+        if carries:
             lead = input.shape[:-1]
             flat = input.reshape(n, -1, features)
         else:  # the same input for every draw (a view, not a copy)

@@ -86,6 +86,19 @@ def test_bayesianized_linear_with_draws_equals_torch_linear_per_draw(bias, input
         torch.testing.assert_close(out[s], expected)
 
 
+def test_a_data_batch_as_long_as_the_draws_is_shared_not_read_as_draws():
+    """Weights from a plate at dim -3 (lead (S, 1, 1)); data (S, in) with S rows is inside
+    the model's plates, not a draw per row."""
+    layer = bayesianize(nn.Sequential(nn.Linear(4, 3)))
+    weights, bias = torch.randn(DRAWS, 1, 1, 3, 4), torch.randn(DRAWS, 1, 1, 3)
+    x = torch.randn(DRAWS, 4)
+    out = poutine.condition(layer, data={"0.weight": weights, "0.bias": bias})(x)
+    assert out.shape == (DRAWS, DRAWS, 3)
+    for s in range(DRAWS):
+        expected = nn.functional.linear(x, weights[s, 0, 0], bias[s, 0, 0])
+        torch.testing.assert_close(out[s], expected)
+
+
 def test_a_deterministic_bias_is_shared_by_every_weight_draw():
     layer = bayesianize(nn.Sequential(nn.Linear(4, 3)), deterministic=["0.bias"])
     weights = torch.randn(DRAWS, 3, 4)
