@@ -29,6 +29,7 @@ from bayesrnn.models.priors import (
     mixture_log_density,
     mixture_log_density_sum,
 )
+from bayesrnn.models.regularisers import bernoulli_mask
 
 
 class ReparamNormal(Normal):
@@ -261,6 +262,11 @@ class GalWeight(TorchDistribution):
         super().__init__(torch.Size(), mean.shape, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """The masked mean; a batch of draws (a vectorised plate) gets a fresh mask per draw,
+        so S parallel draws are as independent as S calls."""
+        if self.mask is not None and sample_shape:
+            shape = (*sample_shape, *self.mask.shape)
+            return self.mean_weight * bernoulli_mask(shape, self.rate, self.mean_weight)
         value = self.mean_weight if self.mask is None else self.mean_weight * self.mask
         return value.expand(sample_shape + value.shape) if sample_shape else value
 

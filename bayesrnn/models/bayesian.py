@@ -25,6 +25,8 @@ from bayesrnn.models.learned_priors import (
     LearnedGaussianPrior,
 )
 from bayesrnn.models.priors import GaussianPrior, Prior
+from bayesrnn.models.rnn_options import TORCH_DEFAULTS, unsupported_options
+from bayesrnn.models.torch_children import draw_aware_children, read_draws
 
 INIT_PREFIX = "_init_"
 
@@ -84,10 +86,17 @@ def _refuse_cached_weights(model: torch.nn.Module, names: list[str], keep: tuple
         own = [n for n in names if n.startswith(f"{path}.") or not path]
         if any(not any(fnmatch.fnmatchcase(n, p) for p in keep) for n in own):
             kind = type(module).__name__
+            options = {n: getattr(module, n) for n in TORCH_DEFAULTS if hasattr(module, n)}
+            unsupported = [f"{n}={options[n]!r}" for n in unsupported_options(options)]
+            same = (
+                f"same arguments, but it does not support the {', '.join(unsupported)} set here"
+                if unsupported
+                else "same arguments"
+            )
             raise ValueError(
                 f"bayesianize: {path or 'the model'} is a torch.nn.{kind}, which reads its "
-                f"weights from its own cache; use bayesrnn.models.Bayesian{kind} "
-                f"(same arguments) or keep its weights in deterministic"
+                f"weights from its own cache; use bayesrnn.models.Bayesian{kind} ({same}) "
+                "or keep its weights in deterministic"
             )
 
 
@@ -99,7 +108,9 @@ def bayesianize(
     """Replace each parameter of ``model`` by a sample site, except those in ``deterministic``.
 
     Any module works: plain ``torch.nn`` children (``nn.Linear``, ``nn.Embedding``, …) are made
-    ``PyroModule``s in place first, so their own ``forward`` reads the sampled weights.
+    ``PyroModule``s in place first, so their own ``forward`` reads the sampled weights;
+    ``nn.Linear`` and ``nn.Embedding`` also read a batch of draws (Pyro's vectorised paths), see
+    :mod:`bayesrnn.models.torch_children`.
     ``deterministic`` holds site names or glob patterns (``"decoder.bias"``); those stay point
     estimates (``pyro.param`` sites), as Fortunato keeps the softmax bias. Returns ``model``.
     """
@@ -111,7 +122,9 @@ def bayesianize(
     if unknown:
         raise ValueError(f"deterministic: {unknown} match no parameter of the model; have {names}")
     _refuse_cached_weights(model, names, keep)
+    torch_children = draw_aware_children(model)
     to_pyro_module_(model)
+    read_draws(torch_children)  # nn.Linear / nn.Embedding then read stacked weight draws
     for full_name in names:
         if any(fnmatch.fnmatchcase(full_name, p) for p in keep):
             continue

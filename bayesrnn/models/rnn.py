@@ -27,6 +27,7 @@ from bayesrnn.models.regularisers import (
     locked_mask,
     masks_active,
 )
+from bayesrnn.models.rnn_options import check_torch_options
 from bayesrnn.models.validation import check_finite, check_lengths, check_positive_int
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}
@@ -40,7 +41,9 @@ class BayesianRNNBase(PyroModule):
 
     ``prior=None`` keeps the weights as ordinary parameters (a plain RNN, for baselines run by the
     same code). ``deterministic`` names sites to keep as point estimates. ``regularisers`` takes a
-    :class:`Regularisers` or a ``{name: rate}`` map.
+    :class:`Regularisers` or a ``{name: rate}`` map. torch's ``dropout``, ``bidirectional`` and
+    ``proj_size`` are accepted at their defaults only (anything else is a ValueError naming the
+    argument); ``device`` and ``dtype`` place the weights as torch's do.
     """
 
     mode = "lstm"
@@ -52,11 +55,20 @@ class BayesianRNNBase(PyroModule):
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
         prior: PriorSpec | None = GaussianPrior(1.0),
         deterministic: Iterable[str] = (),
         regularisers: Regularisers | Mapping[str, float] | None = None,
     ) -> None:
+        check_torch_options(
+            type(self).__name__,
+            {"dropout": dropout, "bidirectional": bidirectional, "proj_size": proj_size},
+        )
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -77,7 +89,8 @@ class BayesianRNNBase(PyroModule):
                 shapes |= {f"bias_ih_l{layer}": (gates,), f"bias_hh_l{layer}": (gates,)}
             bound = 1.0 / math.sqrt(hidden_size)  # torch.nn.RNNBase's default initialisation
             for name, shape in shapes.items():
-                setattr(self, name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
+                value = torch.empty(shape, device=device, dtype=dtype).uniform_(-bound, bound)
+                setattr(self, name, nn.Parameter(value))
             self._site_names.append(list(shapes))
         if prior is not None:
             bayesianize(self, prior, deterministic)
@@ -334,6 +347,16 @@ class BayesianGRU(BayesianRNNBase):
 
 
 class BayesianRNN(BayesianRNNBase):
-    """Bayesian counterpart of ``torch.nn.RNN`` with tanh nonlinearity."""
+    """Bayesian counterpart of ``torch.nn.RNN`` with tanh nonlinearity (``"relu"`` is refused).
+
+    ``nonlinearity`` may come fourth, as in torch's legacy positional form; the remaining
+    arguments are then those of :class:`BayesianRNNBase`.
+    """
 
     mode = "rnn_tanh"
+
+    def __init__(self, *args, nonlinearity: str = "tanh", **kwargs) -> None:
+        if len(args) > 3 and isinstance(args[3], str):  # torch: (in, hidden, layers, nonlinearity)
+            nonlinearity, args = args[3], args[:3] + args[4:]
+        check_torch_options(type(self).__name__, {"nonlinearity": nonlinearity})
+        super().__init__(*args, **kwargs)

@@ -8,6 +8,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from bayesrnn.inference.guides.param_store import check_name, free_name, sync
 from bayesrnn.models.bayesian import prior_scale_sites, site_prior, weight_sites
 from bayesrnn.models.priors import Prior
 from bayesrnn.models.rnn import BayesianRNNBase
@@ -35,15 +36,35 @@ def pyro_sample_sites(model: nn.Module) -> list[str]:
 
 
 class SiteParameters(PyroModule):
-    """One ``nn.Parameter`` per weight site, registered as ``<holder>.<site with __ for .>``."""
+    """One ``nn.Parameter`` per weight site, registered as ``<holder>.<site with __ for .>``.
+
+    In Pyro's param store each is ``<guide name>.<holder>.<site with __ for .>``, kept in step
+    with the attribute on every read (:mod:`bayesrnn.inference.guides.param_store`).
+    """
 
     def __init__(self, values: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
         for site, value in values.items():
             setattr(self, _attribute(site), nn.Parameter(value.detach().clone()))
 
+    def store_name(self, attribute: str) -> str:
+        return f"{self._pyro_name}.{attribute}" if self._pyro_name else attribute
+
+    def _pyro_set_supermodule(self, name, context) -> None:
+        """Once named (set on the guide), claim the store names: a later guide then picks
+        another default name, and a value loaded before this guide was built is taken."""
+        super()._pyro_set_supermodule(name, context)
+        self.sync_with_param_store()
+
+    def sync_with_param_store(self) -> None:
+        """Bring every parameter in step with the store now (a read does it for one)."""
+        for attribute, own in self._parameters.items():
+            sync(self.store_name(attribute), own, self)
+
     def __getitem__(self, site: str) -> torch.Tensor:
-        return getattr(self, _attribute(site))
+        attribute = _attribute(site)
+        sync(self.store_name(attribute), self._parameters[attribute], self)
+        return getattr(self, attribute)  # inside a guide call: a pyro.param statement
 
 
 class WeightGuide(PyroModule):
@@ -51,10 +72,13 @@ class WeightGuide(PyroModule):
 
     The model is referenced, not registered as a submodule, so the guide's parameters are only
     its own; ``median()`` gives the posterior-mean weights used for deterministic prediction.
+    ``name`` prefixes the guide's names in Pyro's param store (default: the class name, made
+    unique among live guides), as an autoguide's ``prefix`` does.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
+    def __init__(self, model: nn.Module, name: str | None = None) -> None:
+        prefix = free_name(type(self).__name__) if name is None else check_name(name)
+        super().__init__(name=prefix)
         sites = weight_sites(model)
         if not sites:
             raise ValueError("model has no Bayesian weight sites (was it built with prior=None?)")
@@ -71,6 +95,13 @@ class WeightGuide(PyroModule):
         self.site_names = list(sites)
         self.scale_sites = dict(scales)  # a hierarchical prior's scale site → its weight site
         self.__dict__["_initial"] = sites
+
+    def sync_with_param_store(self) -> None:
+        """Take every value loaded into Pyro's param store now; reading a parameter (a guide
+        call, ``median()``) does it for that parameter anyway."""
+        for module in self.modules():
+            if isinstance(module, SiteParameters):
+                module.sync_with_param_store()
 
     def initial_value(self, site: str) -> torch.Tensor:
         return self.__dict__["_initial"][site]

@@ -24,6 +24,8 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Delta
+from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
@@ -55,6 +57,13 @@ def check_member_draws(guide, num_samples: int | None, *, exact: bool = False) -
         )
 
 
+def _vectorised_plate() -> CondIndepStackFrame | None:
+    """The vectorised plate a guide call runs in (``Predictive(parallel=True)``'s draws or
+    vectorised particles), or None; the guide has no plates of its own."""
+    plates = [frame for frame in get_plates() if frame.vectorized]
+    return plates[0] if plates else None
+
+
 class EnsembleGuide(WeightGuide):
     """``members`` independently initialised MAP point estimates of every weight site.
 
@@ -74,10 +83,13 @@ class EnsembleGuide(WeightGuide):
         members: int = 5,
         seed: int | None = None,
         initial_values: Sequence[Mapping[str, torch.Tensor]] | None = None,
+        name: str | None = None,
         **options,
     ) -> None:
-        reject_unknown_options(type(self).__name__, options, ["members", "seed", "initial_values"])
-        super().__init__(model)
+        reject_unknown_options(
+            type(self).__name__, options, ["members", "seed", "initial_values", "name"]
+        )
+        super().__init__(model, name)
         self.members = check_members(members)
         shared = [name for name, p in model.named_parameters() if p.requires_grad]
         if shared:
@@ -119,6 +131,9 @@ class EnsembleGuide(WeightGuide):
         return {site: self.weights[site][k] for site in self.site_names}
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        plate = _vectorised_plate()
+        if plate is not None:
+            return self._members_in_plate(plate)
         if not self.training:
             k = self._next_member
             self._next_member = (k + 1) % self.members
@@ -132,6 +147,25 @@ class EnsembleGuide(WeightGuide):
             stacked = self.weights[site]
             event = stacked.shape[1:]
             value = stacked.reshape(self.members, *singletons, *event)
+            values[site] = pyro.sample(site, Delta(value, event_dim=len(event)))
+        return values
+
+    def _members_in_plate(self, plate: CondIndepStackFrame) -> dict[str, torch.Tensor]:
+        """Pyro's vectorised prediction draws S networks in one plate: draw i is member i mod K,
+        so the S draws weigh the members equally, as S sequential calls in eval mode do."""
+        if self.training:
+            raise ValueError(
+                "an ensemble's members are point estimates, trained as one batch of K networks: "
+                "train with one particle (num_particles=1, or vectorize_particles=False)"
+            )
+        check_member_draws(self, plate.size)
+        singletons = (1,) * (-plate.dim - 1)
+        values = {}
+        for site in self.site_names:
+            stacked = self.weights[site]
+            event = stacked.shape[1:]
+            tiled = stacked.repeat(plate.size // self.members, *(1,) * len(event))
+            value = tiled.reshape(plate.size, *singletons, *event)
             values[site] = pyro.sample(site, Delta(value, event_dim=len(event)))
         return values
 

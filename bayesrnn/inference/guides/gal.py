@@ -88,12 +88,15 @@ class GalDropoutGuide(WeightGuide):
         hidden: float = 0.0,
         output: float = 0.0,
         scope: str = "sequence",
+        name: str | None = None,
         **options,
     ) -> None:
         reject_unknown_options(
-            type(self).__name__, options, ["embedding", "input", "hidden", "output", "scope"]
+            type(self).__name__,
+            options,
+            ["embedding", "input", "hidden", "output", "scope", "name"],
         )
-        super().__init__(model)
+        super().__init__(model, name)
         if scope not in MASK_SCOPES:
             raise ValueError(f"scope must be one of {MASK_SCOPES}, got {scope!r}")
         self.scope = scope

@@ -98,12 +98,13 @@ class MeanFieldGuide(WeightGuide):
         init_scale: str | float = "auto",
         kl: str = "expected",
         quadrature_order: int = 8,
+        name: str | None = None,
         **options,
     ):
         reject_unknown_options(
-            type(self).__name__, options, ["init_scale", "kl", "quadrature_order"]
+            type(self).__name__, options, ["init_scale", "kl", "quadrature_order", "name"]
         )
-        super().__init__(model)
+        super().__init__(model, name)
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {kl!r}")
         self.kl = kl

@@ -5,7 +5,8 @@ Deep ensembles owe their spread to independent initialisations (Lakshminarayanan
 perturbation of one start. bayesrnn's layers initialise in their constructors (``Embedding``:
 N(0, 1); ``Linear``: U(±1/√in); the RNN stack: U(±1/√hidden)) and a model built with
 ``init_range`` r then sets every weight to U(−r, r); a plain twin of each layer, built under the
-member's seed, reproduces exactly that.
+member's seed, reproduces exactly that. torch's ``nn.Embedding`` and ``nn.Linear`` (in a model
+made Bayesian by ``bayesianize``) get a twin of torch's class, initialised as torch does.
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ def _plain_twin(owner: nn.Module, site: str) -> nn.Module:
         return Embedding(owner.num_embeddings, owner.embedding_dim)
     if isinstance(owner, Linear):
         return Linear(owner.in_features, owner.out_features, bias=owner.has_bias)
+    if isinstance(owner, nn.Embedding):  # torch's children bayesianize gave draw reading
+        return nn.Embedding(owner.num_embeddings, owner.embedding_dim, owner.padding_idx)
+    if isinstance(owner, nn.Linear):
+        has_bias = "bias" in getattr(owner, "_pyro_samples", {}) or owner.bias is not None
+        return nn.Linear(owner.in_features, owner.out_features, bias=has_bias)
     raise ValueError(
         f"cannot re-initialise site {site!r} of a {type(owner).__name__}: only bayesrnn's "
-        "Embedding, Linear and RNN layers know their initialisation; pass initial_values "
+        "Embedding, Linear and RNN layers and torch's nn.Embedding and nn.Linear know their "
+        "initialisation; pass initial_values "
         "(one dict of site values per member)"
     )
 

@@ -99,16 +99,19 @@ class SharpenedGuide(MeanFieldGuide):
         init_scale: str | float = "auto",
         kl: str = "expected",
         quadrature_order: int = 8,
+        name: str | None = None,
         **options,
     ) -> None:
         reject_unknown_options(
             type(self).__name__,
             options,
-            ["sigma0", "eta_init", "eta_max", "init_scale", "kl", "quadrature_order"],
+            ["sigma0", "eta_init", "eta_max", "init_scale", "kl", "quadrature_order", "name"],
         )
         if not (isinstance(sigma0, int | float) and sigma0 > 0 and math.isfinite(sigma0)):
             raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-        super().__init__(model, init_scale=init_scale, kl=kl, quadrature_order=quadrature_order)
+        super().__init__(
+            model, init_scale=init_scale, kl=kl, quadrature_order=quadrature_order, name=name
+        )
         self.sigma0 = float(sigma0)
         self.eta_max = 2 * self.sigma0**2 if eta_max is None else float(eta_max)
         eta = self.sigma0**2 if eta_init is None else float(eta_init)
