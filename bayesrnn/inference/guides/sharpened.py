@@ -8,7 +8,7 @@ leaves it alone) while KL[q(φ)‖p(φ)] is split over the epoch as usual.
 
 g is treated as a constant (no second-order terms): gradients reach μ and ρ through φ and η
 through −g, at the cost of one extra forward and backward pass. Whether the paper stops these
-terms is not stated (reference/papers.md, note 7); this is the cheaper choice.
+terms is not stated in Fortunato et al. 2017; this is the cheaper choice.
 
 η is bounded: η = η_max·sigmoid(ψ) with ψ learned per weight and η_max = 2σ0² by default. To
 first order in η the window loss is −η‖g‖² + η²‖g‖²/(2σ0²), minimised at η = σ0² whatever g
