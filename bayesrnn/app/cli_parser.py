@@ -110,8 +110,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--task",
         choices=("lm", "classify", "forecast"),
-        help="lm: next-token language model (default); classify: sentence polarity; forecast: "
-        "one-step-ahead forecasts of a real series (starts from the forecast preset)",
+        help="lm: next-token language model (default); classify: sentence polarity (starts from "
+        "the classify preset); forecast: one-step-ahead forecasts of a real series (starts from "
+        "the forecast preset)",
     )
     how = parser.add_argument_group("how to run")
     how.add_argument(

@@ -177,6 +177,11 @@ def _with_preset(name: str) -> RunConfig:
     return dataclasses.replace(config, preset=name)
 
 
+# The preset a task starts from when none is named: the defaults are a language model's
+# (Fortunato's scale-mixture prior), which leaves a small classifier at chance.
+TASK_PRESETS = {"forecast": "forecast", "classify": "classify"}
+
+
 def resolve_config(
     preset: str | None = None,
     config_file: str | os.PathLike[str] | None = None,
@@ -187,11 +192,12 @@ def resolve_config(
 
     A config file may name its own preset (``preset = "gal-medium"``); ``preset`` (the
     ``--preset`` flag) wins over it. Without one, ``task = "forecast"`` starts from the
-    ``forecast`` preset, anything else from ``default``. Relative data paths are made absolute.
+    ``forecast`` preset, ``task = "classify"`` from ``classify``, anything else from
+    ``default``. Relative data paths are made absolute.
     """
     file_values = load_toml(config_file) if config_file is not None else {}
     task = (flags or {}).get("task") or file_values.get("task")
-    name = preset or file_values.get("preset") or ("forecast" if task == "forecast" else "default")
+    name = preset or file_values.get("preset") or TASK_PRESETS.get(task, "default")
     if not isinstance(name, str):
         raise ConfigError(f"preset must be a string, got {name!r}")
     config = _with_preset(name)

@@ -166,6 +166,37 @@ PRESETS: dict[str, Preset] = {
             },
         ),
         Preset(
+            "classify",
+            "sentence classification (sentence polarity by default): 1x32 Bayesian LSTM over "
+            "32-dim embeddings of the 5,000 commonest words, mean-field posterior under an "
+            "N(0, 1) prior, Adam, 5 epochs",
+            "bayesrnn (the papers' posterior on a classifier; no paper configuration)",
+            "none; on 3,000 polarity sentences (data.max_examples=3000), seeds 0/1/2, MC "
+            "accuracy (ECE): mean-field 0.656 (0.035), sharpened 0.657 (0.028), Gal 0.676 "
+            "(0.067), the network without a posterior 0.661 (0.171); under the default "
+            "preset's scale-mixture prior the same classifier stays at chance (0.508)",
+            {
+                "task": "classify",
+                "data": {"source": "polarity", "max_vocab": 5_000},
+                "model": {
+                    "embedding_size": 32,
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "prior": "gaussian",
+                    "prior_scale": 1.0,
+                },
+                "guide": {"name": "mean_field"},
+                "trainer": {
+                    "batch_size": 32,
+                    "epochs": 5,
+                    "optimizer": "adam",
+                    "lr": 3e-3,
+                    "lr_decay": 1.0,
+                },
+                "evaluation": {"mc_samples": 20},
+            },
+        ),
+        Preset(
             "zaremba-small",
             "2x200 LSTM, no regularisation, BPTT 20, 13 epochs, lr halved after epoch 4",
             _Z,
