@@ -32,13 +32,15 @@ hand so no per-node tensors are kept for autograd.
 
 from __future__ import annotations
 
+import cmath
 import math
-import os
 import warnings
 from functools import lru_cache
 
 import numpy as np
 import torch
+
+from bayesrnn.inference.compiled import compile_mode
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -106,6 +108,57 @@ def _bump_chunk(loc, scale, big_a: float, s: float, order: int, with_grad: bool)
     return value, grad_loc, grad_scale
 
 
+# Where σ ≥ s·step (q at least as wide as the grid's step) the quadrature is a trapezoid rule in
+# x/s on a fixed grid: nodes far closer than q's width sample it without aliasing, and b, tabulated
+# once per prior, is analytic in a strip of half-width d around the real line (its nearest
+# singularities, where A·e^{−y²/2} = −1, lie at y² = 2 log A ± 2πi), so the rule's error falls as
+# e^{−2πd/step}. Gauss–Hermite on the envelope-weighted form is not enough there: b's soft edge at
+# y² = 2 log A, of width ~1/√(2 log A), lies inside q and an 8-node rule misses it by up to 2% of
+# the σ-gradient (measured against adaptive quadrature).
+GRID_EXPONENT = 16.0  # step = 2πd/16 (error ~ e⁻¹⁶); the grid ends where A·e^{−y²/2} < e⁻¹⁶
+GRID_MIN_SCALE = 1.0  # σ/s ≥ this × step: trapezoid grid; below: `order`-node Gauss–Hermite
+
+
+@lru_cache(maxsize=16)
+def bump_grid(big_a: float) -> tuple[float, tuple[float, ...], tuple[float, ...]]:
+    """The grid's step and its nodes y_k and weights c_k (in units of s), such that
+    E_{N(μ', σ'²)}[b(s·y)] ≈ Σ_k c_k exp(−(y_k − μ')²/(2σ'²))/σ' for σ' ≥ ``GRID_MIN_SCALE``·step.
+    """
+    strip = cmath.sqrt(complex(2 * math.log(big_a), 2 * math.pi)).imag  # d
+    step = 2 * math.pi * strip / GRID_EXPONENT
+    half = math.ceil(math.sqrt(2 * (max(math.log(big_a), 0.0) + GRID_EXPONENT)) / step)
+    y = step * np.arange(-half, half + 1)
+    c = step * np.log1p(big_a * np.exp(-0.5 * y * y)) / math.sqrt(2 * math.pi)
+    return step, tuple(float(v) for v in y), tuple(float(v) for v in c)
+
+
+def _bump_grid(loc, scale, big_a: float, s: float, with_grad: bool):
+    """E_q[b] per weight by the trapezoid grid (``bump_grid``), and its (μ, σ) derivatives.
+
+    With u_k = (y_k − μ/s)·s/σ and N_k = c_k e^{−u_k²/2}: V = (s/σ) Σ N_k,
+    ∂V/∂μ = (s/σ²) Σ N_k u_k, ∂V/∂σ = (s/σ²) Σ N_k (u_k² − 1): the rule's exact derivatives.
+    """
+    _, nodes, weights = bump_grid(big_a)
+    inv = scale.reciprocal().mul_(s)  # s/σ
+    shift = (loc / scale).neg_()  # −μ/σ
+    zero = torch.zeros((), dtype=loc.dtype)
+    acc, acc_u, acc_uu = (torch.zeros_like(loc) for _ in range(3))
+    u, e = torch.empty_like(loc), torch.empty_like(loc)
+    for y, c in zip(nodes, weights, strict=True):
+        torch.add(shift, inv, alpha=y, out=u)
+        torch.addcmul(zero, u, u, value=-0.5, out=e).exp_()
+        acc.add_(e, alpha=c)
+        if with_grad:
+            e.mul_(u)
+            acc_u.add_(e, alpha=c)
+            acc_uu.add_(e.mul_(u), alpha=c)
+    value = acc.mul(inv)
+    if not with_grad:
+        return value, None, None
+    slope = inv.square_().div_(s)  # s/σ²
+    return value, acc_u.mul_(slope), acc_uu.sub_(acc).mul_(slope)
+
+
 # The heat-kernel series below is used where |a| < 0.3 and τ > 0.95 (σ > 4.4s); there its values
 # and gradients agree with a 64-node rule to 5e-4 relative (tests/inference/test_mixture_kl.py).
 # Outside it, and where P is not negligible, the weights go to the quadrature.
@@ -155,20 +208,31 @@ def _bump_series(loc, scale, coefficients: tuple[float, ...], s: float):
     grad_scale = (
         prefactor * sigma_t * (f * (mu2_t - 1) + (f_d * s2 - f_b * 4 * a * s * loc) * inv_total)
     )
-    hard = ((b >= SERIES_MAX_A2) | (d <= SERIES_MIN_D)) & (mu2_t < NEGLIGIBLE)
+    # Where P < e⁻⁸⁰ the bump term and its gradients are zero to any float's precision, but
+    # the series' powers of a² can overflow (float32: |μ| ≥ 100 with σ ≤ 1e-4) and 0·inf is NaN.
+    negligible = mu2_t >= NEGLIGIBLE
+    value = torch.where(negligible, 0.0, value)
+    grad_loc = torch.where(negligible, 0.0, grad_loc)
+    grad_scale = torch.where(negligible, 0.0, grad_scale)
+    hard = ((b >= SERIES_MAX_A2) | (d <= SERIES_MIN_D)) & ~negligible
     return value, grad_loc, grad_scale, hard
 
 
 # Above this many weights in one site the series runs as one fused kernel (torch.compile: one
-# pass instead of ~75 elementwise passes; 6.6 s → 0.5 s on 20M weights, one CPU thread). Set
-# BAYESRNN_COMPILE=0 to stay eager; a compile failure (no C++ compiler) falls back with a warning.
+# pass instead of ~75 elementwise passes; 6.6 s → 0.5 s on 20M weights, one CPU thread) when
+# the package's compile mode is "auto" ("on": at any size, "off": never); a compile failure
+# (no C++ compiler) falls back with a warning.
 COMPILE_MIN_WEIGHTS = 1 << 20
 _compiled: dict[str, object] = {}
 
 
-def _fused_series():
-    """The compiled series, or None where compiling is off or has failed."""
-    if os.environ.get("BAYESRNN_COMPILE", "1") == "0" or _compiled.get("failed"):
+def _fused_series(numel: int):
+    """The compiled series for a site of ``numel`` weights, or None where compiling is off for
+    it (:func:`bayesrnn.inference.compiled.compile_mode`) or has failed."""
+    mode = compile_mode()
+    if mode == "off" or _compiled.get("failed"):
+        return None
+    if mode == "auto" and numel < COMPILE_MIN_WEIGHTS:
         return None
     if "series" not in _compiled:
         _compiled["series"] = torch.compile(_bump_series, dynamic=True)
@@ -177,7 +241,7 @@ def _fused_series():
 
 def _series(loc, scale, big_a: float, s: float):
     coefficients = series_coefficients(big_a)
-    fused = _fused_series() if loc.numel() >= COMPILE_MIN_WEIGHTS else None
+    fused = _fused_series(loc.numel())
     if fused is not None:
         try:
             return fused(loc, scale, coefficients, s)
@@ -192,6 +256,22 @@ def _series(loc, scale, big_a: float, s: float):
     return _bump_series(loc, scale, coefficients, s)
 
 
+def _bump_quadrature(loc, scale, big_a: float, s: float, order: int, with_grad: bool):
+    """E_q[b] and its gradients for the weights the series leaves: the trapezoid grid where σ is
+    at least its step, ``order``-node Gauss–Hermite (q narrower than b's soft edge) below."""
+    narrow = scale < GRID_MIN_SCALE * bump_grid(big_a)[0] * s
+    rules = (
+        (narrow, lambda m, sd: _bump_chunk(m, sd, big_a, s, order, with_grad)),
+        (~narrow, lambda m, sd: _bump_grid(m, sd, big_a, s, with_grad)),
+    )
+    results = [torch.empty_like(loc) for _ in range(3)] if with_grad else [torch.empty_like(loc)]
+    for part, rule in rules:
+        if bool(part.any()):
+            for result, got in zip(results, rule(loc[part], scale[part]), strict=False):
+                result[part] = got
+    return (*results, None, None)[:3]
+
+
 class _BumpExpectation(torch.autograd.Function):
     """Σ_i E_{N(μ_i, σ_i²)}[b(x)]: the heat-kernel series where it is accurate, the quadrature
     elsewhere. The gradient is formed with the value, so only two weight-sized tensors are kept
@@ -204,7 +284,7 @@ class _BumpExpectation(torch.autograd.Function):
         flat_scale = scale.detach().reshape(-1)
         value = torch.zeros((), dtype=loc.dtype, device=loc.device)
         grads = (torch.empty_like(flat_loc), torch.empty_like(flat_scale)) if with_grad else None
-        whole = flat_loc.numel() >= COMPILE_MIN_WEIGHTS and _fused_series() is not None
+        whole = _fused_series(flat_loc.numel()) is not None
         step = flat_loc.numel() if whole else CHUNK  # a fused kernel needs no cache blocking
         with torch.no_grad():
             for begin in range(0, flat_loc.numel(), step):
@@ -213,7 +293,7 @@ class _BumpExpectation(torch.autograd.Function):
                 v, g_loc, g_scale, hard = _series(chunk_loc, chunk_scale, big_a, s)
                 if bool(hard.any()):
                     index = hard.nonzero().squeeze(1)
-                    qv, qg_loc, qg_scale = _bump_chunk(
+                    qv, qg_loc, qg_scale = _bump_quadrature(
                         chunk_loc[index], chunk_scale[index], big_a, s, order, with_grad
                     )
                     v[index] = qv
