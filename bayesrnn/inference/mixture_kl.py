@@ -18,16 +18,21 @@ q by the bump's Gaussian envelope: N(x; μ, σ²)·exp(−x²/(2s²)) = P·N(x; 
     P = s/√(σ²+s²)·exp(−μ²/(2(σ²+s²))),   v = σ²s²/(σ²+s²),   m = μ s²/(σ²+s²),
 
 so E_q[b] = P·E_{N(m, v)}[h] with h(x) = b(x)·exp(x²/(2s²)) = A·log1p(z)/z, z = A e^{−x²/(2s²)}:
-smooth and bounded in [log(1+A), A], and N(m, v) is never wider than the bump, so an 8-node
-Gauss–Hermite rule is accurate to 0.3% of E_q[b] in the hardest case (σ ≫ s, μ = 0) and better
-elsewhere.
+smooth and bounded in [log(1+A), A], and N(m, v) is never wider than the bump.
 
 Most weights need no quadrature. In units of s, E_{N(m, v)}[h] = F(a, τ) = E[h̃(a + √τ t)] with
 a = m/s and τ = v/s², and where σ ≫ s (τ near 1, a small) a four-term heat-kernel series in
-(a², τ − 1) with constants fixed per prior is exact to 5·10⁻⁴ relative (:func:`_bump_series`);
-only the rest (σ within a few s, or μ far out with P still above e⁻⁸⁰) go to the node loop. The
-gradients are the exact derivatives of the computed values (series or quadrature), written by
-hand so no per-node tensors are kept for autograd.
+(a², τ − 1) with constants fixed per prior is exact to 5·10⁻⁴ relative (:func:`_bump_series`).
+The rest (σ within a few s, or μ far out with P still above e⁻⁸⁰) go to quadrature: where q
+is narrower than b's soft edge at x² = 2s² log A (σ < 0.27 s for Fortunato's prior),
+``order``-node Gauss–Hermite on N(m, v); wider, a trapezoid rule on a fixed grid in x/s
+(:func:`bump_grid`), whose error falls exponentially with the grid's step because b is analytic
+in a strip around the real line. For Fortunato's prior (π = 1/4, σ1 = e⁻¹, σ2 = e⁻⁷), over σ
+from s/20 to 40 s and every μ with P above e⁻⁵⁰, values agree with adaptive quadrature to 10⁻⁵
+nats per weight and both gradients to 10⁻⁴/σ2 (the gradients reach about 2.8/σ2) at the default
+order 8 (measured worst: 2·10⁻⁶ nats, 8·10⁻⁶/σ2). The gradients are the exact
+derivatives of the computed values (series or quadrature), written by hand so no per-node
+tensors are kept for autograd.
 """
 
 from __future__ import annotations
