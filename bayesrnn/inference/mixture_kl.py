@@ -151,7 +151,7 @@ def _bump_grid(loc, scale, big_a: float, s: float, exponent: float, with_grad: b
     _, nodes, weights = bump_grid(big_a, exponent)
     inv = scale.reciprocal().mul_(s)  # s/σ
     shift = (loc / scale).neg_()  # −μ/σ
-    zero = torch.zeros((), dtype=loc.dtype)
+    zero = torch.zeros((), dtype=loc.dtype, device=loc.device)
     acc, acc_u, acc_uu = (torch.zeros_like(loc) for _ in range(3))
     u, e = torch.empty_like(loc), torch.empty_like(loc)
     for y, c in zip(nodes, weights, strict=True):
@@ -287,7 +287,7 @@ def _bump_quadrature(loc, scale, big_a: float, s: float, order: int, with_grad: 
         if count:
             for result, got in zip(results, rule(loc[part], scale[part]), strict=False):
                 result[part] = got
-    return (*results, None, None)[:3]
+    return tuple(results) if with_grad else (results[0], None, None)
 
 
 class _BumpExpectation(torch.autograd.Function):
@@ -309,8 +309,9 @@ class _BumpExpectation(torch.autograd.Function):
                 part = slice(begin, begin + step)
                 chunk_loc, chunk_scale = flat_loc[part], flat_scale[part]
                 v, g_loc, g_scale, hard = _series(chunk_loc, chunk_scale, big_a, s)
-                if bool(hard.any()):
-                    index = hard.nonzero().squeeze(1)
+                hard_index = hard.nonzero().squeeze(1)
+                for first in range(0, hard_index.numel(), CHUNK):  # blocked, also when fused
+                    index = hard_index[first : first + CHUNK]
                     qv, qg_loc, qg_scale = _bump_quadrature(
                         chunk_loc[index], chunk_scale[index], big_a, s, order, with_grad
                     )
