@@ -29,7 +29,7 @@ is narrower than b's soft edge at x² = 2s² log A (σ < 0.22 s for Fortunato's 
 (:func:`bump_grid`), whose error falls exponentially with the grid's step because b is analytic
 in a strip around the real line. For Fortunato's prior (π = 1/4, σ1 = e⁻¹, σ2 = e⁻⁷), over σ
 from s/20 to 40 s and every μ with P above e⁻⁵⁰, values agree with adaptive quadrature to 10⁻⁵
-nats per weight and both gradients to 10⁻⁴/σ2 (the gradients reach about 2.8/σ2) at the default
+nats per weight and both gradients to 2·10⁻⁵/σ2 (the gradients reach about 2.8/σ2) at the default
 order 8 (measured worst: 2.5·10⁻⁶ nats and 4·10⁻⁶/σ2, in float32 6·10⁻⁶/σ2). The gradients
 are the exact derivatives of the computed values (series or quadrature), written by hand so no
 per-node tensors are kept for autograd.
