@@ -1,4 +1,5 @@
-"""The expected scale-mixture KL against numerical integrals, finite differences and sampling."""
+"""The expected scale-mixture KL against adaptive quadrature of the integral and of its
+derivatives, and against sampling."""
 
 import math
 import statistics
