@@ -167,8 +167,9 @@ class GuideConfig:
 
     mean_field/sharpened: ``init_scale`` (the initial σ: "auto", a tenth of each site's weight
     size; "fortunato", the paper's draw in [σ_p/4, σ_p]; or a float), ``kl`` ("expected": the KL
-    against a scale mixture computed from (μ, σ), by ``quadrature_order``-node Gauss–Hermite per
-    weight; "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
+    against a scale mixture computed from (μ, σ) per weight, by ``quadrature_order``-node
+    Gauss–Hermite where σ is narrower than the spike's edge and a fixed trapezoid grid above;
+    "sample": the one-sample estimate of the paper and brnn_ptb.py); sharpened:
     ``sigma0``, ``eta_init``, ``eta_max`` (none: σ0², 2σ0² in units of the per-sequence NLL);
     gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``; ensemble: ``members``,
     the K independently initialised MAP networks (a deep ensemble); nuts (no variational

@@ -70,7 +70,8 @@ class MeanFieldGuide(WeightGuide):
     """q(θ) = N(μ, σ²) per weight, σ = softplus(ρ) + 1e-5, one draw per call (per window).
 
     ``kl`` chooses the KL against a scale-mixture prior: ``"expected"`` (default) computes it
-    from (μ, σ), by ``quadrature_order``-node Gauss–Hermite for the per-weight mixture and as
+    from (μ, σ), by quadrature for the per-weight mixture (``quadrature_order``-node
+    Gauss–Hermite for σ below the spike's edge, a trapezoid grid above) and as
     Jensen's bound for grouped mixtures (:class:`bayesrnn.inference.distributions.
     ExpectedKLNormal`); ``"sample"`` is the one-sample log q(θ) − log p(θ) of the paper and of
     ``brnn_ptb.py``, whose gradient for weights in the σ2 spike swamps the data gradient. A
