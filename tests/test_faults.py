@@ -359,10 +359,38 @@ def test_two_runs_started_together_on_one_directory(area):
 def test_temporaries_of_a_killed_write_do_not_block_the_directory(area, capsys):
     out = area / "new"
     out.mkdir()
-    (out / ".config.toml.1234.deadbeef.tmp").write_text("half a conf")  # killed first write
+    (out / f".config.toml.1234.{'d' * 32}.tmp").write_text("half a conf")  # killed first write
     code, _, err = cli(capsys, *_run(area, "--set", "evaluation.export=false"))
     assert code == 0, err
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+# --- nothing in a run directory can be turned against its user ----------------------------------
+
+
+def test_a_users_own_temporary_looking_files_are_kept(area, capsys):
+    run = area / "run"
+    mine = {".notes.tmp": "my notes", ".metrics.json.tmp": "draft", ".a.12.cafe.tmp": "x"}
+    for name, text in mine.items():
+        (run / name).write_text(text)
+    stale = run / f".metrics.json.99.{'0' * 32}.tmp"  # what a killed writer of the package leaves
+    stale.write_text("half")
+    code, _, err = cli(capsys, "evaluate", "--out", str(run), "--quiet")
+    assert code == 0, err
+    assert {name: (run / name).read_text() for name in mine} == mine
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "run"])
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(command, area, capsys):
+    run = area / ("run" if command == "evaluate" else "new")  # a run, and a fresh start
+    run.mkdir(exist_ok=True)
+    victim = area / "victim.txt"
+    victim.write_text("precious")
+    (run / ".lock").symlink_to(victim)
+    argv = ["evaluate", "--out", str(run), "--quiet"] if command == "evaluate" else _run(area)
+    assert_fault(capsys, area, argv, "symbolic link")
+    assert victim.read_text() == "precious" and (run / ".lock").is_symlink()
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(area, capsys, monkeypatch):

@@ -37,7 +37,7 @@ def remove_stale_temporaries(root: Path) -> list[str]:
     """Delete the half-written files of killed writers (only safe while holding the lock)."""
     removed = []
     for path in root.iterdir():
-        if is_temporary(path) and path.is_file():
+        if is_temporary(path) and not path.is_symlink() and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
@@ -51,7 +51,15 @@ def _acquire(path: Path, root: Path) -> int:
     """An open descriptor of ``path`` holding its flock; the loop retries when the file was
     removed by its previous holder between our open and our lock."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a link: the lock's text would overwrite the link's target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError:
+            if path.is_symlink():
+                raise JobError(
+                    f"{path} is a symbolic link; a run directory's lock is a plain file this "
+                    "package makes: remove the link and run the command again"
+                ) from None
+            raise
         if fcntl is None:
             return fd
         try:

@@ -9,6 +9,7 @@ crash never leaves half a file under the real name; the temporary is removed on 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,14 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
+# .NAME.<pid>.<32 hex digits>.tmp: what temporary_path makes, and nothing a user would name
+_TEMPORARY = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{32}\.tmp")
+
+
 def is_temporary(path: Path) -> bool:
-    """Whether ``path`` is named like a :func:`temporary_path` (a killed writer's leftover)."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+    """Whether ``path`` is named exactly as :func:`temporary_path` names (a killed writer's
+    leftover): a user's own ``.notes.tmp`` is not."""
+    return _TEMPORARY.fullmatch(path.name) is not None
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:

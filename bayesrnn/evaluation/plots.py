@@ -15,7 +15,6 @@ parent directory is created and the file written beside the target and moved int
 import contextlib
 import itertools
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bayesrnn.data.atomic import temporary_path
 from bayesrnn.evaluation.calibration import ReliabilityBins
 
 type Curve = torch.Tensor | np.ndarray | Sequence[float]
@@ -112,7 +112,7 @@ def _save(figure: Figure, target: Path) -> Path:
     if type(figure.canvas) is FigureCanvasBase:  # our own figure: an Agg canvas draws it
         FigureCanvasAgg(figure)
     fmt = target.suffix.lower().lstrip(".")
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    temp = temporary_path(target)
     try:
         # os.open with mode 0o666 keeps the user's umask (mkstemp would force 0o600).
         with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
