@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -233,8 +234,13 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(case, command, area, caps
     assert not Path("PWNED").exists() and not (area / "PWNED").exists()
 
 
+DEEP_JSON = b"[" * 200_000 + b"]" * 200_000  # the parser recurses per level
+
+
 @pytest.mark.parametrize(
-    "content", [b"{not json", b"\xff\xfe", b'{"format": 1}', b'{"format": 99}'], ids=str
+    "content",
+    [b"{not json", b"\xff\xfe", b'{"format": 1}', b'{"format": 99}', DEEP_JSON],
+    ids=lambda content: str(content[:16]),
 )
 def test_a_damaged_vocabulary_file_is_named(content, area, capsys):
     (area / "run" / "vocab.json").write_bytes(content)
@@ -242,6 +248,30 @@ def test_a_damaged_vocabulary_file_is_named(content, area, capsys):
         capsys, area, ["evaluate", "--out", str(area / "run"), "--quiet"], "vocab.json"
     )
     assert "vocab.json" in line
+
+
+def test_deeply_nested_metrics_and_config_files_are_one_line(area, capsys):
+    (area / "run" / "metrics.json").write_bytes(DEEP_JSON)
+    assert_fault(capsys, area, _run(area, out="run"), "nested too deeply")
+    deep = area / "deep.toml"
+    deep.write_text("[trainer]\nepochs = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert_fault(capsys, area, [*_run(area), "--config", str(deep)], "nested too deeply")
+    assert_fault(capsys, area, [*_run(area), "--set", "trainer.epochs=" + "[" * 100_000], "nested")
+
+
+def test_an_export_that_reads_another_file_is_refused(area, capsys, tmp_path):
+    import h5py
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(8, dtype="<f8").tobytes())
+    nc = area / "outside.nc"
+    with h5py.File(nc, "w") as handle:
+        group = handle.create_group("log_likelihood")
+        group.create_dataset("obs", shape=(8,), dtype="<f8", external=[(str(secret), 0, 64)])
+    other = area / "other.nc"
+    shutil.copy(nc, other)
+    line = assert_fault(capsys, area, ["compare", str(nc), str(other)], "external storage")
+    assert "log_likelihood/obs" in line
 
 
 def test_evaluate_without_a_checkpoint(area, capsys):

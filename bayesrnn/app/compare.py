@@ -154,9 +154,34 @@ def _export_path(run: str | os.PathLike[str]) -> Path:
     raise JobError(f"{path}: no such run directory or ArviZ file")
 
 
+def _refuse_external_storage(path: Path) -> None:
+    """HDF5 lets a dataset keep its values in other files (external storage, virtual
+    datasets): reading such an export would read files outside the run. None is ever written
+    by the package, so one is refused before xarray reads anything."""
+    import h5py
+
+    outside: list[str] = []
+
+    def visit(name: str, item) -> None:
+        if isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+            outside.append(name)
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(visit)
+    except OSError as error:
+        raise JobError(f"{path} is not an ArviZ netCDF file ({error})") from None
+    if outside:
+        raise JobError(
+            f"{path}: {outside[0]} keeps its values in another file (HDF5 external storage); "
+            "refused: an export of this package holds its own data"
+        )
+
+
 def _open(path: Path):
     import xarray as xr
 
+    _refuse_external_storage(path)
     try:
         tree = xr.open_datatree(path, engine="h5netcdf")
     except (OSError, ValueError) as error:

@@ -144,6 +144,8 @@ def _toml_scalar(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    except RecursionError:
+        raise ConfigError(f"--set value nested too deeply: {raw[:40]}...") from None
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:
@@ -168,6 +170,8 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path} is a folder; --config takes a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    except RecursionError:  # tomllib recurses per nested array or table
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
 
 
 def _with_preset(name: str) -> RunConfig:

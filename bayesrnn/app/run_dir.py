@@ -134,6 +134,11 @@ def read_json(path: Path) -> Any:
     """A JSON file of a run; unreadable or malformed is a JobError naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # the parser recurses per level: 100k nested lists end here
+        raise JobError(
+            f"{path} is nested too deeply to be a file this package wrote; delete it and run "
+            "the command that wrote it again"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise JobError(
             f"{path} is corrupt ({' '.join(str(error).split())}); delete it and run the command "
