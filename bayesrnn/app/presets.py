@@ -174,7 +174,8 @@ PRESETS: dict[str, Preset] = {
             "none; on 3,000 polarity sentences (data.max_examples=3000), seeds 0/1/2, MC "
             "accuracy (ECE): mean-field 0.656 (0.035), sharpened 0.657 (0.028), Gal 0.676 "
             "(0.067), the network without a posterior 0.661 (0.171); under the default "
-            "preset's scale-mixture prior the same classifier stays at chance (0.508)",
+            "preset's scale-mixture prior the same classifier stays at chance (0.508); the "
+            "whole data set, seed 0: mean-field 0.737 (ECE 0.081), no posterior 0.734 (0.155)",
             {
                 "task": "classify",
                 "data": {"source": "polarity", "max_vocab": 5_000},
