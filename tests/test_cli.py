@@ -368,6 +368,15 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, capsys)
     assert not (killed / "metrics.json").exists()  # it died mid-training
     steps_done = torch.load(killed / "checkpoint.pt", weights_only=True)["position"][1]
     assert steps_done < windows
+    # the killed run evaluated and exported: both written apart, never taken for its result
+    code, _, err = cli(capsys, "evaluate", "--out", str(killed), "--quiet")
+    assert code == 0, err
+    early = json.loads((killed / "eval-2" / "metrics.json").read_text())
+    assert early["unfinished"].startswith("mid-training checkpoint (epoch 1, step ")
+    assert not (killed / "metrics.json").exists()
+    code, _, err = cli(capsys, "export", "--out", str(killed), "--quiet")
+    assert code == 0, err
+    assert (killed / "posterior-unfinished.nc").is_file() and not (killed / "posterior.nc").exists()
 
     again = subprocess.run(_command(killed, windows), env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

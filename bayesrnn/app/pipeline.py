@@ -167,6 +167,7 @@ def _evaluate(
     export: bool,
     ranks: Ranks | None = None,
     ood: OODText | None = None,
+    own_result: bool = False,
 ) -> dict:
     began = time.perf_counter()
     if s.config.task == "classify":
@@ -187,7 +188,10 @@ def _evaluate(
     export_error = None
     if export and s.config.evaluation.export:
         try:
-            written = export_posterior(s, history, free_name(run.posterior), log, tree)
+            # the run's own evaluation (no metrics.json yet) owns posterior.nc: one left by a
+            # kill between it and metrics.json is replaced, not kept beside a posterior-2.nc
+            path = run.posterior if own_result else free_name(run.posterior)
+            written = export_posterior(s, history, path, log, tree)
             if written is not None:
                 files.append(written.name)
         except (ValueError, RuntimeError, OSError) as error:  # keep the evaluation regardless
@@ -299,7 +303,7 @@ def run_job(
         if ranks.is_main:
             write_json(run.history, history)
             if evaluate:
-                result = _evaluate(s, history, run, log, export=True, ranks=ranks)
+                result = _evaluate(s, history, run, log, export=True, ranks=ranks, own_result=True)
             elif not is_nuts_history(history):
                 plot_training(history, run / "elbo.png")
         elif evaluate and config.task == "lm":  # the other ranks' share of the LM's passes
@@ -339,10 +343,12 @@ def load_run_for(out: str | os.PathLike[str], *, evaluate: bool = True):
     return _load_run(RunDir(Path(out).expanduser()), None, quiet_log, evaluate=evaluate)
 
 
-def _new_evaluation_dir(run: RunDir, force: bool) -> RunDir:
+def _new_evaluation_dir(run: RunDir, force: bool, unfinished: bool = False) -> RunDir:
     """Where an evaluation writes: the run itself the first time (or with ``force``), else a
-    fresh ``eval-N`` folder, so earlier results are never overwritten."""
-    if force or not run.metrics.exists():
+    fresh ``eval-N`` folder, so earlier results are never overwritten. A mid-training
+    checkpoint's evaluation always goes to a fresh folder: a ``metrics.json`` in the run would
+    mark it finished."""
+    if not unfinished and (force or not run.metrics.exists()):
         return run
     return RunDir(numbered_name(run.root / "eval"))
 
@@ -379,11 +385,14 @@ def evaluate_run(
             path=ood,
         )
     with lock_run_dir(run.root, "bayesrnn evaluate"):
-        _warn_unfinished(s.config, payload, log)
-        target = _new_evaluation_dir(run, force)
+        unfinished = _unfinished(s.config, payload, log)
+        target = _new_evaluation_dir(run, force, unfinished is not None)
         target.root.mkdir(exist_ok=True)
         try:
             metrics = _evaluate(s, history, target, log, export=False, ood=named)
+            if unfinished is not None:  # said in the file too: never taken for the result
+                metrics["unfinished"] = f"mid-training checkpoint ({unfinished})"
+                write_json(target.metrics, metrics)
         except BaseException:
             if target.root != run.root:  # a new folder, half written: not a result
                 shutil.rmtree(target.root, ignore_errors=True)
@@ -407,15 +416,22 @@ def export_run(
         raise JobError(f"nothing to export: {reason}")
     s, payload, history = _load_run(run, overrides, log, evaluate=False)
     with lock_run_dir(run.root, "bayesrnn export"):
-        _warn_unfinished(s.config, payload, log)
-        return export_posterior(
-            s, history, run.posterior if force else free_name(run.posterior), log
-        )
+        if _unfinished(s.config, payload, log) is not None:  # posterior.nc is the finished run's
+            path = run.root / UNFINISHED_EXPORT
+        else:
+            path = run.posterior
+        return export_posterior(s, history, path if force else free_name(path), log)
 
 
-def _warn_unfinished(config: RunConfig, payload: dict, log: Log) -> None:
+UNFINISHED_EXPORT = "posterior-unfinished.nc"  # a mid-training checkpoint's export
+
+
+def _unfinished(config: RunConfig, payload: dict, log: Log) -> str | None:
+    """Where a mid-training checkpoint stands ("epoch E, step W"), logged as a note; None for
+    a finished run. Such a checkpoint's evaluation or export is never the run's result: the
+    run's ``metrics.json`` and ``posterior.nc`` belong to its finished state."""
     if is_nuts_history(payload["history"]):  # written only when every chain has finished
-        return
+        return None
     epoch, window = payload["position"]
     trainer: TrainerConfig = config.trainer
     steps = len(payload["history"]["elbo"])
@@ -423,5 +439,8 @@ def _warn_unfinished(config: RunConfig, payload: dict, log: Log) -> None:
         trainer.max_windows is not None and steps >= trainer.max_windows
     )
     done = done or payload["history"].get("stop_reason") is not None  # stopped early
-    if not done:
-        log(f"note: the checkpoint is mid-training (epoch {epoch + 1}, step {window}); used as is")
+    if done:
+        return None
+    where = f"epoch {epoch + 1}, step {window}"
+    log(f"note: the checkpoint is mid-training ({where}); used as is, and written apart")
+    return where
