@@ -518,6 +518,28 @@ def test_ctrl_c_at_any_stage_is_one_line_and_130(delay, area):
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_ctrl_c_once_a_command_is_done_is_no_traceback():
+    # the interrupt arrives after the command returned, as the interpreter exits
+    script = (
+        "import os, signal, sys\n"
+        "from bayesrnn.app.cli import main\n"
+        "sys.argv = ['bayesrnn', 'presets']\n"
+        "status = main()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        timeout=120,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "zaremba-small" in done.stdout
+
+
 def test_a_refused_write_during_evaluation_leaves_no_half_folder(area, capsys, monkeypatch):
     import bayesrnn.app.pipeline as job_module
 

@@ -297,7 +297,30 @@ def _exit_now(status: int) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bayesrnn`` console script; returns the exit status."""
+    """Entry point of the ``bayesrnn`` console script; returns the exit status.
+
+    As the program itself (``argv`` None), a Ctrl-C that comes once the command is done is
+    ignored: the work is finished and written, and the interpreter's exit would otherwise
+    print a ``KeyboardInterrupt`` traceback over a successful run.
+    """
+    try:
+        status = _command(argv)
+    except KeyboardInterrupt:  # between the command's own handler and here
+        status = 130
+    if argv is None:
+        _ignore_interrupts()
+    return status
+
+
+def _ignore_interrupts() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _command(argv: Sequence[str] | None) -> int:
     import importlib
 
     command = "bayesrnn"
