@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +91,22 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def header(argv: list[str]) -> str:
+    """The command and the commit that produced the results."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    command = " ".join(["OMP_NUM_THREADS=1 python benchmarks/forecast_baselines.py", *argv])
+    return (
+        f"Produced by `{command}` on commit {commit}. Scores in the data's units; MASE and "
+        "MSIS scaled by each origin's naive one-step error (m = 1); every horizon of every "
+        "metric is in results.json.\n\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/forecast-baselines"))
@@ -110,7 +128,8 @@ def main() -> None:
         results.append(result)
         print(table(result), "\n", flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-        (args.out / "results.md").write_text("\n\n".join(table(r) for r in results) + "\n")
+        tables = "\n\n".join(table(r) for r in results)
+        (args.out / "results.md").write_text(header(sys.argv[1:]) + tables + "\n")
 
 
 if __name__ == "__main__":
