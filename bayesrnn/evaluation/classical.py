@@ -105,10 +105,13 @@ class GaussianForecaster:
         raise NotImplementedError
 
     def __call__(self, history: object, horizon: int) -> Tensor:
+        """Paths (S, H), or (S, H, 1) for a history of one column (T, 1)."""
+        column = np.ndim(history) == 2
         history = _series(history, "history")
         horizon = _positive_int(horizon, "horizon")
         mean, sd = self.predict(history, horizon)
-        return gaussian_paths(mean, sd, self.num_samples)
+        paths = gaussian_paths(mean, sd, self.num_samples)
+        return paths.unsqueeze(-1) if column else paths
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"

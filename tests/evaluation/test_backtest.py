@@ -55,6 +55,9 @@ def test_persistence_on_a_line_misses_by_h():
     assert metrics["mae"] == pytest.approx([1.0, 2.0, 3.0])
     assert metrics["mase"] == pytest.approx([1.0, 2.0, 3.0])
     assert metrics["origin_rows"] == list(range(10, 28))
+    # a series of one column (rows of a SeriesCorpus) gets paths with a targets dimension
+    column = rolling_origin(series[:, None], Persistence(series[:10] ** 2), 10, 3)
+    assert column["mae"] == pytest.approx([1.0, 2.0, 3.0])
 
 
 def test_persistence_and_seasonal_naive_paths_are_exact():
