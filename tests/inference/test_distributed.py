@@ -12,7 +12,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bayesrnn.inference import SequenceBatches, SVITrainer, TBPTTTrainer, make_guide
+from bayesrnn.inference import (
+    SequenceBatches,
+    SVITrainer,
+    TBPTTTrainer,
+    evaluate_stream,
+    make_guide,
+)
+from bayesrnn.inference.distributed import current_ranks
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
 
 WINDOWS = 7
@@ -74,6 +81,16 @@ def _state(trainer) -> dict[str, torch.Tensor]:
     return out
 
 
+def _gal_mc_nll(trainer, ranks=None) -> float:
+    """The NLL of MC dropout (3 mask draws per sequence) over the validation stream."""
+    torch.manual_seed(11)
+    stream = _stream()[1000:]
+    evaluation = evaluate_stream(
+        trainer.model, trainer.guide, stream, batch_size=4, bptt=9, num_samples=3, ranks=ranks
+    )
+    return evaluation.nll
+
+
 def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -88,6 +105,9 @@ def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
                 trained = _lm_trainer(kind=kind)
                 text = json.dumps(trained.fit().to_dict())
                 torch.save(_state(trained), Path(folder) / f"state-{kind}-{rank}.pt")
+                if kind == "gal":  # MC dropout evaluation, each rank scoring half the sequences
+                    nll = _gal_mc_nll(trained, current_ranks())
+                    (Path(folder) / f"mc-{rank}.json").write_text(json.dumps(nll))
                 (Path(folder) / f"history-{kind}-{rank}.json").write_text(text)
             return
         else:
@@ -167,6 +187,10 @@ def test_two_processes_train_each_posterior_and_regulariser_as_one(two_process_k
         ratio = history["sharpening_step_ratio"]  # ‖η⊙g‖/‖σ‖ with the whole minibatch's g
         assert ratio == pytest.approx(reference["sharpening_step_ratio"], rel=1e-5)
         assert bool(ratio) == (kind == "sharpened")
+    if kind == "gal":  # sharded MC dropout: every sequence's masks are one process's
+        for rank in range(2):
+            nll = json.loads((two_process_kinds / f"mc-{rank}.json").read_text())
+            assert nll == pytest.approx(_gal_mc_nll(single), rel=1e-6)
 
 
 def test_two_processes_train_a_classifier_as_one(tmp_path):
