@@ -26,7 +26,7 @@ RUNS = {  # name: (processes, threads per process)
 }
 WINDOWS = (1, 2, 3, 5, 10, 20, 50, 100, 150, 200)
 METRICS = (
-    ("valid perplexity", ("training", "valid_perplexity")),
+    ("valid perplexity (last epoch)", ("training", "valid_perplexity")),
     ("test perplexity (mean)", ("test", "perplexity_mean")),
     ("test perplexity (MC)", ("test", "perplexity_mc")),
     ("test ECE (mean)", ("test", "posterior_mean", "ece")),
@@ -53,7 +53,7 @@ def run(name: str, folder: Path, settings: list[str]) -> Path:
 def _value(metrics: dict, path: tuple[str, ...]) -> float:
     for key in path:
         metrics = metrics[key]
-    return float(metrics)
+    return float(metrics[-1] if isinstance(metrics, list) else metrics)  # per epoch: the last
 
 
 def main() -> None:
