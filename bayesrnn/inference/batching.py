@@ -24,18 +24,21 @@ from bayesrnn.data.polarity import pad_batch
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.distributed import Ranks, shard, take_columns
 from bayesrnn.inference.tbptt import Window, model_window, plan_windows
+from bayesrnn.models.sequence_share import SequenceShare
 
 __all__ = ["Batch", "SequenceBatches", "StreamWindows"]
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One step's model arguments, the items it predicts, its loss divisor and lr factor."""
+    """One step's model arguments, the items it predicts, its loss divisor and lr factor, and
+    which rows of the whole distributed minibatch its sequences are (None: all of them)."""
 
     args: tuple
     items: int
     divisor: float
     lr_factor: float = 1.0
+    share: SequenceShare | None = None
 
 
 class StreamWindows:
@@ -61,6 +64,11 @@ class StreamWindows:
         self.data = self.data[:, self.columns].contiguous()
         return self
 
+    @property
+    def share(self) -> SequenceShare:
+        """This process's columns of the B parallel sequences."""
+        return SequenceShare(self.batch_size, self.columns.start, self.columns.stop)
+
     def local_state(self, state):
         """This rank's columns of a carried state saved for all B sequences."""
         return take_columns(state, self.columns)
@@ -78,10 +86,11 @@ class StreamWindows:
         inputs, targets = model_window(model, self.data, step)
         factor = step.length / self.bptt if self.variable else 1.0
         items = math.prod(targets.shape[:2])
-        return Batch((inputs, targets), items, self.batch_size, factor)
+        return Batch((inputs, targets), items, self.batch_size, factor, self.share)
 
-    def first(self, model) -> tuple:
-        return model_window(model, self.data, Window(0, 1))
+    def first(self, model) -> Batch:
+        inputs, targets = model_window(model, self.data, Window(0, 1))
+        return Batch((inputs, targets), targets.numel(), self.batch_size, share=self.share)
 
     @staticmethod
     def encode(plan: list[Window]) -> Tensor:
@@ -132,7 +141,8 @@ class SequenceBatches:
         return list(order.split(self.batch_size))
 
     def batch(self, model, step: Tensor) -> Batch:
-        local = step.tensor_split(self.ranks.world)[self.ranks.rank]
+        parts = step.tensor_split(self.ranks.world)
+        local = parts[self.ranks.rank]
         if local.numel() == 0:
             raise ValueError(
                 f"a minibatch of {step.numel()} sequences cannot feed {self.ranks.world} "
@@ -141,10 +151,12 @@ class SequenceBatches:
         tokens, lengths = pad_batch([self.sequences[i] for i in local.tolist()], self.pad_id)
         labels = self.labels[local]
         args = (tokens.to(self.device), labels.to(self.device), lengths)
-        return Batch(args, int(labels.numel()), float(step.numel()))
+        start = sum(part.numel() for part in parts[: self.ranks.rank])
+        share = SequenceShare(step.numel(), start, start + local.numel())
+        return Batch(args, int(labels.numel()), float(step.numel()), share=share)
 
-    def first(self, model) -> tuple:
-        return self.batch(model, torch.arange(min(2, len(self.sequences)))).args
+    def first(self, model) -> Batch:
+        return self.batch(model, torch.arange(min(2, len(self.sequences))))
 
     def encode(self, plan: list[Tensor]) -> Tensor:
         return torch.cat(plan) if plan else torch.zeros(0, dtype=torch.long)

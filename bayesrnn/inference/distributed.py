@@ -21,6 +21,7 @@ __all__ = [
     "Ranks",
     "all_reduce_gradients",
     "all_reduce_sum",
+    "all_reduce_tensors",
     "barrier",
     "current_ranks",
     "gather_columns",
@@ -100,6 +101,17 @@ def all_reduce_gradients(parameters: list[torch.nn.Parameter], ranks: Ranks) -> 
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(g).clone()
         offset += n
+
+
+def all_reduce_tensors(tensors: dict[str, torch.Tensor], ranks: Ranks) -> dict[str, torch.Tensor]:
+    """Each tensor summed over ranks (one flat buffer, one collective); new tensors, no graph."""
+    if not ranks.distributed:
+        return tensors
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors.values()])
+    _collective(dist.all_reduce, flat, op=dist.ReduceOp.SUM)
+    sizes = [t.numel() for t in tensors.values()]
+    parts = flat.split(sizes)
+    return {k: p.view_as(t) for (k, t), p in zip(tensors.items(), parts, strict=True)}
 
 
 def gather_columns(state, ranks: Ranks, dim: int = 1):

@@ -41,6 +41,7 @@ from bayesrnn.inference.tbptt import (
     window_batch,
 )
 from bayesrnn.models.regularisers import mc_dropout
+from bayesrnn.models.sequence_share import SequenceShare, sequence_share
 
 REDRAW_CHOICES = ("window", "stream")
 
@@ -272,7 +273,8 @@ def evaluate_stream(
             chunks = recurrent_counts(draws, 1 if noise_only else recurrent_draws or draws)
         states: list = [None] * len(chunks)
         kept: list = [None] * len(chunks)  # redraw="stream": each chunk's weights, drawn once
-        with torch.no_grad():
+        # MC masks: those one process would draw for these sequences
+        with torch.no_grad(), sequence_share(_my_share(batch_size, ranks)):
             for window in windows:
                 inputs, targets = window_batch(data, window)
                 draw_log_probs = None
@@ -491,6 +493,14 @@ def observed_nll(
         guide.train(was_training[1])
     nll, count = all_reduce_sum([nll, float(count)], ranks or Ranks())
     return StreamEvaluation(nll, int(count))
+
+
+def _my_share(batch_size: int, ranks: Ranks | None) -> SequenceShare | None:
+    """This process's rows of the B sequences (None: one process scores them all)."""
+    if ranks is None or not ranks.distributed:
+        return None
+    columns = shard(batch_size, ranks, "trainer.eval_batch_size")
+    return SequenceShare(batch_size, columns.start, columns.stop)
 
 
 def _my_columns(data: torch.Tensor, batch_size: int, ranks: Ranks | None) -> torch.Tensor:

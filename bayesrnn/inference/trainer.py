@@ -61,6 +61,7 @@ from bayesrnn.inference.optimisers import (
 from bayesrnn.inference.scaling import epoch_kl_scales, scale_kl
 from bayesrnn.inference.tbptt import detach_state
 from bayesrnn.inference.trainer_config import OPTIMIZERS, History, TrainerConfig
+from bayesrnn.models.sequence_share import sequence_share
 
 __all__ = [
     "OPTIMIZERS",
@@ -173,8 +174,10 @@ class SVITrainer:
         # Autoguides create their parameters on first call: run the guide once beforehand.
         first = self.batching.first(self.model)
         state = {"state": None} if self.batching.carries_state else {}
-        with torch.no_grad():  # traced: a guide's factor sites warn when run bare
-            poutine.trace(self.guide).get_trace(*first, **state)
+        # traced: a guide's factor sites warn when run bare; the share keeps the random stream
+        # (masks drawn by a guide that runs the model) in step with one process's
+        with torch.no_grad(), sequence_share(first.share):
+            poutine.trace(self.guide).get_trace(*first.args, **state)
         spec, scheduler = self._specs
         self.optimizer, brought = build_optimizer(spec, self.parameters(), self.config)
         if scheduler is not None and brought is not None:
@@ -354,12 +357,13 @@ class SVITrainer:
         state = None
         for _ in range(cfg.num_particles):
             try:
-                terms = window_terms(
-                    scale_kl(self.model, scale),
-                    scale_kl(self.guide, scale),
-                    *batch.args,
-                    **self._call_kwargs(),
-                )
+                with sequence_share(batch.share):  # per-sequence masks: one process's
+                    terms = window_terms(
+                        scale_kl(self.model, scale),
+                        scale_kl(self.guide, scale),
+                        *batch.args,
+                        **self._call_kwargs(),
+                    )
             except ValueError as error:  # distribution validation rejects non-finite weights
                 if self._parameters_finite():
                     raise

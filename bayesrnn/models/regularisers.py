@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from bayesrnn.models.sequence_share import per_sequence, sharing_sequences
+
 MASK_SCOPES = ("sequence", "batch")
 
 
@@ -88,9 +90,11 @@ def bernoulli_mask(shape: tuple[int, ...], rate: float, like: torch.Tensor) -> t
 
 
 def locked_mask(batch: int, features: int, rate: float, scope: str, like: torch.Tensor):
-    """One mask per sequence (B, F), or one for the whole minibatch (1, F); shared over time."""
-    rows = batch if scope == "sequence" else 1
-    return bernoulli_mask((rows, features), rate, like)
+    """One mask per sequence (B, F), or one for the whole minibatch (1, F); shared over time.
+    Per-sequence masks are those of the sequences' rows in the whole distributed minibatch."""
+    if scope != "sequence":
+        return bernoulli_mask((1, features), rate, like)
+    return per_sequence(lambda n: bernoulli_mask((n, features), rate, like), batch)
 
 
 def word_type_mask(
@@ -103,7 +107,10 @@ def word_type_mask(
     """
     batch = tokens.shape[batch_dim]
     rows = batch if scope == "sequence" else 1
-    per_type = bernoulli_mask((rows, vocab_size), rate, like)
+    if rows == 1:
+        per_type = bernoulli_mask((1, vocab_size), rate, like)
+    else:  # each sequence's row of the whole distributed minibatch
+        per_type = per_sequence(lambda n: bernoulli_mask((n, vocab_size), rate, like), batch)
     index = tokens.movedim(batch_dim, 0).reshape(batch, -1)
     picked = per_type[0][index] if rows == 1 else per_type.gather(1, index)
     return picked.reshape(tokens.movedim(batch_dim, 0).shape).movedim(0, batch_dim).unsqueeze(-1)
@@ -118,10 +125,32 @@ def zoneout(
     """
     if rate == 0.0:
         return new
-    if stochastic:
-        keep_previous = torch.rand_like(new) < rate
-        return torch.where(keep_previous, previous, new)
+    if stochastic:  # ``new`` is (sequences, H): each sequence's row of the whole minibatch
+        uniform = per_sequence(
+            lambda n: torch.rand((n, *new.shape[1:]), dtype=new.dtype, device=new.device),
+            new.shape[0],
+        )
+        return torch.where(uniform < rate, previous, new)
     return torch.lerp(new, previous, rate)
+
+
+def naive_dropout(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """Zaremba's dropout of a time-major (T, sequences, F) input, a fresh mask per element.
+
+    Inside a :func:`~bayesrnn.models.sequence_share.sequence_share` the mask is drawn for the
+    whole distributed minibatch and this process's sequences keep theirs (the same values
+    ``dropout`` gives one process).
+    """
+    if rate == 0.0:
+        return x
+    if not sharing_sequences():
+        return torch.nn.functional.dropout(x, rate, training=True)
+    steps, _, features = x.shape
+
+    def mask(n: int) -> torch.Tensor:
+        return torch.nn.functional.dropout(x.new_ones((steps, n, features)), rate, training=True)
+
+    return x * per_sequence(mask, x.shape[1], dim=1)
 
 
 def drop_connect(weight: torch.Tensor, rate: float) -> torch.Tensor:
@@ -163,6 +192,7 @@ __all__ = [
     "locked_mask",
     "masks_active",
     "mc_dropout",
+    "naive_dropout",
     "word_type_mask",
     "zoneout",
 ]

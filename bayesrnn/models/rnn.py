@@ -26,6 +26,7 @@ from bayesrnn.models.regularisers import (
     drop_connect,
     locked_mask,
     masks_active,
+    naive_dropout,
 )
 from bayesrnn.models.rnn_options import check_torch_options
 from bayesrnn.models.validation import check_finite, check_lengths, check_positive_int
@@ -277,9 +278,8 @@ class BayesianRNNBase(PyroModule):
     def _input_dropout(self, x: Tensor, mask: Tensor | None, active: bool) -> Tensor:
         if mask is not None:
             x = x * mask
-        rate = self.regularisers.naive_dropout
-        if active and rate > 0:
-            x = nn.functional.dropout(x, rate, training=True)
+        if active:
+            x = naive_dropout(x, self.regularisers.naive_dropout)
         return x
 
     def _output_dropout(self, x: Tensor, mask: Tensor | None, active: bool) -> Tensor:

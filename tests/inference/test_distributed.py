@@ -1,4 +1,6 @@
-"""Two gloo processes train exactly as one process over the same B streams, KL counted once."""
+"""Two gloo processes train exactly as one process over the same B streams, KL counted once:
+mean-field with a Gaussian prior, the scale mixture's sampled KL, Gal's per-sequence masks,
+Zaremba's dropout with zoneout, and posterior sharpening."""
 
 import json
 import socket
@@ -10,10 +12,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bayesrnn.inference import SequenceBatches, SVITrainer, TBPTTTrainer, make_guide
-from bayesrnn.models import GaussianPrior, LanguageModel, SequenceClassifier
+from bayesrnn.inference import (
+    SequenceBatches,
+    SVITrainer,
+    TBPTTTrainer,
+    evaluate_stream,
+    make_guide,
+)
+from bayesrnn.inference.distributed import current_ranks
+from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
 
 WINDOWS = 7
+# Posteriors and regularisers whose two-process training is checked against one process.
+KINDS = ("gal", "noise", "sampled_kl", "sharpened")
 
 
 def _stream() -> torch.Tensor:
@@ -21,11 +32,27 @@ def _stream() -> torch.Tensor:
     return torch.randint(0, 30, (1200,), generator=generator)
 
 
-def _lm_trainer(checkpoint: Path | None = None, windows: int = WINDOWS) -> TBPTTTrainer:
+def _model_and_guide(kind: str):
+    if kind == "gal":  # per-sequence locked masks and word-type masks
+        model = LanguageModel(30, 8, 12, 1, prior=GaussianPrior(1.0))
+        return model, make_guide("gal", model, embedding=0.2, input=0.3, hidden=0.4, output=0.3)
+    if kind == "noise":  # Zaremba's dropout, fresh per step, and zoneout of c and h
+        rates = {"naive_dropout": 0.3, "zoneout_c": 0.2, "zoneout_h": 0.2}
+        model = LanguageModel(30, 8, 12, 1, prior=GaussianPrior(1.0), regularisers=rates)
+        return model, make_guide("mean_field", model)
+    if kind == "sampled_kl":  # the scale mixture's one-sample KL, read from the dense draw
+        model = LanguageModel(30, 8, 12, 1, prior=ScaleMixturePrior())
+        return model, make_guide("mean_field", model, kl="sample")
+    model = LanguageModel(30, 8, 12, 1, prior=GaussianPrior(1.0))
+    return model, make_guide(kind, model)
+
+
+def _lm_trainer(
+    checkpoint: Path | None = None, windows: int = WINDOWS, kind: str = "mean_field"
+) -> TBPTTTrainer:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    model = LanguageModel(30, 8, 12, 1, prior=GaussianPrior(1.0))
-    guide = make_guide("mean_field", model)
+    model, guide = _model_and_guide(kind)
     stream = _stream()
     return TBPTTTrainer(
         model, guide, stream[:1000], stream[1000:],
@@ -54,6 +81,16 @@ def _state(trainer) -> dict[str, torch.Tensor]:
     return out
 
 
+def _gal_mc_nll(trainer, ranks=None) -> float:
+    """The NLL of MC dropout (3 mask draws per sequence) over the validation stream."""
+    torch.manual_seed(11)
+    stream = _stream()[1000:]
+    evaluation = evaluate_stream(
+        trainer.model, trainer.guide, stream, batch_size=4, bptt=9, num_samples=3, ranks=ranks
+    )
+    return evaluation.nll
+
+
 def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -63,6 +100,16 @@ def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
             trainer = _lm_trainer(Path(folder) / "checkpoint.pt")
         elif which == "lm-part":
             trainer = _lm_trainer(Path(folder) / "checkpoint.pt", windows=4)
+        elif which == "kinds":
+            for kind in KINDS:
+                trained = _lm_trainer(kind=kind)
+                text = json.dumps(trained.fit().to_dict())
+                torch.save(_state(trained), Path(folder) / f"state-{kind}-{rank}.pt")
+                if kind == "gal":  # MC dropout evaluation, each rank scoring half the sequences
+                    nll = _gal_mc_nll(trained, current_ranks())
+                    (Path(folder) / f"mc-{rank}.json").write_text(json.dumps(nll))
+                (Path(folder) / f"history-{kind}-{rank}.json").write_text(text)
+            return
         else:
             trainer = _classifier_trainer()
         history = trainer.fit()
@@ -113,6 +160,37 @@ def test_two_processes_train_a_language_model_as_one(tmp_path):
     # rank 0 alone wrote the checkpoint; its state holds all B = 4 sequences
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"][0].shape[1] == 4
+
+
+@pytest.fixture(scope="module")
+def two_process_kinds(tmp_path_factory) -> Path:
+    """Both ranks' parameters and histories after training every kind in KINDS."""
+    folder = tmp_path_factory.mktemp("kinds")
+    mp.spawn(_worker, args=(2, _free_port(), str(folder), "kinds"), nprocs=2, join=True)
+    return folder
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_processes_train_each_posterior_and_regulariser_as_one(two_process_kinds, kind):
+    """Gal's masks, dropout and zoneout noise per global sequence, the sampled KL read from the
+    shared draw, and sharpening's g summed over the processes with its KL counted once."""
+    single = _lm_trainer(kind=kind)
+    reference = single.fit().to_dict()
+    expected = _state(single)
+    for rank in range(2):
+        state = torch.load(two_process_kinds / f"state-{kind}-{rank}.pt")
+        for name, value in expected.items():
+            torch.testing.assert_close(state[name], value, atol=1e-5, rtol=1e-5, msg=name)
+        history = json.loads((two_process_kinds / f"history-{kind}-{rank}.json").read_text())
+        assert history["kl"] == pytest.approx(reference["kl"], rel=1e-5)
+        assert history["nll"] == pytest.approx(reference["nll"], rel=1e-5)
+        ratio = history["sharpening_step_ratio"]  # ‖η⊙g‖/‖σ‖ with the whole minibatch's g
+        assert ratio == pytest.approx(reference["sharpening_step_ratio"], rel=1e-5)
+        assert bool(ratio) == (kind == "sharpened")
+    if kind == "gal":  # sharded MC dropout: every sequence's masks are one process's
+        for rank in range(2):
+            nll = json.loads((two_process_kinds / f"mc-{rank}.json").read_text())
+            assert nll == pytest.approx(_gal_mc_nll(single), rel=1e-6)
 
 
 def test_two_processes_train_a_classifier_as_one(tmp_path):

@@ -32,9 +32,11 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from bayesrnn.inference.distributed import Ranks, all_reduce_tensors, current_ranks
 from bayesrnn.inference.distributions import SharpenedNormal
 from bayesrnn.inference.guides.base import SiteParameters, reject_unknown_options
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
+from bayesrnn.models.sequence_share import sharing_sequences
 
 SHARPENING_SITE = "sharpening_kl"
 
@@ -138,7 +140,10 @@ class SharpenedGuide(MeanFieldGuide):
         rows = {site: self.rows_to_draw(site, *args, **kwargs) for site in self.site_names}
         phi_dists = {site: self.distribution(site, rows[site]) for site in self.site_names}
         phi = {site: d.rsample() for site, d in phi_dists.items()}
-        grads = self.data_gradient(phi, *args, **kwargs)
+        # Under torch.distributed the window's g sums every process's sequences (the NLL is a
+        # sum): all draw the same θ, one process's, and share the extra KL, counted once.
+        ranks = current_ranks() if sharing_sequences() else Ranks()
+        grads = all_reduce_tensors(self.data_gradient(phi, *args, **kwargs), ranks)
         values, extra_kl = {}, torch.zeros(())
         step_square = sigma_square = 0.0
         for site in self.site_names:
@@ -162,7 +167,7 @@ class SharpenedGuide(MeanFieldGuide):
                 step_square += float(square)
                 sigma_square += float(torch.dot(sigma, sigma))
         values.update(self.sample_scales())
-        pyro.factor(SHARPENING_SITE, extra_kl, has_rsample=True)
+        pyro.factor(SHARPENING_SITE, extra_kl / ranks.world, has_rsample=True)
         # ‖η⊙g‖/‖σ‖: how far sharpening moves θ against q(φ)'s own spread (trainer logs it).
         self.diagnostics = {"sharpening_step_ratio": math.sqrt(step_square / sigma_square)}
         return values
