@@ -98,7 +98,7 @@ def _as_rows(values: object, name: str, width: int) -> Tensor:
         raise ValueError(f"{name} must be (N, {width}) values, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains missing or non-finite values")
-    return torch.from_numpy(array)
+    return torch.from_numpy(array.copy())
 
 
 def _run_history(run, scaling: SeriesScaling) -> tuple[Tensor, np.ndarray]:

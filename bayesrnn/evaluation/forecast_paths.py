@@ -134,6 +134,15 @@ def _last_step(forecast: Forecast, batch_first: bool, paths: int) -> Forecast:
     return forecast.map(pick)
 
 
+def _per_path(state, paths: int):
+    """A (layers, 1, hidden) state (or an LSTM's pair) repeated for ``paths`` paths."""
+    if isinstance(state, tuple):
+        return tuple(_per_path(part, paths) for part in state)
+    if state.shape[1] == 1 and paths > 1:
+        return state.expand(-1, paths, -1).contiguous()
+    return state
+
+
 def _weight_draws(guide, paths: range, args: tuple) -> dict[str, Tensor]:
     """One weight draw per path, stacked on a leading dim; an ensemble's path i is member
     i mod K."""
@@ -155,6 +164,8 @@ def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) ->
         rows = rows.expand(-1, paths, -1)
         inputs = rows.transpose(0, 1) if batch_first else rows
     forecast, state = run(inputs)
+    if per_draw:  # layers without draws of their own ran the history once: one state per path
+        state = _per_path(state, paths)
     sampled = []
     for h in range(horizon):
         y = _last_step(forecast, batch_first, paths).distribution().sample()  # (paths, D)
