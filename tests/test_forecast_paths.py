@@ -342,3 +342,20 @@ def test_a_classifier_run_has_a_repr(tmp_path):
     assert main(argv) == 0
     text = repr(bayesrnn.load_run(out))
     assert "task='classify'" in text and "vocabulary=" in text
+
+
+def test_forecast_times_continue_regular_series_only():
+    from bayesrnn.app.run_forecast import next_times
+
+    np.testing.assert_array_equal(next_times(np.array([1998, 1999, 2000]), 2), [2001, 2002])
+    np.testing.assert_allclose(next_times(np.array([0.0, 0.25, 0.5]), 2), [0.75, 1.0])
+    assert next_times(np.array([1, 2, 4]), 2) is None  # uneven steps: positions instead
+    weeks = np.array(["2001-12-15", "2001-12-22", "2001-12-29"], dtype="datetime64[ns]")
+    np.testing.assert_array_equal(
+        next_times(weeks, 2), np.array(["2002-01-05", "2002-01-12"], dtype="datetime64[ns]")
+    )
+    months = np.array(["2020-11-01", "2020-12-01", "2021-01-01"], dtype="datetime64[ns]")
+    np.testing.assert_array_equal(
+        next_times(months, 2), np.array(["2021-02-01", "2021-03-01"], dtype="datetime64[ns]")
+    )
+    assert next_times(np.array(["a", "b", "c"]), 2) is None

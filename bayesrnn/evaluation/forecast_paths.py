@@ -148,7 +148,10 @@ def _weight_draws(guide, paths: range, args: tuple) -> dict[str, Tensor]:
     i mod K."""
     if isinstance(guide, EnsembleGuide):
         index = torch.tensor([i % guide.members for i in paths])
-        return {site: guide.weights[site].detach()[index] for site in guide.site_names}
+        return {
+            site: guide.weights[site].detach()[index.to(guide.weights[site].device)]
+            for site in guide.site_names
+        }
     draws = [sample_weights(guide, *args) for _ in paths]
     return {site: torch.stack([d[site] for d in draws]) for site in draws[0]}
 
