@@ -9,6 +9,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from bayesrnn.evaluation import forecast_paths
 from bayesrnn.evaluation.forecast_paths import sample_paths
 from bayesrnn.inference.guides import (
     DeterministicGuide,
@@ -75,9 +76,13 @@ def _random_walk_model(**options) -> SequenceRegressor:
     return model
 
 
-def test_a_path_keeps_its_weight_draw_for_every_step():
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_path_keeps_its_weight_draw_for_every_step(batched, monkeypatch):
     """With b ~ N(m, σ_b²) drawn once per path, y_{T+H} − y_T = H·b + Σ ε has variance
-    H²σ_b² + H s²; redrawing b at each step would give H σ_b² + H s² instead."""
+    H²σ_b² + H s²; redrawing b at each step would give H σ_b² + H s² instead. ``batched``:
+    all draws from q at once; else one call of the guide per path (any guide's way)."""
+    if not batched:
+        monkeypatch.setattr(forecast_paths, "_draws_q_directly", lambda guide: False)
     model = _random_walk_model()
     guide = MeanFieldGuide(model, init_scale=0.1)
     m, sigma_b, r = 0.3, 0.5, 0.0
@@ -88,7 +93,7 @@ def test_a_path_keeps_its_weight_draw_for_every_step():
         )
     s = math.log1p(math.exp(r)) + model.min_scale
     history = torch.tensor([[0.0], [1.0], [1.5]])
-    horizon, count = 4, 4000
+    horizon, count = 4, 3000
     torch.manual_seed(2)
     change = sample_paths(model, guide, history, horizon, count)[:, -1, 0].double() - 1.5
     var = horizon**2 * sigma_b**2 + horizon * s**2

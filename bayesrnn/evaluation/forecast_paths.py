@@ -40,6 +40,7 @@ from torch import Tensor
 
 from bayesrnn.evaluation.forecast import series_inputs
 from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
+from bayesrnn.inference.mc_draws import is_mean_field
 from bayesrnn.inference.predictive import draws_share_weights, module_device, sample_weights
 from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout
@@ -152,8 +153,21 @@ def _weight_draws(guide, paths: range, args: tuple) -> dict[str, Tensor]:
             site: guide.weights[site].detach()[index.to(guide.weights[site].device)]
             for site in guide.site_names
         }
+    if _draws_q_directly(guide):  # all draws of a site at once, from q itself
+        return {
+            site: guide.distribution(site).sample((len(paths),)).detach()
+            for site in guide.site_names
+        }
     draws = [sample_weights(guide, *args) for _ in paths]
     return {site: torch.stack([d[site] for d in draws]) for site in draws[0]}
+
+
+def _draws_q_directly(guide) -> bool:
+    """Mean-field q, and sharpening's q(φ) (what it samples in evaluation mode): draws of its
+    ``distribution(site)`` are the guide's draws."""
+    from bayesrnn.inference.guides.sharpened import SharpenedGuide
+
+    return is_mean_field(guide) or (isinstance(guide, SharpenedGuide) and not guide.training)
 
 
 def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) -> Tensor:
