@@ -126,7 +126,9 @@ def test_paths_of_a_deterministic_network_differ_only_by_the_likelihood_noise():
 # Ensembles and Gal's dropout: what "one draw per path" means
 
 
-def test_path_i_of_an_ensemble_is_member_i_mod_k():
+@pytest.mark.parametrize("budget", [2**22, 160])  # 80 values a draw: calls of 2 paths
+def test_path_i_of_an_ensemble_is_member_i_mod_k(budget, monkeypatch):
+    monkeypatch.setattr(forecast_paths, "_WEIGHT_BUDGET", budget)
     torch.manual_seed(0)
     model = SequenceRegressor(1, 3, min_scale=1e-4)
     guide = EnsembleGuide(model, members=3, seed=0)
@@ -179,6 +181,16 @@ def test_a_gal_path_holds_one_output_mask_for_its_history_and_all_steps():
     assert float(distance.min(1).values.max()) < 1e-3
     used = set(distance.argmin(1).tolist())
     assert len(used) >= 3  # 64 paths, 4 equally likely masks
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_single_path_and_batch_first_models(batch_first):
+    torch.manual_seed(0)
+    model = SequenceRegressor(2, 4, residual=True, batch_first=batch_first)
+    guide = MeanFieldGuide(model)
+    history, covariates = torch.randn(6, 2), torch.zeros(3, 1)
+    assert sample_paths(model, guide, history, 3, 1, covariates).shape == (1, 3, 1)
+    assert sample_paths(model, guide, history, 3, 5, covariates).shape == (5, 3, 1)
 
 
 def test_bad_inputs_are_clear_errors():

@@ -190,8 +190,10 @@ def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) ->
         if h == horizon - 1:
             break
         row = y if covariates is None else torch.cat([y, covariates[h].expand(paths, -1)], -1)
-        if per_draw:
+        if per_draw and paths > 1:
             step = row.reshape(paths, 1, 1, -1)  # (draws, T=1, B=1, F): either layout
+        elif per_draw:  # one draw is no draw dim (the layers trim it): one sequence
+            step = row.reshape(1, 1, -1)
         else:
             step = row.unsqueeze(0) if not batch_first else row.unsqueeze(1)
         forecast, state = run(step, state=state)
@@ -238,8 +240,6 @@ def sample_paths(
                         model, weights, history, covariates, horizon, num_samples, False
                     )
             per_call = max(1, _WEIGHT_BUDGET // max(1, _weights_per_draw(guide, args)))
-            if isinstance(guide, EnsembleGuide):  # whole rounds of the K members per call
-                per_call = max(guide.members, per_call - per_call % guide.members)
             parts = []
             for first in range(0, num_samples, per_call):
                 paths = range(first, min(num_samples, first + per_call))
