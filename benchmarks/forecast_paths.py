@@ -60,7 +60,8 @@ def main() -> None:
         paths = paths[..., 0].double() * scale + mean
         observed = raw[origin : origin + horizon]
         crps += crps_empirical(paths, observed).numpy()
-        walk += crps_gaussian(raw[origin - 1].expand(horizon), step_sd * steps.sqrt(), observed)
+        spread = step_sd * steps.sqrt()
+        walk += crps_gaussian(raw[origin - 1].expand(horizon), spread, observed).numpy()
         low, high = torch.quantile(paths, torch.tensor([0.05, 0.95]).double(), 0)
         cover += ((observed >= low) & (observed <= high)).double().numpy()
     count = len(origins)
