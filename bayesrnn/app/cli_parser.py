@@ -276,10 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     forecast = commands.add_parser(
         "forecast",
         help="multi-step forecasts of a trained forecasting run: mean and quantiles per step",
-        description="Continue the run's whole series H steps ahead with S ancestral sample "
-        "paths (each path draws its weights once and feeds its own samples back) and print, per "
-        "step in the data's units, the mean and the 5%%, 25%%, 50%%, 75%% and 95%% quantiles; "
-        "--output writes them as CSV instead.",
+        description=_wrap(
+            "Continue the run's whole series H steps ahead with S ancestral sample paths (each "
+            "path draws its weights once and feeds its own samples back) and print, per step in "
+            "the data's units, the mean and the 5%, 25%, 50%, 75% and 95% quantiles; --output "
+            "writes them as CSV instead."
+        ),
         epilog="example:\n  bayesrnn forecast --out sun --horizon 10 --samples 2000 "
         "--output sun-10y.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
