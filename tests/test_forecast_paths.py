@@ -17,6 +17,7 @@ from bayesrnn.inference.guides import (
     GalDropoutGuide,
     MeanFieldGuide,
 )
+from bayesrnn.inference.predictive import sample_weights
 from bayesrnn.models.regressor import Forecast, SequenceRegressor, inverse_softplus
 from tests.cli_helpers import TINY, cli
 from tests.conftest import SHARED_DATA
@@ -376,3 +377,19 @@ def test_forecast_times_continue_regular_series_only():
         next_times(months, 2), np.array(["2021-02-01", "2021-03-01"], dtype="datetime64[ns]")
     )
     assert next_times(np.array(["a", "b", "c"]), 2) is None
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_the_regressor_reads_one_input_per_weight_draw(batch_first):
+    """Inputs with the weights' draw dim in front: draw k reads input k, as k separate calls."""
+    torch.manual_seed(0)
+    model = SequenceRegressor(2, 4, residual=True, batch_first=batch_first)
+    guide = MeanFieldGuide(model)
+    draws = [sample_weights(guide) for _ in range(3)]
+    stacked = {site: torch.stack([d[site] for d in draws]) for site in draws[0]}
+    inputs = torch.randn(3, 5, 2, 2)  # (draws, T, B, F), or (draws, B, T, F) batch-first
+    together, _ = poutine.condition(model, data=stacked)(inputs)
+    for k in range(3):
+        alone, _ = poutine.condition(model, data=draws[k])(inputs[k])
+        torch.testing.assert_close(together.loc[k], alone.loc)
+        torch.testing.assert_close(together.scale[k], alone.scale)
