@@ -1,9 +1,9 @@
 """The ``bayesrnn`` command: train and evaluate Bayesian RNNs from the shell.
 
 Subcommands: ``run`` (train, evaluate, export), ``train``, ``evaluate``, ``export``, ``score``,
-``compare``, ``presets`` and ``download``. Every fault a user can fix (settings, data, files, the
-OS refusing a write) ends in one line on stderr and exit status 2, Ctrl-C in one line and status
-130; only bugs show a traceback.
+``forecast``, ``compare``, ``presets`` and ``download``. Every fault a user can fix (settings,
+data, files, the OS refusing a write) ends in one line on stderr and exit status 2, Ctrl-C in
+one line and status 130; only bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -147,6 +147,57 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_covariates(path: str, names: tuple[str, ...]):
+    """The covariate columns ``names`` of a CSV file, in file order."""
+    import pandas
+
+    from bayesrnn.app.config import ConfigError
+
+    try:
+        frame = pandas.read_csv(path)
+    except (pandas.errors.EmptyDataError, pandas.errors.ParserError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path} as CSV: {_one_line(error)}") from None
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise ConfigError(f"{path} has no column {missing}; the run's covariates are {list(names)}")
+    return frame[list(names)]
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    _single_process(args.handler_name)
+    from bayesrnn.app.config import ConfigError
+    from bayesrnn.app.run_dir import JobError
+    from bayesrnn.app.trained_run import load_run
+
+    if args.horizon < 1:
+        raise ConfigError(f"--horizon must be >= 1, got {args.horizon}")
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    run = load_run(args.out, device=args.device)
+    if run.config.task != "forecast":
+        raise JobError(f"{args.out} is a {run.config.task} run; forecast needs --task forecast")
+    covariates = None
+    if args.covariates is not None:
+        if not run.series.covariates:
+            raise ConfigError(f"{args.out} reads no covariates; leave --covariates out")
+        covariates = _read_covariates(args.covariates, run.series.covariates)
+    elif run.series.covariates:
+        raise ConfigError(
+            f"{args.out} reads covariates {list(run.series.covariates)}: give their values for "
+            f"the {args.horizon} steps with --covariates FILE.csv"
+        )
+    try:
+        result = run.forecast(horizon=args.horizon, num_samples=args.samples, covariates=covariates)
+    except ValueError as error:
+        raise ConfigError(_one_line(error)) from None
+    if args.output is not None:
+        path = result.to_csv(args.output)
+        print(f"wrote {path} ({args.horizon} steps, {args.samples} sample paths)")
+    else:
+        print(result.to_string())
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
@@ -210,6 +261,7 @@ HANDLERS = {
     "evaluate": _cmd_evaluate,
     "export": _cmd_export,
     "score": _cmd_score,
+    "forecast": _cmd_forecast,
     "compare": _cmd_compare,
     "presets": _cmd_presets,
     "download": _cmd_download,
@@ -254,6 +306,7 @@ _HEAVY_IMPORTS = {
     "evaluate": ("bayesrnn.app.pipeline",),
     "export": ("bayesrnn.app.pipeline", "bayesrnn.evaluation.arviz_export"),
     "score": ("bayesrnn.app.trained_run",),
+    "forecast": ("bayesrnn.app.trained_run",),
     "compare": ("bayesrnn.app.compare", "arviz_stats", "xarray"),
 }
 

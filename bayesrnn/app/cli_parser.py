@@ -37,6 +37,7 @@ after a run:
   bayesrnn evaluate --out bayesrnn-run --samples 100    (a new eval-N/ folder in the run)
   bayesrnn export --out bayesrnn-run    write the ArviZ file again (posterior-N.nc)
   bayesrnn score --out bayesrnn-run notes.txt           perplexity of any text under the model
+  bayesrnn forecast --out sun --horizon 10              a forecasting run, 10 steps ahead
   bayesrnn compare run1 run2            rank runs by held-out elpd (from their posterior.nc)
 
 A run killed part-way resumes from its last checkpoint when the same command is run again.
@@ -271,6 +272,35 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--device", help="cpu, cuda, ... (default: the run's, else cpu)")
     score.add_argument("--json", action="store_true", help="print the numbers as JSON")
     score.set_defaults(handler_name="score")
+
+    forecast = commands.add_parser(
+        "forecast",
+        help="multi-step forecasts of a trained forecasting run: mean and quantiles per step",
+        description=_wrap(
+            "Continue the run's whole series H steps ahead with S ancestral sample paths (each "
+            "path draws its weights once and feeds its own samples back) and print, per step in "
+            "the data's units, the mean and the 5%, 25%, 50%, 75% and 95% quantiles; --output "
+            "writes them as CSV instead."
+        ),
+        epilog="example:\n  bayesrnn forecast --out sun --horizon 10 --samples 2000 "
+        "--output sun-10y.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    forecast.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="the run directory")
+    forecast.add_argument(
+        "--horizon", type=int, required=True, metavar="H", help="steps to forecast"
+    )
+    forecast.add_argument(
+        "--samples", type=int, default=1000, metavar="S", help="sample paths (default 1000)"
+    )
+    forecast.add_argument(
+        "--covariates",
+        metavar="FILE",
+        help="a CSV with the run's covariate columns (by name), one row per forecast step",
+    )
+    forecast.add_argument("--output", metavar="FILE", help="write the table as CSV")
+    forecast.add_argument("--device", help="cpu, cuda, ... (default: the run's, else cpu)")
+    forecast.set_defaults(handler_name="forecast")
 
     compare = commands.add_parser(
         "compare",

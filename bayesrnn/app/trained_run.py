@@ -27,9 +27,11 @@ from bayesrnn.app.ood_task import (
 )
 from bayesrnn.app.run_data import read_run_data
 from bayesrnn.app.run_dir import JobError, RunDir, read_json, read_run_config
+from bayesrnn.app.run_forecast import SeriesScaling, forecast_run
 from bayesrnn.app.setup import Setup, build, quiet_log, restore, seed_everything, setup
 from bayesrnn.data import Vocabulary, pad_batch, tokenize_text
 from bayesrnn.data.tokenizers import TOKENIZERS
+from bayesrnn.evaluation.path_forecast import PathForecast
 from bayesrnn.evaluation.sentence_ood import check_oov_policy
 from bayesrnn.evaluation.stream_report import TokenAccumulator, report_from_accumulator
 from bayesrnn.inference import evaluate_stream, predict_sequences
@@ -68,23 +70,59 @@ class TextScore:
 
 
 class TrainedRun:
-    """A trained run: ``model``, ``guide``, ``vocabulary``, ``config`` (and ``metrics``)."""
+    """A trained run: ``model``, ``guide``, ``vocabulary`` (None for a series), ``config``,
+    ``metrics``; a forecasting run also ``series`` (its columns and their training scaling)."""
 
-    def __init__(self, path: Path, setup_: Setup, tokenizer: str, label_names) -> None:
+    def __init__(
+        self,
+        path: Path,
+        setup_: Setup,
+        tokenizer: str,
+        label_names,
+        series: SeriesScaling | None = None,
+    ) -> None:
         self.path = path
         self.config: RunConfig = setup_.config
         self.model = setup_.model
         self.guide = setup_.guide
-        self.vocabulary: Vocabulary = setup_.corpus.vocab
+        self.vocabulary: Vocabulary | None = setup_.corpus.vocab
         self.tokenizer = tokenizer
         self.label_names = label_names
+        self.series = series  # a forecasting run's columns and their training scaling
         self._setup = setup_
 
     def __repr__(self) -> str:
+        if self.series is not None:
+            data = f"columns={list(self.series.columns)}, targets={self.series.targets}"
+        elif self.vocabulary is not None:
+            data = f"vocabulary={len(self.vocabulary)}"
+        else:
+            data = "vocabulary=None"
         return (
             f"TrainedRun({str(self.path)!r}, task={self.config.task!r}, "
-            f"model={type(self.model).__name__}, vocabulary={len(self.vocabulary)})"
+            f"model={type(self.model).__name__}, {data})"
         )
+
+    def forecast(
+        self,
+        horizon: int,
+        num_samples: int = 1000,
+        history: object = None,
+        covariates: object = None,
+    ) -> PathForecast:
+        """``num_samples`` sample paths of the next ``horizon`` values, in the data's units.
+
+        Each path draws its weights once, reads the history, then samples each step from the
+        predictive and feeds that value back (see :func:`bayesrnn.evaluation.sample_paths`).
+        ``history`` (N, F) or (N,) raw values, targets first then covariates, defaults to the
+        run's whole series (train, valid and test); its end is where the paths start. A run
+        with covariates needs ``covariates`` (horizon, C), their values at the forecast steps.
+        Returns a :class:`~bayesrnn.evaluation.PathForecast` (``paths``, ``times``, ``mean``,
+        ``quantiles(q)``, ``to_frame()``, ``to_csv(path)``, ``plot()``); draws come from
+        torch's global generator, seeded here from the run's seed.
+        """
+        seed_everything(self.config.trainer.seed + 1)
+        return forecast_run(self, horizon, num_samples, history, covariates)
 
     @property
     def metrics(self) -> dict | None:
@@ -241,6 +279,7 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
         s = setup(config, quiet_log)
         tokenizer = getattr(s.corpus, "tokenizer", "whitespace")
         labels = getattr(s.corpus, "label_names", None)
+        series = SeriesScaling.of_corpus(s.corpus) if config.task == "forecast" else None
     else:
         if saved.series is not None:
             sizes = (len(saved.series["columns"]), saved.series["targets"])
@@ -249,11 +288,12 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
         model, guide = build(config, *sizes)
         s = Setup(config, _VocabularyOnly(saved.vocabulary), model, guide)
         tokenizer, labels = saved.tokenizer, saved.label_names
+        series = None if saved.series is None else SeriesScaling(saved.series)
     restore(s, run)
     s.model.eval()
     if isinstance(s.guide, torch.nn.Module):
         s.guide.eval()
-    return TrainedRun(run.root, s, tokenizer, labels)
+    return TrainedRun(run.root, s, tokenizer, labels, series)
 
 
 @dataclass(frozen=True)

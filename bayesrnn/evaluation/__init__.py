@@ -27,6 +27,7 @@ from bayesrnn.evaluation.forecast import (
     pit_histogram,
     predict_series,
 )
+from bayesrnn.evaluation.forecast_paths import sample_paths
 from bayesrnn.evaluation.forecast_plots import (
     plot_forecast_fan,
     plot_interval_reliability,
@@ -40,6 +41,7 @@ from bayesrnn.evaluation.ood import (
     max_probability_score,
     ood_report,
 )
+from bayesrnn.evaluation.path_forecast import PathForecast
 from bayesrnn.evaluation.plots import (
     plot_elbo_trace,
     plot_entropy_histograms,
@@ -81,6 +83,7 @@ from bayesrnn.evaluation.uncertainty import (
 
 __all__ = [
     "LanguageModelReport",
+    "PathForecast",
     "PositionCalibration",
     "PruningCurve",
     "ReliabilityBins",
@@ -138,6 +141,7 @@ __all__ = [
     "pruning_curve",
     "psis_loo",
     "reliability_bins",
+    "sample_paths",
     "sd_ratio",
     "stream_report",
     "to_datatree",

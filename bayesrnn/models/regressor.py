@@ -156,8 +156,10 @@ class SequenceRegressor(PyroModule):
     """A Pyro model of one-step-ahead forecasts of real-valued multivariate series.
 
     ``forward(inputs, targets=None, state=None)`` takes (T, B, F) rows ((B, T, F) with
-    ``batch_first``) and returns ``(forecast, state)``: a :class:`Forecast` of the next row's
-    ``output_size`` target columns, each field (T, B, D) ((B, T, D) batch-first). ``targets``
+    ``batch_first``; with weight draws in front, inputs may carry the same draw dims in front, one
+    input per draw, as the RNN layers read them) and returns ``(forecast, state)``: a
+    :class:`Forecast` of the next row's ``output_size`` target columns, each field (T, B, D)
+    ((B, T, D) batch-first). ``targets``
     are the next rows, the shape of ``inputs``; their first ``output_size`` columns are observed
     at the site ``obs`` (inside the plates ``sequences`` and ``steps``, ``.to_event(1)`` over
     the D outputs); the other columns are covariates the model reads but does not predict.
@@ -254,7 +256,7 @@ class SequenceRegressor(PyroModule):
                     f"got {tuple(targets.shape)}"
                 )
         draws, lead = model_draws(self, nesting=2)
-        x = inputs.transpose(0, 1) if self.batch_first else inputs
+        x = inputs.transpose(-3, -2) if self.batch_first else inputs
         output, state = self.rnn(x, state)
         if draws and output.dim() == 3:  # only the decoder has draws: every draw sees h
             output = output.expand(*draws, *output.shape)
@@ -284,9 +286,11 @@ class SequenceRegressor(PyroModule):
 
     def _check_inputs(self, inputs: object) -> Tensor:
         inputs = _check_values("inputs", inputs)
-        if inputs.dim() != 3:
+        if inputs.dim() < 3:
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-            raise ValueError(f"inputs must be 3-D {layout}, got shape {tuple(inputs.shape)}")
+            raise ValueError(
+                f"inputs must be 3-D {layout} (draw dims may lead), got shape {tuple(inputs.shape)}"
+            )
         if inputs.shape[-1] != self.input_size:
             raise ValueError(
                 f"inputs have {inputs.shape[-1]} features per row, the model's input_size is "

@@ -1,0 +1,174 @@
+"""Multi-step forecasts of a trained forecasting run, in the data's units.
+
+The run's model reads scaled rows; the scaling (training mean and standard deviation of every
+column) is stored with the run in ``vocab.json``, so histories and covariates given in the
+data's units are scaled here with the run's own numbers, never refitted, and the paths are
+scaled back with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bayesrnn.app.run_dir import JobError
+from bayesrnn.evaluation.forecast_paths import sample_paths
+from bayesrnn.evaluation.path_forecast import PathForecast
+
+__all__ = ["SeriesScaling", "forecast_run", "next_times"]
+
+_HISTORY_SHOWN = 60  # observed values drawn before the fan
+
+
+class SeriesScaling:
+    """A run's columns (targets first) and their training mean and scale."""
+
+    def __init__(self, info: Mapping) -> None:
+        self.columns = tuple(str(c) for c in info["columns"])
+        self.targets = int(info["targets"])
+        self.mean = torch.tensor(info["mean"], dtype=torch.float64)
+        self.scale = torch.tensor(info["scale"], dtype=torch.float64)
+
+    @classmethod
+    def of_corpus(cls, corpus) -> SeriesScaling:
+        return cls(
+            {
+                "columns": corpus.columns,
+                "targets": corpus.targets,
+                "mean": [float(v) for v in corpus.mean],
+                "scale": [float(v) for v in corpus.scale],
+            }
+        )
+
+    @property
+    def covariates(self) -> tuple[str, ...]:
+        return self.columns[self.targets :]
+
+    def scaled(self, values: Tensor, first: int = 0) -> Tensor:
+        """Raw values of columns ``first`` … in the model's units."""
+        width = values.shape[-1]
+        return (values - self.mean[first : first + width]) / self.scale[first : first + width]
+
+    def raw(self, values: Tensor) -> Tensor:
+        """Scaled target values back in the data's units."""
+        d = values.shape[-1]
+        return values.double() * self.scale[:d] + self.mean[:d]
+
+
+def next_times(times: np.ndarray, horizon: int) -> np.ndarray | None:
+    """The ``horizon`` times after ``times`` when they are evenly spaced numbers, or dates of a
+    regular calendar frequency (monthly, weekly, …); None otherwise."""
+    times = np.asarray(times)
+    if times.ndim != 1 or times.shape[0] < 2:
+        return None
+    if times.dtype.kind in "iuf":
+        steps = np.diff(times)
+        if steps[-1] > 0 and np.allclose(steps, steps[-1], rtol=1e-9, atol=0):
+            return times[-1] + steps[-1] * np.arange(1, horizon + 1)
+        return None
+    if times.dtype.kind == "M":
+        import pandas
+
+        index = pandas.DatetimeIndex(times[-min(len(times), 50) :])
+        freq = pandas.infer_freq(index) if len(index) >= 3 else None
+        if freq is None:
+            return None
+        future = pandas.date_range(index[-1], periods=horizon + 1, freq=freq)[1:]
+        return future.to_numpy()
+    return None
+
+
+def _as_rows(values: object, name: str, width: int) -> Tensor:
+    """(N, width) float64 values from a tensor, array, sequence or DataFrame; (N,) when
+    ``width`` is 1."""
+    if hasattr(values, "to_numpy"):
+        values = values.to_numpy()
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numeric: {error}") from None
+    if array.ndim == 1 and width == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"{name} must be (N, {width}) values, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains missing or non-finite values")
+    return torch.from_numpy(array.copy())
+
+
+def _run_history(run, scaling: SeriesScaling) -> tuple[Tensor, np.ndarray]:
+    """The run's whole series (train, valid, test) in the data's units, with its times."""
+    from bayesrnn.app.setup import load_data
+
+    corpus = load_data(run.config)
+    if tuple(corpus.columns) != scaling.columns or not torch.allclose(
+        corpus.mean.double(), scaling.mean, rtol=1e-6, atol=0
+    ):
+        raise JobError(
+            f"the data {run.config.data.source!r} now differs from the series {run.path} was "
+            "trained on (other columns or training statistics); give the history yourself"
+        )
+    full = corpus.full().double() * corpus.scale.double() + corpus.mean.double()
+    return full, corpus.full_times()
+
+
+def forecast_run(
+    run,
+    horizon: int,
+    num_samples: int,
+    history: object = None,
+    covariates: object = None,
+) -> PathForecast:
+    """:meth:`TrainedRun.forecast`'s work: scale, sample paths, scale back, time the steps."""
+    if run.config.task != "forecast":
+        raise JobError(f"forecast needs a forecasting run; this is a {run.config.task} run")
+    for name, value in (("horizon", horizon), ("num_samples", num_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    scaling: SeriesScaling = run.series
+    width = len(scaling.columns)
+    if history is None:
+        raw, times = _run_history(run, scaling)
+        future = next_times(times, horizon)
+    else:
+        raw = _as_rows(history, "history", width)
+        times = np.arange(raw.shape[0])
+        future = None
+    if future is None:
+        future = np.arange(raw.shape[0], raw.shape[0] + horizon)
+    scaled_covariates = None
+    if scaling.covariates:
+        if covariates is None:
+            raise ValueError(
+                f"the run reads covariates {list(scaling.covariates)}: give their values for "
+                f"the {horizon} forecast steps as covariates ({horizon} rows)"
+            )
+        extra = _as_rows(covariates, "covariates", len(scaling.covariates))
+        if extra.shape[0] != horizon:
+            raise ValueError(
+                f"covariates must have one row per forecast step ({horizon}), got {extra.shape[0]}"
+            )
+        scaled_covariates = scaling.scaled(extra, scaling.targets).float()
+    elif covariates is not None:
+        raise ValueError("the run reads no covariates; leave covariates out")
+    paths = sample_paths(
+        run.model,
+        run.guide,
+        scaling.scaled(raw).float(),
+        horizon,
+        num_samples,
+        covariates=scaled_covariates,
+    )
+    shown = min(raw.shape[0], max(_HISTORY_SHOWN, 4 * horizon))
+    return PathForecast(
+        paths=scaling.raw(paths.cpu()),
+        times=future,
+        columns=scaling.columns[: scaling.targets],
+        history=raw[-shown:, : scaling.targets],
+        history_times=np.asarray(times)[-shown:],
+    )
