@@ -205,15 +205,64 @@ def _malicious(path: Path) -> None:
     torch.save({"model": Boom()}, path)
 
 
+def _edit(change):
+    """A checkpoint fault made by ``change(payload)``: it unpickles safely, with wrong contents."""
+
+    def damage(path: Path) -> None:
+        payload = torch.load(path, weights_only=True)
+        change(payload)
+        torch.save(payload, path)
+
+    return damage
+
+
+def _set(field, value):
+    return _edit(lambda payload: payload.__setitem__(field, value))
+
+
+def _drop(field):
+    return _edit(lambda payload: payload.pop(field))
+
+
+CHECKPOINT_FIELD_FAULTS = {
+    "no optimizer": (_drop("optimizer"), "'optimizer' is missing"),
+    "position a string": (_set("position", "3,4"), "'position'"),
+    "position of length 1": (_set("position", [3]), "'position'"),
+    "garbage plan": (_set("plan", "windows"), "'plan'"),
+    "rng of the wrong size": (_set("torch_rng", torch.zeros(7, dtype=torch.uint8)), "torch_rng"),
+    "history empty": (_set("history", {}), "'history'"),
+    "history a string": (_set("history", "elbo"), "'history'"),
+    "no window_rng": (_drop("window_rng"), "'window_rng' is missing"),
+    "state of the wrong rank": (_set("state", [torch.zeros(3)]), "'state'"),
+}
+
+
 CHECKPOINT_FAULTS = {
     "truncated": (_truncate, "not a readable checkpoint"),
     "foreign": (_foreign, "not a bayesrnn checkpoint"),
     "not a dict": (_not_a_dict, "not a bayesrnn checkpoint"),
     "wrong shapes": (_wrong_shapes, "does not fit"),
-    "missing history": (_missing_history, "does not fit"),
+    "missing history": (_missing_history, "'history'"),
     "NaN guide parameters": (_nan_guide, "non-finite"),
     "malicious pickle": (_malicious, "not a readable checkpoint"),
 }
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_FIELD_FAULTS))
+@pytest.mark.parametrize("command", ["evaluate", "export", "resume"])
+def test_a_checkpoint_with_wrong_contents_names_the_field(case, command, area, capsys):
+    run = area / "run"
+    damage, fragment = CHECKPOINT_FIELD_FAULTS[case]
+    damage(run / "checkpoint.pt")
+    if command == "resume":  # an unfinished run reads everything a resume needs
+        (run / "metrics.json").unlink()
+    argv = {
+        "evaluate": ["evaluate", "--out", str(run), "--quiet"],
+        "export": ["export", "--out", str(run), "--quiet"],
+        "resume": _run(area, out="run"),
+    }[command]
+    line = assert_fault(capsys, area, argv, fragment)
+    assert "checkpoint.pt is damaged" in line and "delete it" in line
 
 
 @pytest.mark.parametrize("case", sorted(CHECKPOINT_FAULTS))

@@ -12,6 +12,7 @@ from typing import Any
 import pyro
 import torch
 
+from bayesrnn.app.checkpoint_schema import check_checkpoint
 from bayesrnn.app.config import (
     DATA_SOURCES,
     SERIES_SOURCES,
@@ -351,6 +352,7 @@ def restore(s: Setup, run: RunDir) -> dict:
         raise JobError(f"{run.root} has no checkpoint.pt: train it first (bayesrnn train/run)")
     device = torch.device(s.config.trainer.device)
     payload = load_checkpoint(run.checkpoint, map_location=device)
+    check_checkpoint(payload, run.checkpoint, nuts=s.config.guide.name == "nuts")
     s.model.to(device)
     try:
         if isinstance(s.guide, torch.nn.Module):
