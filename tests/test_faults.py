@@ -299,6 +299,58 @@ def test_a_damaged_vocabulary_file_is_named(content, area, capsys):
     assert "vocab.json" in line
 
 
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ([1, 2], "holds a list"),
+        ("results", "holds a str"),
+        ({"training": None}, "'training'"),
+        ({"training": {}, "test": {"accuracy_mean": 0.5}}, "no 'mc'"),
+    ],
+    ids=["list", "string", "training null", "no mc"],
+)
+def test_a_damaged_metrics_file_of_a_finished_run_is_named(content, fragment, area, capsys):
+    (area / "run" / "metrics.json").write_text(json.dumps(content))
+    line = assert_fault(capsys, area, _run(area, out="run"), fragment)
+    assert "metrics.json is damaged" in line
+
+
+@pytest.mark.parametrize(
+    "field, value", [("vocabulary", None), ("vocabulary", 5)], ids=["null", "a number"]
+)
+def test_a_vocabulary_file_without_its_table_is_named(field, value, area, capsys):
+    path = area / "run" / "vocab.json"
+    payload = json.loads(path.read_text())
+    payload[field] = value
+    path.write_text(json.dumps(payload))
+    line = assert_fault(
+        capsys, area, ["score", "--out", str(area / "run"), str(area / "notes.txt")], "vocab.json"
+    )
+    assert "not a table" in line
+
+
+def test_a_forecast_runs_series_record_is_checked(tmp_path):
+    from bayesrnn.app.run_data import read_run_data
+    from bayesrnn.app.run_dir import JobError, RunDir
+
+    good = {"columns": ["y", "x"], "targets": 1, "mean": [0.0, 1.0], "scale": [1.0, 2.0]}
+    base = {
+        "format": 1, "label_names": None, "vocabulary": None, "tokenizer": "whitespace",
+        "task": "forecast", "data": "s.csv", "splits": {},
+    }  # fmt: skip
+    for series, fragment in [
+        (5, "series is 5"),
+        ({**good, "targets": 3}, "series.targets"),
+        ({**good, "scale": [1.0, 0.0]}, "not positive"),
+        ({**good, "mean": [0.0]}, "series.mean"),
+    ]:
+        (tmp_path / "vocab.json").write_text(json.dumps({**base, "series": series}))
+        with pytest.raises(JobError, match=fragment):
+            read_run_data(RunDir(tmp_path))
+    (tmp_path / "vocab.json").write_text(json.dumps({**base, "series": good}))
+    assert read_run_data(RunDir(tmp_path)).series == good
+
+
 def test_deeply_nested_metrics_and_config_files_are_one_line(area, capsys):
     (area / "run" / "metrics.json").write_bytes(DEEP_JSON)
     assert_fault(capsys, area, _run(area, out="run"), "nested too deeply")

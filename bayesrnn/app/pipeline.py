@@ -41,7 +41,7 @@ from bayesrnn.app.run_dir import (
     check_run_dir,
     free_name,
     numbered_name,
-    read_json,
+    read_metrics,
     read_run_config,
     write_json,
 )
@@ -274,7 +274,7 @@ def run_job(
             f"{run.root} is a finished run; its results are in {run.metrics} "
             "(bayesrnn evaluate makes a new evaluation)"
         )
-        return read_json(run.metrics)
+        return read_metrics(run.metrics)
     ranks = current_ranks()
     if not ranks.is_main:
         log = quiet_log  # one voice: rank 0 logs and writes, the others compute

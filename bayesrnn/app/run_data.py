@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bayesrnn.app.run_dir import JobError, RunDir, read_json, write_json
 from bayesrnn.data import (
@@ -51,6 +52,31 @@ def _series_info(corpus) -> dict | None:
     }
 
 
+def _check_series(series: Any) -> None:
+    """A forecasting run's columns and scaling, as :func:`_series_info` writes them."""
+    if not isinstance(series, dict):
+        raise ValueError(f"series is {series!r}, not the columns and their scaling")
+    columns, targets = series.get("columns"), series.get("targets")
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError("series.columns is not a list of column names")
+    if (
+        isinstance(targets, bool)
+        or not isinstance(targets, int)
+        or not 1 <= targets <= len(columns)
+    ):
+        raise ValueError(f"series.targets is {targets!r}, not a count of the columns")
+    for name in ("mean", "scale"):
+        values = series.get(name)
+        if (
+            not isinstance(values, list)
+            or len(values) != len(columns)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ):
+            raise ValueError(f"series.{name} is not one number per column")
+    if not all(v > 0 for v in series["scale"]):
+        raise ValueError("series.scale holds a value that is not positive")
+
+
 def run_data_of(corpus, task: str) -> RunData:
     return RunData(
         vocabulary=getattr(corpus, "vocab", None),
@@ -89,6 +115,10 @@ def read_run_data(run: RunDir) -> RunData | None:
             raise ValueError(f"format {raw['format']!r}, this version reads {_FORMAT}")
         labels = raw["label_names"]
         vocabulary = raw["vocabulary"]
+        if raw["task"] != "forecast" and not isinstance(vocabulary, dict):
+            raise ValueError(f"a text run's vocabulary is {vocabulary!r}, not a table")
+        if raw["task"] == "forecast":
+            _check_series(raw.get("series"))
         return RunData(
             vocabulary=None if vocabulary is None else Vocabulary.from_dict(vocabulary),
             tokenizer=str(raw["tokenizer"]),

@@ -21,6 +21,7 @@ __all__ = [
     "free_name",
     "numbered_name",
     "read_json",
+    "read_metrics",
     "read_run_config",
     "write_json",
 ]
@@ -144,6 +145,31 @@ def read_json(path: Path) -> Any:
             f"{path} is corrupt ({' '.join(str(error).split())}); delete it and run the command "
             "that wrote it again"
         ) from None
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run's ``metrics.json``, checked where the summary and ``load_run`` read it: a dict
+    whose ``training`` and splits are dicts, each split with its ``mc`` results."""
+    metrics = read_json(path)
+
+    def damaged(what: str) -> JobError:
+        return JobError(
+            f"{path} is damaged: {what}; delete it and run `bayesrnn evaluate` on the run to "
+            "write it again"
+        )
+
+    if not isinstance(metrics, dict):
+        raise damaged(f"it holds a {type(metrics).__name__}, not the results")
+    if "training" in metrics and not isinstance(metrics["training"], dict):
+        raise damaged("its 'training' is not a dictionary")
+    for split in ("test", "valid"):
+        if split not in metrics:
+            continue
+        if not isinstance(metrics[split], dict):
+            raise damaged(f"its {split!r} is not a dictionary")
+        if not isinstance(metrics[split].get("mc"), dict):
+            raise damaged(f"its {split!r} has no 'mc' results")
+    return metrics
 
 
 def write_json(path: Path, payload: Any) -> Path:

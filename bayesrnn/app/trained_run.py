@@ -26,7 +26,7 @@ from bayesrnn.app.ood_task import (
     read_ood_file,
 )
 from bayesrnn.app.run_data import read_run_data
-from bayesrnn.app.run_dir import JobError, RunDir, read_json, read_run_config
+from bayesrnn.app.run_dir import JobError, RunDir, read_metrics, read_run_config
 from bayesrnn.app.run_forecast import SeriesScaling, forecast_run
 from bayesrnn.app.setup import Setup, build, quiet_log, restore, seed_everything, setup
 from bayesrnn.data import Vocabulary, pad_batch, tokenize_text
@@ -128,7 +128,7 @@ class TrainedRun:
     def metrics(self) -> dict | None:
         """The run's ``metrics.json`` (None before it was evaluated)."""
         path = RunDir(self.path).metrics
-        return read_json(path) if path.is_file() else None
+        return read_metrics(path) if path.is_file() else None
 
     def encode(self, text: str) -> Tensor:
         """``text`` as the run's token ids: its tokenizer, one ``<eos>`` per non-blank line."""
