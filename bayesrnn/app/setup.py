@@ -261,11 +261,17 @@ def fit_windows(config: RunConfig, corpus, log: Log = quiet_log) -> RunConfig:
     Training cuts the train rows into ``batch_size`` parallel sequences and needs
     ``bptt + 1`` steps in each. A series too short for the preset's 4 × 21 rows gets fewer
     sequences first (keeping the 20-step window), then, with one sequence left, a shorter
-    window. Other configs are left as they are (:func:`check_fits` then says what to change).
+    window. Other configs, and batch sizes or windows set by hand, are left as they are
+    (:func:`check_fits` then says what to change).
     """
     if config.task != "forecast" or config.preset != "forecast":
         return config
+    from bayesrnn.app.presets import PRESETS
+
     tr = config.trainer
+    own = PRESETS["forecast"].values["trainer"]
+    if (tr.batch_size, tr.bptt) != (own["batch_size"], own["bptt"]):
+        return config  # values the user chose: check_fits says when they do not fit
     rows = int(corpus.train.shape[0])
     if rows // tr.batch_size >= tr.bptt + 1:
         return config

@@ -81,8 +81,7 @@ class SeriesTransform:
         from scipy import stats
 
         lmbda = tuple(
-            float(stats.boxcox_normmax(values[:, d], method="mle"))
-            for d in range(values.shape[1])
+            float(stats.boxcox_normmax(values[:, d], method="mle")) for d in range(values.shape[1])
         )
         for name, value in zip(columns, lmbda, strict=True):
             if not math.isfinite(value):
