@@ -102,6 +102,7 @@ def task_exporter(s: Setup, history: dict | None) -> Callable[[Any, int], xr.Dat
                 split=ev.split,
                 units=s.corpus.target_units,  # data units, as metrics.json
                 times=s.corpus.full_times(),
+                observed_values=s.corpus.observed(start, rows.shape[0]).numpy(),
             )
         elif s.config.task == "classify":
             split = getattr(s.corpus, ev.split)

@@ -41,10 +41,6 @@ def in_units(forecast: Forecast, corpus: SeriesCorpus) -> Forecast:
     return Forecast(forecast.loc * scale + mean, forecast.scale * scale, forecast.df)
 
 
-def _units(values: torch.Tensor, corpus: SeriesCorpus) -> torch.Tensor:
-    return corpus.target_units.to_data(values.double())
-
-
 def _scores(draws: Forecast, observed: torch.Tensor, corpus: SeriesCorpus) -> dict:
     """Scores in the data's units: exact for an untransformed target, through the change of
     variables (back-transformed quantiles and samples, NLL with the Jacobian) otherwise."""
@@ -87,9 +83,9 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
     )
     mean = predict_series(s.model, s.guide, rows, start, None)
     mc = predict_series(s.model, s.guide, rows, start, ev.mc_samples)
-    observed = _units(rows[start:, :d], corpus)
-    previous = _units(rows[start - 1 : -1, :d], corpus)
-    train = _units(corpus.train[:, :d], corpus)
+    observed = corpus.observed(start, rows.shape[0])
+    previous = corpus.observed(start - 1, rows.shape[0] - 1)
+    train = corpus.observed(0, corpus.sizes()["train"])
     scores_mean = _scores(mean, observed, corpus)
     scores_mc = _scores(mc, observed, corpus)
     naive = baselines(train, observed, previous, levels=LEVELS)

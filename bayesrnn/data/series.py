@@ -58,8 +58,10 @@ class SeriesCorpus:
     (population standard deviation; a column constant on train gets scale 1); ``times``: per
     split, the time of each row (years, dates or row numbers) as a NumPy array, for plots.
     ``transform``: g applied to the target columns before scaling; ``future``: how many of the
-    last columns are covariates known in advance (moved up one row). A scaled target value v
-    is ``(g(raw) − mean) / scale``, a covariate's ``(raw − mean) / scale``.
+    last columns are covariates known in advance (moved up one row); ``raw_targets``: the
+    target values as read, all rows (the observations scored, free of float32 round trips).
+    A scaled target value v is ``(g(raw) − mean) / scale``, a covariate's
+    ``(raw − mean) / scale``.
     """
 
     train: Tensor
@@ -73,6 +75,7 @@ class SeriesCorpus:
     name: str
     transform: SeriesTransform = field(default_factory=SeriesTransform)
     future: int = 0
+    raw_targets: Tensor | None = None  # (N, targets) float64, the data's own target values
 
     def __post_init__(self) -> None:
         features = len(self.columns)
@@ -122,6 +125,13 @@ class SeriesCorpus:
     def full(self) -> Tensor:
         """All rows in time order, (N, F): train, then valid, then test."""
         return torch.cat([self.train, self.valid, self.test])
+
+    def observed(self, start: int, end: int) -> Tensor:
+        """The target values of rows ``start`` … ``end`` − 1 of :meth:`full` in the data's
+        units (float64): as read when known, else mapped back from the scaled rows."""
+        if self.raw_targets is not None:
+            return self.raw_targets[start:end].clone()
+        return self.target_units.to_data(self.full()[start:end, : self.targets].double())
 
     def full_times(self) -> np.ndarray:
         return np.concatenate([self.times[split] for split in SPLITS])
@@ -237,6 +247,7 @@ def split_series(
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
     array = _as_matrix(values, columns)
+    raw_targets = torch.from_numpy(array[:, :targets].copy())
     if future:  # row t holds row t + 1's known value; the last row repeats its own
         array = array.copy()
         array[:-1, -future:] = array[1:, -future:]
@@ -274,6 +285,7 @@ def split_series(
         name=name,
         transform=chosen,
         future=future,
+        raw_targets=raw_targets,
     )
 
 

@@ -84,6 +84,7 @@ def export_forecaster(
     split: str | None = None,
     units: TargetUnits | None = None,
     times=None,
+    observed_values: np.ndarray | None = None,
 ) -> xr.DataTree:
     """S posterior draws of a forecaster and their one-step predictions of rows ``start`` …
     N − 1 of ``series`` (N, F), as an ArviZ DataTree (see the module docstring).
@@ -92,7 +93,9 @@ def export_forecaster(
     ``target_names`` names the D target columns (default ``y0``, ``y1``, …); ``history`` (a
     trainer ``History``) fills the ``optimization`` group; ``split`` names the data in the
     attributes; ``units`` puts values in the data's units; ``times`` (N,), the rows' times,
-    becomes a ``time`` coordinate along ``step``. ``arviz_stats.loo_pit`` needs the
+    becomes a ``time`` coordinate along ``step``; ``observed_values`` (N − start, D), the
+    observations in data units as read (default: mapped back from ``series``).
+    ``arviz_stats.loo_pit`` needs the
     draws to be at least 25 or so for its Pareto smoothing.
     """
     num_samples = _check_num_samples(num_samples)
@@ -109,6 +112,9 @@ def export_forecaster(
     inputs, targets = series_inputs(model, series.to(device))
     observed = series[start:, :outputs].to(device).double()
     in_data = None if units is None else units.to_data(observed)
+    if units is not None and observed_values is not None:
+        in_data = torch.as_tensor(np.asarray(observed_values), dtype=torch.float64)
+        in_data = in_data.reshape(observed.shape).to(device)
 
     heads = [f"loc_{n}" for n in names] + [f"scale_{n}" for n in names]
     layouts, site_coords = site_layouts(model, chosen, {"output": heads})
