@@ -92,6 +92,9 @@ class SeriesCorpus:
                 raise ValueError(f"SeriesCorpus.{name} must have shape ({features},)")
         if not 0 <= self.future <= features - self.targets:
             raise ValueError(f"future must lie in [0, {features - self.targets}]")
+        rows = sum(getattr(self, split).shape[0] for split in SPLITS)
+        if self.raw_targets is not None and tuple(self.raw_targets.shape) != (rows, self.targets):
+            raise ValueError(f"SeriesCorpus.raw_targets must have shape ({rows}, {self.targets})")
 
     @property
     def target_units(self) -> TargetUnits:
