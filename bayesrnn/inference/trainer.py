@@ -14,7 +14,9 @@ A run that diverges stops with :class:`NonFiniteLossError`: at once for a NaN or
 gradient or parameter, and as its subclass :class:`DivergenceError` when the NLL per token stays
 above ``divergence_factor`` × log V (V the vocabulary) for ``divergence_patience`` windows in a
 row. Checkpoints are written only once their weights have scored a window within that ceiling
-(or when ``fit`` returns), so a diverged run leaves the last good checkpoint on disk.
+(or when ``fit`` returns), so a diverged run leaves the last good checkpoint on disk. Real
+values have a per-window ceiling and a verdict that waits for validation
+(:mod:`bayesrnn.inference.divergence`).
 """
 
 from __future__ import annotations
