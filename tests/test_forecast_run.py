@@ -62,7 +62,9 @@ def test_a_forecast_run_can_be_evaluated_again_and_loaded(sunspots_run, capsys):
         ("day,units\n1,3\n2,\n3,5\n", ["--set", "data.target=units"], "missing or non-finite"),
         ("day,units\n1,3\n2,4\n", ["--set", "data.target=nope"], "no column"),
         ("day,units\n" + "".join(f"{i},{i % 7}\n" for i in range(40)),
-         ["--set", "data.target=units"], "trainer.bptt"),
+         ["--set", "data.target=units", "--set", "trainer.bptt=30"],
+         "the train split has 28 rows: as trainer.batch_size=4 parallel sequences that is 7 "
+         "steps each, fewer than the 31 that a trainer.bptt=30-step window needs"),
         ("day,units\n1,3\n", [], "data.target=COLUMN"),
     ],
 )  # fmt: skip

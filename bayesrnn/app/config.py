@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bayesrnn.data.transforms import TRANSFORMS
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
 from bayesrnn.inference.guides.ensemble import check_members
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
@@ -67,7 +68,11 @@ class DataConfig:
     text files; ``max_vocab``: vocabulary cap; ``split_seed``: the polarity split;
     ``max_examples``: keep the first N sentences of each polarity split (quick runs);
     forecasting: ``source`` sunspots, co2 or a CSV file, ``target`` its column to forecast
-    (CSV only) and ``covariates`` further input columns.
+    (CSV only; ``a,b`` for several), ``covariates`` further input columns (read lagged: row t
+    informs row t + 1), ``future_covariates`` columns known in advance (calendar features,
+    planned promotions: they enter at the row they apply to), ``time`` a column of times
+    (for plots and outputs, not a feature), ``transform`` of the positive targets before
+    scaling (none, log, sqrt, boxcox with λ fitted on the training split).
     """
 
     source: str = "embedded"
@@ -78,9 +83,13 @@ class DataConfig:
     max_examples: int | None = None
     target: str | None = None
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()
+    time: str | None = None
+    transform: str = "none"
 
     def __post_init__(self) -> None:
         _check_choice("data.level", self.level, LEVELS)
+        _check_choice("data.transform", self.transform, TRANSFORMS)
         _check_optional_positive("data.max_vocab", self.max_vocab)
         _check_optional_positive("data.max_examples", self.max_examples)
 

@@ -100,6 +100,9 @@ def task_exporter(s: Setup, history: dict | None) -> Callable[[Any, int], xr.Dat
                 num_samples=num_samples,
                 target_names=list(s.corpus.target_columns),
                 split=ev.split,
+                units=s.corpus.target_units,  # data units, as metrics.json
+                times=s.corpus.full_times(),
+                observed_values=s.corpus.observed(start, rows.shape[0]).numpy(),
             )
         elif s.config.task == "classify":
             split = getattr(s.corpus, ev.split)

@@ -9,6 +9,7 @@ from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, seed_everything
 from bayesrnn.data.series import SeriesCorpus
 from bayesrnn.evaluation.forecast import baselines, forecast_metrics, predict_series
+from bayesrnn.evaluation.forecast_units import data_unit_metrics
 from bayesrnn.models.regressor import Forecast
 
 __all__ = ["evaluate_forecaster", "forecast_range", "in_units"]
@@ -26,16 +27,37 @@ def forecast_range(corpus: SeriesCorpus, split: str) -> tuple[torch.Tensor, int]
 
 
 def in_units(forecast: Forecast, corpus: SeriesCorpus) -> Forecast:
-    """Scaled forecasts of the target columns back in the data's units."""
+    """Scaled forecasts of the target columns back in the data's units (untransformed targets
+    only: after a transform the forecast in data units is no longer Gaussian or Student-t)."""
+    if corpus.transform.kind != "none":
+        raise ValueError(
+            f"the targets were modelled after a {corpus.transform.kind} transform: score them "
+            "with bayesrnn.evaluation.forecast_units.data_unit_metrics(draws, observed, "
+            "corpus.target_units)"
+        )
     d = forecast.loc.shape[-1]
     mean = corpus.mean[:d].to(forecast.loc)
     scale = corpus.scale[:d].to(forecast.loc)
     return Forecast(forecast.loc * scale + mean, forecast.scale * scale, forecast.df)
 
 
-def _units(values: torch.Tensor, corpus: SeriesCorpus) -> torch.Tensor:
-    d = values.shape[-1]
-    return values.double() * corpus.scale[:d] + corpus.mean[:d]
+def _scores(draws: Forecast, observed: torch.Tensor, corpus: SeriesCorpus) -> dict:
+    """Scores in the data's units: exact for an untransformed target, through the change of
+    variables (back-transformed quantiles and samples, NLL with the Jacobian) otherwise."""
+    if corpus.transform.kind == "none":
+        forecast = in_units(draws, corpus)
+        return forecast_metrics(forecast, observed.to(forecast.loc), levels=LEVELS)
+    return data_unit_metrics(draws.map(torch.Tensor.double), observed, corpus.target_units)
+
+
+def _units_note(corpus: SeriesCorpus) -> str:
+    kind = corpus.transform.kind
+    if kind == "none":
+        return "the data's (scaled back from the training mean and standard deviation)"
+    return (
+        f"the data's (the model saw the standardised {kind} of the targets; its forecasts are "
+        "back-transformed and the NLL carries the Jacobian)"
+    )
 
 
 def _public(metrics: dict) -> dict:
@@ -59,23 +81,24 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
         f"forecasting {ev.split} ({rows.shape[0] - start} steps, history {start}): posterior "
         f"mean, MC with {ev.mc_samples} samples"
     )
-    mean = in_units(predict_series(s.model, s.guide, rows, start, None), corpus)
-    mc = in_units(predict_series(s.model, s.guide, rows, start, ev.mc_samples), corpus)
-    observed = _units(rows[start:, :d], corpus)
-    previous = _units(rows[start - 1 : -1, :d], corpus)
-    train = _units(corpus.train[:, :d], corpus)
-    scores_mean = forecast_metrics(mean, observed.to(mean.loc), levels=LEVELS)
-    scores_mc = forecast_metrics(mc, observed.to(mc.loc), levels=LEVELS)
+    mean = predict_series(s.model, s.guide, rows, start, None)
+    mc = predict_series(s.model, s.guide, rows, start, ev.mc_samples)
+    observed = corpus.observed(start, rows.shape[0])
+    previous = corpus.observed(start - 1, rows.shape[0] - 1)
+    train = corpus.observed(0, corpus.sizes()["train"])
+    scores_mean = _scores(mean, observed, corpus)
+    scores_mc = _scores(mc, observed, corpus)
     naive = baselines(train, observed, previous, levels=LEVELS)
     times = corpus.full_times()
     plot_forecast_fan(
         mc,
-        observed,
+        rows[start:, :d],
         run / "forecast.png",
         times=times[start : rows.shape[0]],
-        history=_units(rows[:start, :d], corpus)[-4 * observed.shape[0] :, 0],
+        history=rows[:start, 0][-4 * observed.shape[0] :],
         history_times=times[:start][-4 * observed.shape[0] :],
         levels=LEVELS,
+        transform=lambda values: corpus.unscale(values, 0),
         title=f"{corpus.name}: one-step-ahead forecasts of {ev.split} (MC, data units)",
     )
     plot_pit_histogram(scores_mc["pit"], run / "pit.png", title="PIT of the MC forecast")
@@ -93,7 +116,8 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
     metrics |= {
         "steps": int(observed.shape[0]),
         "mc_samples": ev.mc_samples,
-        "units": "the data's (scaled back from the training mean and standard deviation)",
+        "units": _units_note(corpus),
+        "scaling": corpus.target_units.to_dict(),
         "posterior_mean": _public(scores_mean),
         "mc": _public(scores_mc),
         "baselines": {name: _public(scores) for name, scores in naive.items()},

@@ -253,7 +253,7 @@ def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
     the data against the run's fingerprint: all before anything is written."""
     saved = _trained_data(run, log)
     s = setup(config, log, None if saved is None else saved.vocabulary)
-    check_fits(config, s.corpus, needed)
+    check_fits(s.config, s.corpus, needed)  # with the windows fitted to a short series
     if saved is not None:
         changed = check_data(saved, s.corpus, needed, run)
         if changed:

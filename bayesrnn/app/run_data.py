@@ -34,7 +34,7 @@ class RunData:
     name: str
     splits: dict[str, dict] = field(default_factory=dict)  # split -> {"items", "sha256"}
     label_names: tuple[str, ...] | None = None
-    series: dict | None = None  # forecasting: columns, target count, train mean and scale
+    series: dict | None = None  # forecasting: columns, targets, train mean, scale, transform
 
     @property
     def n_classes(self) -> int | None:
@@ -49,6 +49,9 @@ def _series_info(corpus) -> dict | None:
         "targets": int(corpus.targets),
         "mean": [float(v) for v in corpus.mean],
         "scale": [float(v) for v in corpus.scale],
+        # a target value v the model sees is (g(x) − mean)/scale with g this transform
+        "transform": corpus.transform.to_dict(),
+        "future_covariates": list(corpus.future_columns),
     }
 
 

@@ -24,6 +24,7 @@ from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
     ClassificationSplit,
+    DataError,
     DataNotFoundError,
     LanguageCorpus,
     Vocabulary,
@@ -48,7 +49,16 @@ from bayesrnn.models import (
 )
 from bayesrnn.models.priors import brnn_ptb_prior
 
-__all__ = ["Log", "Setup", "load_data", "quiet_log", "restore", "setup", "stderr_log"]
+__all__ = [
+    "Log",
+    "Setup",
+    "fit_windows",
+    "load_data",
+    "quiet_log",
+    "restore",
+    "setup",
+    "stderr_log",
+]
 
 Log = Callable[[str], None]
 
@@ -87,12 +97,13 @@ def _load_series(config: RunConfig):
 
     data = config.data
     if data.source in SERIES_SOURCES:
-        if data.target is not None or data.covariates:
+        columns = (data.target, data.covariates, data.future_covariates, data.time)
+        if any(v not in (None, ()) for v in columns):
             raise ConfigError(
-                f"--data {data.source} has one column; data.target and data.covariates are for "
-                "CSV files"
+                f"--data {data.source} has one column; data.target, data.covariates, "
+                "data.future_covariates and data.time are for CSV files"
             )
-        return load_statsmodels_series(data.source)
+        return load_statsmodels_series(data.source, transform=data.transform)
     if data.source in DATA_SOURCES:
         raise ConfigError(
             f"--task forecast needs a real-valued series: --data {', '.join(SERIES_SOURCES)} or "
@@ -102,7 +113,20 @@ def _load_series(config: RunConfig):
         raise ConfigError(
             f"--data {data.source}: name the column to forecast with --set data.target=COLUMN"
         )
-    return load_csv_series(data.source, data.target, data.covariates)
+    targets = [name.strip() for name in data.target.split(",") if name.strip()]
+    try:
+        return load_csv_series(
+            data.source,
+            targets,
+            data.covariates,
+            time=data.time,
+            future_covariates=data.future_covariates,
+            transform=data.transform,
+        )
+    except DataError:
+        raise
+    except ValueError as error:  # a column named twice: a settings mistake
+        raise ConfigError(f"--data {data.source}: {error}") from None
 
 
 def load_data(config: RunConfig):
@@ -232,6 +256,40 @@ def padding_id(corpus: ClassificationCorpus) -> int:
     return 0 if pad is None else pad
 
 
+def fit_windows(config: RunConfig, corpus, log: Log = quiet_log) -> RunConfig:
+    """The ``forecast`` preset's batch size and window, shrunk to fit a short training split.
+
+    Training cuts the train rows into ``batch_size`` parallel sequences and needs
+    ``bptt + 1`` steps in each. A series too short for the preset's 4 × 21 rows gets fewer
+    sequences first (keeping the 20-step window), then, with one sequence left, a shorter
+    window. Other configs, and batch sizes or windows set by hand, are left as they are
+    (:func:`check_fits` then says what to change).
+    """
+    if config.task != "forecast" or config.preset != "forecast":
+        return config
+    from bayesrnn.app.presets import PRESETS
+
+    tr = config.trainer
+    own = PRESETS["forecast"].values["trainer"]
+    if (tr.batch_size, tr.bptt) != (own["batch_size"], own["bptt"]):
+        return config  # values the user chose: check_fits says when they do not fit
+    rows = int(corpus.train.shape[0])
+    if rows // tr.batch_size >= tr.bptt + 1:
+        return config
+    batch = max(1, min(tr.batch_size, rows // (tr.bptt + 1)))
+    bptt = min(tr.bptt, rows // batch - 1)
+    if bptt < 1:
+        return config  # fewer than two rows: check_fits explains
+    log(
+        f"the train split has {rows} rows: training reads them as {batch} parallel "
+        f"sequence(s) of {rows // batch} steps in windows of {bptt} steps "
+        f"(trainer.batch_size={batch}, trainer.bptt={bptt}; the preset's are "
+        f"{tr.batch_size} and {tr.bptt})"
+    )
+    trainer = dataclasses.replace(tr, batch_size=batch, bptt=bptt)
+    return dataclasses.replace(config, trainer=trainer)
+
+
 def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
     """Refuse batch and window sizes the data cannot fill (or the processes cannot share),
     before anything is written."""
@@ -258,6 +316,8 @@ def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
         needed = tr.bptt + 1 if split == "train" else 2
         if steps < needed:
             key = "batch_size" if split == "train" else "eval_batch_size"
+            if config.task == "forecast":
+                raise ConfigError(_short_series(split, items, key, batch, steps, needed, tr.bptt))
             raise ConfigError(
                 f"the {split} split has {items} tokens: cut into trainer.{key}={batch} parallel "
                 f"sequences that is {steps} steps each, fewer than the {needed} that "
@@ -266,6 +326,24 @@ def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
                 + (" or trainer.bptt" if split == "train" else "")
                 + (" or raise evaluation.max_tokens" if cut and split != "train" else "")
             )
+
+
+def _short_series(
+    split: str, rows: int, key: str, batch: int, steps: int, needed: int, bptt: int
+) -> str:
+    """The too-short message of a series, in rows and steps."""
+    if split == "train":
+        return (
+            f"the train split has {rows} rows: as trainer.batch_size={batch} parallel "
+            f"sequences that is {steps} steps each, fewer than the {needed} that a "
+            f"trainer.bptt={bptt}-step window needs; lower trainer.batch_size or trainer.bptt "
+            "(the forecast preset fits both to the series)"
+        )
+    return (
+        f"the {split} split has {rows} rows: as trainer.{key}={batch} parallel sequences that "
+        f"is {steps} steps each, fewer than the {needed} that evaluation needs; lower "
+        f"trainer.{key}"
+    )
 
 
 @dataclass
@@ -328,6 +406,7 @@ def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> 
     if vocabulary is not None:
         corpus = reencode_corpus(corpus, vocabulary)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
+    config = fit_windows(config, corpus, log)
     model, guide = build(config, *model_sizes(corpus, config.task))
     return Setup(config, corpus, model, guide)
 

@@ -1,9 +1,16 @@
 """Real-valued time series for forecasting: chronological splits, train-only scaling, loaders.
 
 A :class:`SeriesCorpus` holds three float32 tensors of rows (N_split, F): the ``targets``
-columns first, then covariates, each column standardised with the mean and standard deviation
-of the *training* split only, so nothing about the valid or test periods leaks into the inputs.
-Splits are chronological and complete: train, then valid, then test, every row in exactly one.
+columns first, then covariates, then covariates known in advance, each column standardised with
+the mean and standard deviation of the *training* split only, so nothing about the valid or
+test periods leaks into the inputs. Splits are chronological and complete: train, then valid,
+then test, every row in exactly one.
+
+The model reads row t to forecast row t + 1. Ordinary covariates therefore enter lagged (row
+t's price informs row t + 1's sales); a covariate known in advance (a calendar feature, a
+planned promotion) is moved up one row, so that row t carries row t + 1's value and it enters
+at the step it applies to (the last row, whose successor is unknown, repeats its own value).
+Positive targets may be transformed first (log, √, Box-Cox: :mod:`bayesrnn.data.transforms`).
 
 Loaders: :func:`load_statsmodels_series` (``"sunspots"``, ``"co2"``: data that ship with
 statsmodels, no download; needs the ``timeseries`` extra) and :func:`load_csv_series` (any CSV
@@ -15,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +30,7 @@ import torch
 from torch import Tensor
 
 from bayesrnn.data.checksums import DataError, DataNotFoundError
+from bayesrnn.data.transforms import SeriesTransform, TargetUnits, check_domain
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -49,7 +57,11 @@ class SeriesCorpus:
     ``targets`` target columns first; ``mean``, ``scale``: (F,) float64, fitted on train
     (population standard deviation; a column constant on train gets scale 1); ``times``: per
     split, the time of each row (years, dates or row numbers) as a NumPy array, for plots.
-    A scaled value v is ``(raw − mean) / scale``.
+    ``transform``: g applied to the target columns before scaling; ``future``: how many of the
+    last columns are covariates known in advance (moved up one row); ``raw_targets``: the
+    target values as read, all rows (the observations scored, free of float32 round trips).
+    A scaled target value v is ``(g(raw) − mean) / scale``, a covariate's
+    ``(raw − mean) / scale``.
     """
 
     train: Tensor
@@ -61,6 +73,9 @@ class SeriesCorpus:
     scale: Tensor
     times: Mapping[str, np.ndarray]
     name: str
+    transform: SeriesTransform = field(default_factory=SeriesTransform)
+    future: int = 0
+    raw_targets: Tensor | None = None  # (N, targets) float64, the data's own target values
 
     def __post_init__(self) -> None:
         features = len(self.columns)
@@ -75,6 +90,22 @@ class SeriesCorpus:
         for name in ("mean", "scale"):
             if tuple(getattr(self, name).shape) != (features,):
                 raise ValueError(f"SeriesCorpus.{name} must have shape ({features},)")
+        if not 0 <= self.future <= features - self.targets:
+            raise ValueError(f"future must lie in [0, {features - self.targets}]")
+        rows = sum(getattr(self, split).shape[0] for split in SPLITS)
+        if self.raw_targets is not None and tuple(self.raw_targets.shape) != (rows, self.targets):
+            raise ValueError(f"SeriesCorpus.raw_targets must have shape ({rows}, {self.targets})")
+
+    @property
+    def target_units(self) -> TargetUnits:
+        """The map between the model's target values and the data's units."""
+        d = self.targets
+        return TargetUnits(self.transform, self.mean[:d], self.scale[:d])
+
+    @property
+    def future_columns(self) -> tuple[str, ...]:
+        """The covariates known in advance (each row holds the next row's value)."""
+        return self.columns[len(self.columns) - self.future :] if self.future else ()
 
     @property
     def num_features(self) -> int:
@@ -98,6 +129,13 @@ class SeriesCorpus:
         """All rows in time order, (N, F): train, then valid, then test."""
         return torch.cat([self.train, self.valid, self.test])
 
+    def observed(self, start: int, end: int) -> Tensor:
+        """The target values of rows ``start`` … ``end`` − 1 of :meth:`full` in the data's
+        units (float64): as read when known, else mapped back from the scaled rows."""
+        if self.raw_targets is not None:
+            return self.raw_targets[start:end].clone()
+        return self.target_units.to_data(self.full()[start:end, : self.targets].double())
+
     def full_times(self) -> np.ndarray:
         return np.concatenate([self.times[split] for split in SPLITS])
 
@@ -117,14 +155,28 @@ class SeriesCorpus:
         return column % len(self.columns)
 
     def unscale(self, values: Tensor | np.ndarray | float, column: int | str = 0) -> Tensor:
-        """Scaled values of one column back in the data's units: v·scale + mean (float64)."""
+        """Scaled values of one column back in the data's units: v·scale + mean, then g⁻¹ for
+        a transformed target column (float64)."""
         index = self._column_index(column)
         values = torch.as_tensor(values, dtype=torch.float64)
-        return values * self.scale[index] + self.mean[index]
+        raw = values * self.scale[index] + self.mean[index]
+        if index < self.targets and self.transform.kind != "none":
+            one = SeriesTransform(
+                self.transform.kind,
+                None if self.transform.lmbda is None else (self.transform.lmbda[index],),
+            )
+            return one.inverse(raw.unsqueeze(-1)).squeeze(-1)
+        return raw
 
     def unscale_spread(self, values: Tensor | np.ndarray | float, column: int | str = 0) -> Tensor:
-        """Spreads of one column (scales, interval widths, RMSE, CRPS) in the data's units."""
+        """Spreads of one column (scales, interval widths, RMSE, CRPS) in the data's units;
+        a transformed target has no such linear map (back-transform quantiles instead)."""
         index = self._column_index(column)
+        if index < self.targets and self.transform.kind != "none":
+            raise ValueError(
+                f"column {self.columns[index]!r} is modelled after a {self.transform.kind} "
+                "transform: a spread has no single value in the data's units"
+            )
         return torch.as_tensor(values, dtype=torch.float64) * self.scale[index]
 
 
@@ -168,12 +220,16 @@ def split_series(
     name: str = "series",
     times: np.ndarray | Sequence | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    transform: str = "none",
+    future: int = 0,
 ) -> SeriesCorpus:
     """Split raw rows (N, F) chronologically and scale them with the training statistics.
 
     The first ``targets`` columns are the forecast targets. Train gets ``floor(f_train·N)``
     rows, valid ``floor(f_valid·N)``, test the rest; each split needs at least
-    :data:`MIN_SPLIT_ROWS` rows. ``times`` (N,) defaults to the row numbers.
+    :data:`MIN_SPLIT_ROWS` rows. ``times`` (N,) defaults to the row numbers. ``transform``
+    (none, log, sqrt, boxcox) is applied to the targets, its λ fitted on train; the last
+    ``future`` columns are covariates known in advance, moved up one row.
     """
     columns = tuple(str(c) for c in columns)
     if not columns or len(set(columns)) != len(columns):
@@ -185,9 +241,19 @@ def split_series(
     ):
         raise ValueError(f"targets must be an integer in [1, {len(columns)}], got {targets!r}")
     f_train, f_valid, _ = _check_fractions(fractions)
+    if isinstance(future, bool) or not isinstance(future, int):
+        raise ValueError(f"future must be an integer, got {future!r}")
+    if not 0 <= future <= len(columns) - targets:
+        raise ValueError(
+            f"future must lie in [0, {len(columns) - targets}] (covariate columns), got {future}"
+        )
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
     array = _as_matrix(values, columns)
+    raw_targets = torch.from_numpy(array[:, :targets].copy())
+    if future:  # row t holds row t + 1's known value; the last row repeats its own
+        array = array.copy()
+        array[:-1, -future:] = array[1:, -future:]
     total = array.shape[0]
     n_train, n_valid = math.floor(f_train * total), math.floor(f_valid * total)
     sizes = (n_train, n_valid, total - n_train - n_valid)
@@ -200,6 +266,11 @@ def split_series(
     stamps = np.arange(total) if times is None else np.asarray(times)
     if stamps.shape != (total,):
         raise ValueError(f"times must have one entry per row ({total}), got {stamps.shape}")
+    check_domain(transform, array[:, :targets], columns[:targets])
+    chosen = SeriesTransform.fit(transform, array[:n_train, :targets], columns[:targets])
+    if chosen.kind != "none":
+        array = array.copy()
+        array[:, :targets] = chosen.forward(torch.from_numpy(array[:, :targets])).numpy()
     train = array[:n_train]
     mean = train.mean(0)
     scale = train.std(0)
@@ -215,6 +286,9 @@ def split_series(
         scale=torch.from_numpy(scale),
         times={s: stamps[parts[s]] for s in SPLITS},
         name=name,
+        transform=chosen,
+        future=future,
+        raw_targets=raw_targets,
     )
 
 
@@ -227,7 +301,10 @@ def _pandas():
 
 
 def load_statsmodels_series(
-    name: str = "sunspots", *, fractions: Sequence[float] = DEFAULT_FRACTIONS
+    name: str = "sunspots",
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    transform: str = "none",
 ) -> SeriesCorpus:
     """A real series bundled with statsmodels (no download), split and scaled.
 
@@ -238,7 +315,8 @@ def load_statsmodels_series(
       interpolation** between the nearest measured weeks (the weeks are evenly spaced, so in
       time as in position).
 
-    Needs statsmodels (the ``timeseries`` extra), imported only when called.
+    ``transform``: see :func:`split_series`. Needs statsmodels (the ``timeseries`` extra),
+    imported only when called.
     """
     if name not in STATSMODELS_SERIES:
         raise ValueError(f"unknown statsmodels series {name!r}; known: {list(STATSMODELS_SERIES)}")
@@ -256,7 +334,22 @@ def load_statsmodels_series(
         values = frame["co2"].interpolate(method="linear").to_numpy(dtype=np.float64)
         times = frame.index.to_numpy()
         column = "co2"
-    return split_series(values, (column,), name=name, times=times, fractions=fractions)
+    return split_series(
+        values, (column,), name=name, times=times, fractions=fractions, transform=transform
+    )
+
+
+def _times_of(column, file: str, pandas) -> np.ndarray:
+    """A time column as numbers (years, seconds) or dates (datetime64), for plots and outputs."""
+    if pandas.api.types.is_numeric_dtype(column):
+        return column.to_numpy()
+    try:
+        return pandas.to_datetime(column, format="mixed").to_numpy()
+    except (ValueError, TypeError) as error:
+        raise DataError(
+            f"{file}: time column {column.name!r} holds neither numbers nor dates "
+            f"(e.g. {str(column.iloc[0])!r})"
+        ) from error
 
 
 def load_csv_series(
@@ -267,8 +360,12 @@ def load_csv_series(
     time: str | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     name: str | None = None,
+    future_covariates: Sequence[str] = (),
+    transform: str = "none",
 ) -> SeriesCorpus:
-    """Any CSV with a header row: the ``target`` column(s), then ``covariates``, split and scaled.
+    """Any CSV with a header row: the ``target`` column(s), then ``covariates`` (lagged: row t
+    informs row t + 1), then ``future_covariates`` (known in advance: they enter at the row
+    they apply to), split and scaled; ``transform`` applies to the targets.
 
     Rows are taken in file order (sort the file by time first). ``time`` names a column to keep
     as the rows' times (not a feature); without it the times are row numbers. Every chosen
@@ -281,11 +378,16 @@ def load_csv_series(
         raise DataNotFoundError(f"no CSV file at {path}")
     targets = [target] if isinstance(target, str) else list(target)
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
-    wanted = targets + covariates
+    known = [future_covariates] if isinstance(future_covariates, str) else list(future_covariates)
+    wanted = targets + covariates + known
     if not targets:
         raise ValueError("target must name at least one column")
     if len(set(wanted)) != len(wanted):
-        raise ValueError(f"a column is named twice among target and covariates: {wanted}")
+        raise ValueError(
+            f"a column is named twice among target, covariates and future covariates: {wanted}"
+        )
+    if time is not None and time in wanted:
+        raise ValueError(f"the time column {time!r} cannot also be a target or covariate")
     try:
         frame = pandas.read_csv(path)
     except (pandas.errors.EmptyDataError, pandas.errors.ParserError, UnicodeDecodeError) as error:
@@ -303,7 +405,7 @@ def load_csv_series(
                 f"{path.name}: column {column!r} is not numeric (e.g. {str(example)!r})"
             )
     values = frame[wanted].to_numpy(dtype=np.float64)
-    times = None if time is None else frame[time].to_numpy()
+    times = None if time is None else _times_of(frame[time], path.name, pandas)
     try:
         return split_series(
             values,
@@ -312,6 +414,8 @@ def load_csv_series(
             name=name or path.stem,
             times=times,
             fractions=fractions,
+            transform=transform,
+            future=len(known),
         )
     except DataError as error:
         raise DataError(f"{path.name}: {error}") from error

@@ -12,6 +12,14 @@ observations are the target values of rows ``start`` … N − 1. Groups:
 - ``posterior_predictive["obs"]``: one value per step and target drawn from draw s's
   predictive, real-valued;
 - ``observed_data["obs"]``: the observed values (step, target);
+- with one target (D = 1) there is no ``target`` dim: (chain, draw, step) and (step,), the
+  layout ArviZ's PPC plots and ``loo_metrics`` expect.
+
+With ``units`` (a :class:`~bayesrnn.data.transforms.TargetUnits`) the three groups are in the
+data's units: observations and predictive draws mapped back, and the log-likelihood that of
+the data, log p(z(y)) + log dz/dy (see :mod:`bayesrnn.data.transforms`), so ELPD values agree
+with the NLL of ``metrics.json``; the attributes record the transform, mean and scale.
+Without it they are the model's standardised values.
 - ``sample_stats`` (guides with a density: mean-field, sharpened, autoguides): ``log_q``,
   ``log_prior`` and ``kl``, as in :mod:`~bayesrnn.evaluation.arviz_export` (no ``log_p``:
   see there). Gal's Bernoulli mixture has no density: no ``sample_stats`` then.
@@ -33,6 +41,7 @@ import torch
 import xarray as xr
 from pyro import poutine
 
+from bayesrnn.data.transforms import TargetUnits
 from bayesrnn.evaluation.arviz_export import (
     _attrs,
     _check_complete,
@@ -73,6 +82,9 @@ def export_forecaster(
     target_names: Sequence[str] | None = None,
     history=None,
     split: str | None = None,
+    units: TargetUnits | None = None,
+    times=None,
+    observed_values: np.ndarray | None = None,
 ) -> xr.DataTree:
     """S posterior draws of a forecaster and their one-step predictions of rows ``start`` …
     N − 1 of ``series`` (N, F), as an ArviZ DataTree (see the module docstring).
@@ -80,7 +92,10 @@ def export_forecaster(
     ``sites`` picks the weight sites of ``posterior`` (default: the biases);
     ``target_names`` names the D target columns (default ``y0``, ``y1``, …); ``history`` (a
     trainer ``History``) fills the ``optimization`` group; ``split`` names the data in the
-    attributes. ``arviz_stats.loo_pit`` needs the
+    attributes; ``units`` puts values in the data's units; ``times`` (N,), the rows' times,
+    becomes a ``time`` coordinate along ``step``; ``observed_values`` (N − start, D), the
+    observations in data units as read (default: mapped back from ``series``).
+    ``arviz_stats.loo_pit`` needs the
     draws to be at least 25 or so for its Pareto smoothing.
     """
     num_samples = _check_num_samples(num_samples)
@@ -96,6 +111,10 @@ def export_forecaster(
     device = module_device(model, guide)
     inputs, targets = series_inputs(model, series.to(device))
     observed = series[start:, :outputs].to(device).double()
+    in_data = None if units is None else units.to_data(observed)
+    if units is not None and observed_values is not None:
+        in_data = torch.as_tensor(np.asarray(observed_values), dtype=torch.float64)
+        in_data = in_data.reshape(observed.shape).to(device)
 
     heads = [f"loc_{n}" for n in names] + [f"scale_{n}" for n in names]
     layouts, site_coords = site_layouts(model, chosen, {"output": heads})
@@ -119,8 +138,13 @@ def export_forecaster(
                 )
             )
             forecast = _forecast_of(model, trace, start)
-            log_lik.append(forecast.log_prob(observed).cpu().numpy())
-            predictive.append(forecast.sample().cpu().numpy())
+            value_log_lik = forecast.log_prob(observed)
+            drawn = forecast.sample()
+            if units is not None:
+                value_log_lik = value_log_lik + units.log_jacobian(in_data)
+                drawn = units.to_data(drawn)
+            log_lik.append(value_log_lik.cpu().numpy())
+            predictive.append(drawn.cpu().numpy())
             for lay in layouts:
                 value = _posterior_value(guide, lay.site, weights[lay.site])
                 posterior[lay.name].append(lay.arrange(value))
@@ -138,15 +162,26 @@ def export_forecaster(
     df = model.df() if hasattr(model, "df") and callable(model.df) else None
     if df is not None:
         extra["df"] = [float(v) for v in df.detach().cpu()]
-    steps, observed_values = np.arange(start, series.shape[0]), observed.cpu().numpy()
-    return to_datatree(
+    if units is not None:
+        extra["units"] = "data"
+        extra |= {f"scaling_{k}": _attr(v) for k, v in units.to_dict().items()}
+    steps = np.arange(start, series.shape[0])
+    observed_values = (observed if in_data is None else in_data).cpu().numpy()
+    predictive_values = stacked(predictive)
+    obs_dims = ["step", "target"]
+    coords = {**site_coords, "step": steps, "target": np.asarray(names)}
+    if outputs == 1:  # one target: no singleton dim
+        obs_dims, coords = ["step"], {**site_coords, "step": steps}
+        log_lik_array, predictive_values = log_lik_array[..., 0], predictive_values[..., 0]
+        observed_values = observed_values[..., 0]
+    tree = to_datatree(
         posterior={name: stacked(v) for name, v in posterior.items()} or None,
-        posterior_predictive={"obs": stacked(predictive)},
+        posterior_predictive={"obs": predictive_values},
         log_likelihood={"obs": log_lik_array},
         observed_data={"obs": observed_values},
         sample_stats=sample_stats,
-        coords={**site_coords, "step": steps, "target": np.asarray(names)},
-        dims={"obs": ["step", "target"], **{lay.name: list(lay.dims) for lay in layouts}},
+        coords=coords,
+        dims={"obs": obs_dims, **{lay.name: list(lay.dims) for lay in layouts}},
         attrs=_attrs(
             model,
             guide,
@@ -156,8 +191,25 @@ def export_forecaster(
             start=int(start),
             rows=int(series.shape[0]),
             likelihood=str(getattr(model, "likelihood", "gaussian")),
+            target=", ".join(names),
             **extra,
         ),
         optimization=optimization,
         optimization_dims=trace_dims,
     )
+    if times is not None:
+        return _with_times(tree, np.asarray(times)[start : series.shape[0]])
+    return tree
+
+
+def _attr(value):
+    """A netCDF-safe attribute: None as the string "none"."""
+    return "none" if value is None else value
+
+
+def _with_times(tree: xr.DataTree, times: np.ndarray) -> xr.DataTree:
+    """``time`` as a coordinate along ``step`` in every group that has the dim."""
+    for group in ("posterior_predictive", "log_likelihood", "observed_data"):
+        node = tree[group]
+        tree[group] = node.to_dataset().assign_coords(time=("step", times))
+    return tree

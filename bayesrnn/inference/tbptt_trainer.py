@@ -71,6 +71,17 @@ class TBPTTTrainer(SVITrainer):
             scheduler=scheduler,
         )
         self.valid = valid
+        # real values: spiky training windows alone do not stop a run whose validation is
+        # healthy (a heteroscedastic forecaster can score many nats on a few outliers)
+        self.guard.defer = not self._tokens and valid is not None
+
+    def _value_squares(self, batch) -> tuple[float, float] | None:
+        """(Σ y², count) over the target columns of a real-valued window, else None."""
+        if self._tokens:
+            return None
+        outputs = int(getattr(self.model, "output_size", 1))
+        values = batch.args[1][..., :outputs].detach()
+        return float(values.double().pow(2).sum()), float(values.numel())
 
     @property
     def train_data(self) -> torch.Tensor:

@@ -14,7 +14,9 @@ A run that diverges stops with :class:`NonFiniteLossError`: at once for a NaN or
 gradient or parameter, and as its subclass :class:`DivergenceError` when the NLL per token stays
 above ``divergence_factor`` × log V (V the vocabulary) for ``divergence_patience`` windows in a
 row. Checkpoints are written only once their weights have scored a window within that ceiling
-(or when ``fit`` returns), so a diverged run leaves the last good checkpoint on disk.
+(or when ``fit`` returns), so a diverged run leaves the last good checkpoint on disk. Real
+values have a per-window ceiling and a verdict that waits for validation
+(:mod:`bayesrnn.inference.divergence`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from bayesrnn.inference.divergence import (
     DivergenceError,
     DivergenceGuard,
     NonFiniteLossError,
+    gaussian_ceiling_basis,
     training_stopped,
 )
 from bayesrnn.inference.early_stopping import EarlyStopping, best_checkpoint_path
@@ -156,7 +159,11 @@ class SVITrainer:
         factor = config.divergence_factor
         ceiling = None if baseline_nll is None or factor is None else factor * baseline_nll
         self.guard = DivergenceGuard(
-            ceiling, config.divergence_patience, unit=unit, steps=f"{batching.step_name}s"
+            ceiling,
+            config.divergence_patience,
+            unit=unit,
+            steps=f"{batching.step_name}s",
+            checkpoint=self.checkpoint_path,
         )
         self._pending: dict | None = None  # a checkpoint waiting for its weights to score
 
@@ -315,10 +322,26 @@ class SVITrainer:
                     for k, v in results.items()
                 )
                 logger.info("epoch %d: %s", epoch + 1, shown)
+            self._settle_divergence(epoch, results)
             if results and self._after_validation(epoch, results):
                 return True
+        else:
+            self._settle_divergence(epoch, None)
         step_scheduler(self.scheduler, self.early.latest)
         return False
+
+    def _settle_divergence(self, epoch: int, results: dict[str, float] | None) -> None:
+        """A deferred divergence verdict stands or falls with the epoch's validation NLL."""
+        valid = None if results is None else results.get("valid_nll")
+        if self.guard.settle(valid, f"epoch {epoch + 1}") and self.ranks.is_main:
+            logger.warning(
+                "epoch %d: %d %ss in a row scored above the divergence ceiling, but the "
+                "validation NLL %.4f per value is within it: training goes on",
+                epoch + 1,
+                self.config.divergence_patience,
+                self.batching.step_name,
+                valid,
+            )
 
     def _after_validation(self, epoch: int, results: dict[str, float]) -> bool:
         """Track the best epoch (keep and write it under early stopping); True: stop now."""
@@ -367,10 +390,14 @@ class SVITrainer:
             except ValueError as error:  # distribution validation rejects non-finite weights
                 if self._parameters_finite():
                     raise
-                raise training_stopped(where, "non-finite parameters") from error
+                raise training_stopped(
+                    where, "non-finite parameters", self.checkpoint_path
+                ) from error
             loss = (terms.nll + terms.kl) / (batch.divisor * cfg.num_particles)
             if not self.ranks.distributed and not bool(torch.isfinite(loss)):
-                raise training_stopped(where, f"non-finite loss ({float(loss.detach())})")
+                raise training_stopped(
+                    where, f"non-finite loss ({float(loss.detach())})", self.checkpoint_path
+                )
             loss.backward()
             # an ensemble's loss sums its members; what is recorded is one member's share
             per_record = cfg.num_particles * getattr(self.guide, "members", 1)
@@ -379,11 +406,19 @@ class SVITrainer:
             if self.batching.carries_state:
                 state = terms.result[1] if isinstance(terms.result, tuple) else None
         # every rank sees the sums over ranks, so all stop (or go on) together
-        nll, kl, items = all_reduce_sum([nll, kl, float(batch.items)], self.ranks)
-        items = int(items)
+        squares = self._value_squares(batch)
+        sums = all_reduce_sum(
+            [nll, kl, float(batch.items), *(() if squares is None else squares)], self.ranks
+        )
+        nll, kl, items = sums[0], sums[1], int(sums[2])
         if not math.isfinite(nll + kl):
-            raise training_stopped(where, f"non-finite loss ({nll + kl})")
-        self.guard.update(nll / items, where)  # scores the weights of the last step
+            raise training_stopped(where, f"non-finite loss ({nll + kl})", self.checkpoint_path)
+        ceiling = None
+        if squares is not None and self.config.divergence_factor is not None:
+            values = int(sums[4])  # D per item: the basis is per value, the NLL per item
+            basis = gaussian_ceiling_basis(sums[3], values) * values / max(items, 1)
+            ceiling = self.config.divergence_factor * basis
+        self.guard.update(nll / items, where, ceiling)  # scores the weights of the last step
         all_reduce_gradients(self.parameters(), self.ranks)
         max_norm = cfg.clip_norm if cfg.clip_norm is not None else float("inf")
         clip_members = getattr(self.guide, "clip_member_gradients", None)
@@ -392,10 +427,15 @@ class SVITrainer:
         else:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         if not bool(torch.isfinite(grad_norm)):
-            raise training_stopped(where, "non-finite gradient")
+            raise training_stopped(where, "non-finite gradient", self.checkpoint_path)
         self.optimizer.step()
         self._state = detach_state(state)
         return nll, kl, items
+
+    def _value_squares(self, batch: Batch) -> tuple[float, float] | None:
+        """(Σ y², count) of the standardised real values a step predicts, for a per-window
+        divergence ceiling; None for tokens and labels (their ceiling is fixed)."""
+        return None
 
     def _kl_share(self, kl: float, scale: float, share: float) -> float:
         """The KL recorded for a step: its 1/C share of the epoch's KL. With ``kl_every`` = k

@@ -76,7 +76,8 @@ def test_csv_round_trip(tmp_path):
     full = corpus.full()
     np.testing.assert_allclose(corpus.unscale(full[:, 0], "load").numpy(), raw[:, 0], atol=1e-4)
     np.testing.assert_allclose(corpus.unscale(full[:, 1], 1).numpy(), raw[:, 1], atol=1e-4)
-    assert list(corpus.full_times()) == list(frame["date"])
+    # dates in text become datetime64, which plots and the export take as times
+    np.testing.assert_array_equal(corpus.full_times(), pd.to_datetime(frame["date"]).to_numpy())
     two = load_csv_series(path, ["load", "temperature"])
     assert two.targets == 2 and two.num_features == 2
 
@@ -170,3 +171,10 @@ def test_corpus_is_frozen_and_checks_its_fields():
     assert math.isclose(float(corpus.unscale(0.0)), float(np.arange(14.0).mean()))
     with pytest.raises(ValueError, match="column"):
         corpus.unscale(1.0, column="nope")
+
+
+def test_a_time_column_of_neither_numbers_nor_dates_is_a_data_error(tmp_path):
+    path = tmp_path / "odd.csv"
+    path.write_text("when,y\n" + "".join(f"day {i},{i}\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"odd.csv: time column 'when' holds neither numbers"):
+        load_csv_series(path, "y", time="when")

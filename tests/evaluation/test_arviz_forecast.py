@@ -46,10 +46,10 @@ def test_groups_shapes_and_loo_pit(trained, tmp_path):
     groups = set(tree.children)
     assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data"} <= groups
     assert {"sample_stats", "optimization"} <= groups
-    assert tree.posterior_predictive["obs"].shape == (1, DRAWS, 40, 1)
-    assert tree.log_likelihood["obs"].dims == ("chain", "draw", "step", "target")
+    assert tree.posterior_predictive["obs"].shape == (1, DRAWS, 40)  # one target: no target dim
+    assert tree.log_likelihood["obs"].dims == ("chain", "draw", "step")
     np.testing.assert_array_equal(tree.observed_data["obs"].coords["step"], np.arange(120, 160))
-    np.testing.assert_allclose(tree.observed_data["obs"].values, series[120:, :1].numpy())
+    np.testing.assert_allclose(tree.observed_data["obs"].values, series[120:, 0].numpy())
     assert set(tree.posterior.data_vars) == {"rnn__bias_ih_l0", "rnn__bias_hh_l0", "decoder__bias"}
     assert tree.posterior["rnn__bias_ih_l0"].dims == ("chain", "draw", "gate", "unit")
     assert list(tree.posterior["gate"].values) == ["i", "f", "g", "o"]
@@ -61,7 +61,7 @@ def test_groups_shapes_and_loo_pit(trained, tmp_path):
     assert np.isfinite(tree.posterior_predictive["obs"]).all()
     pit = arviz_stats.loo_pit(tree)
     values = np.asarray(pit["obs"])
-    assert values.shape == (40, 1)
+    assert values.shape == (40,)
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     path = tmp_path / "forecast.nc"
     tree.to_netcdf(path, engine="h5netcdf")
@@ -80,9 +80,9 @@ def test_densities_and_predictive_samples_follow_the_forecast(trained):
     loc, scale = mean.loc[0, :, 0].double().numpy(), mean.scale[0, :, 0].double().numpy()
     tree = export_forecaster(model, guide, series, 100, DRAWS)
     expected = scipy.stats.norm.logpdf(series[100:, 0].double().numpy(), loc, scale)
-    log_lik = tree.log_likelihood["obs"].values[0, :, :, 0]
+    log_lik = tree.log_likelihood["obs"].values[0]
     np.testing.assert_allclose(log_lik, np.broadcast_to(expected, log_lik.shape), atol=1e-3)
-    z = (tree.posterior_predictive["obs"].values[0, :, :, 0] - loc) / scale
+    z = (tree.posterior_predictive["obs"].values[0] - loc) / scale
     assert scipy.stats.kstest(z.ravel(), "norm").pvalue > 0.001
 
 
@@ -94,7 +94,7 @@ def test_gal_and_student_t_export_without_densities(tmp_path):
     tree = export_forecaster(model, guide, series, 40, 5)
     assert "sample_stats" not in tree.children  # Bernoulli mixture: no density
     pp = tree.posterior_predictive["obs"].values
-    assert pp.shape == (1, 5, 20, 1)
+    assert pp.shape == (1, 5, 20)
     assert not np.allclose(pp[0, 0], pp[0, 1])
     assert tree.attrs["likelihood"] == "student_t"
     assert tree.attrs["df"] == pytest.approx([10.0])

@@ -68,7 +68,7 @@ def test_groups_keep_the_chains(tree):
     for group in ("posterior", "posterior_predictive", "log_likelihood", "sample_stats"):
         sizes = tree[group].sizes
         assert (sizes["chain"], sizes["draw"]) == (CHAINS, DRAWS), group
-    assert tree["log_likelihood"]["obs"].dims == ("chain", "draw", "step", "target")
+    assert tree["log_likelihood"]["obs"].dims == ("chain", "draw", "step")  # one target
     assert tree["prior"].sizes["draw"] == 5
     assert set(tree["posterior"].data_vars) == set(tree["prior"].data_vars)
     assert set(tree["sample_stats"].data_vars) == set(STAT_NAMES)

@@ -25,7 +25,8 @@ def test_patience_counts_consecutive_updates_above_the_ceiling():
         guard.update(5.9e6, "epoch 2, window 7")
     message = str(caught.value)
     assert "epoch 2, window 7" in message and "5.9e+06 nats per token" in message
-    assert "3 consecutive windows" in message and "last good checkpoint is left intact" in message
+    assert "3 consecutive windows" in message
+    assert "before any checkpoint was written" in message  # the guard was given no file
     assert isinstance(caught.value, NonFiniteLossError)  # callers that catch it still do
 
 
@@ -93,3 +94,100 @@ def test_a_forecaster_blowing_up_on_a_real_series_stops():
     assert trainer.guard.ceiling == pytest.approx(10 * 0.5 * math.log(2 * math.pi * math.e))
     with pytest.raises(DivergenceError, match=r"epoch 1, window 2"):
         trainer.fit()
+
+
+def test_the_message_names_a_checkpoint_only_when_the_file_exists(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    guard = DivergenceGuard(ceiling=1.0, patience=1, checkpoint=path)
+    with pytest.raises(DivergenceError) as missing:
+        guard.update(2.0, "epoch 3, window 1")
+    assert "checkpoint is left intact" not in str(missing.value)
+    assert "before any checkpoint was written" in str(missing.value)
+    path.write_bytes(b"weights")
+    with pytest.raises(NonFiniteLossError) as present:
+        guard.update(math.nan, "epoch 3, window 2")
+    assert f"the last good checkpoint is left intact ({path})" in str(present.value)
+
+
+def test_a_real_valued_ceiling_is_ten_times_what_n01_scores_on_the_window():
+    from bayesrnn.inference.divergence import gaussian_ceiling_basis
+
+    # values ±3: N(0, 1) scores ½log(2π) + 9/2 = 5.4189 nats on each
+    assert gaussian_ceiling_basis(9.0 * 4, 4) == pytest.approx(0.9189385 + 4.5, rel=1e-6)
+    # calm values never lower it below ½log(2πe) = 1.4189, N(0, 1)'s mean over the train split
+    assert gaussian_ceiling_basis(0.0, 4) == pytest.approx(1.4189385, rel=1e-6)
+    guard = DivergenceGuard(ceiling=14.19, patience=1)
+    guard.update(20.0, "a", ceiling=54.19)  # a spiky window's own, higher ceiling
+    assert guard.streak == 0
+
+
+def test_a_deferred_verdict_waits_for_validation():
+    guard = DivergenceGuard(ceiling=14.19, patience=2, unit="value", steps="windows", defer=True)
+    for value in (30.0, 40.0, 50.0):
+        guard.update(value, "epoch 3, window 4")  # no raise: the verdict waits
+    assert guard.verdict is not None and guard.suspect
+    assert guard.settle(1.06, "epoch 3") is True  # healthy validation: training goes on
+    assert guard.verdict is None and guard.streak == 0 and not guard.suspect
+    for value in (30.0, 40.0):
+        guard.update(value, "epoch 4, window 2")
+    with pytest.raises(DivergenceError, match=r"validation NLL 1000 at epoch 4 confirms it"):
+        guard.settle(1e3, "epoch 4")
+    assert DivergenceGuard(ceiling=1.0, defer=True).settle(9.0, "epoch 5") is False  # none due
+
+
+def _spiky_series(rows: int = 240) -> torch.Tensor:
+    """A smooth series with rare large jumps: a confident forecaster pays many nats on them."""
+    t = torch.arange(float(rows))
+    values = torch.sin(t / 6)
+    values[::40] += 12.0
+    return ((values - values.mean()) / values.std()).unsqueeze(1)
+
+
+def test_spiky_training_windows_do_not_stop_a_run_whose_validation_is_healthy():
+    from bayesrnn.inference import TBPTTTrainer, make_guide
+    from bayesrnn.models import SequenceRegressor
+
+    torch.manual_seed(0)
+    series = _spiky_series()
+    model = SequenceRegressor(1, 4, prior=None)
+    with torch.no_grad():  # a confident head: scale softplus(−6) ≈ 0.0025 on every row
+        model.decoder.weight.zero_()
+        model.decoder.bias.copy_(torch.tensor([0.0, -6.0]))
+    valid = torch.sin(torch.arange(40.0) / 6).unsqueeze(1) * 0.01  # what it predicts well
+    trainer = TBPTTTrainer(
+        model, make_guide("none", model), series, valid,
+        batch_size=2, bptt=10, lr=1e-9, epochs=2, divergence_patience=1, progress=False,
+    )  # fmt: skip
+    per_window = []
+    original = trainer.guard.update
+
+    def spy(value, where, ceiling=None):
+        per_window.append((value, ceiling))
+        original(value, where, ceiling)
+
+    trainer.guard.update = spy
+    history = trainer.fit()
+    assert max(v for v, _ in per_window) > 1e3  # windows far above any ceiling: the spikes
+    assert len(history.valid_nll) == 2 and max(history.valid_nll) < trainer.guard.ceiling
+    assert trainer.guard.verdict is None
+
+
+def test_a_real_valued_run_whose_validation_also_blows_up_stops_at_the_epoch_end(tmp_path):
+    from bayesrnn.inference import TBPTTTrainer, make_guide
+    from bayesrnn.models import SequenceRegressor
+
+    torch.manual_seed(0)
+    series = torch.sin(torch.arange(200.0) / 4).unsqueeze(1)
+    model = SequenceRegressor(1, 4, prior=None)
+    with torch.no_grad():  # confident and wrong everywhere, validation included
+        model.decoder.weight.zero_()
+        model.decoder.bias.copy_(torch.tensor([-50.0, -6.0]))
+    trainer = TBPTTTrainer(
+        model, make_guide("none", model), series, series[:40],
+        batch_size=2, bptt=10, lr=1e-9, epochs=3, divergence_patience=2, progress=False,
+        checkpoint_path=tmp_path / "checkpoint.pt",
+    )  # fmt: skip
+    with pytest.raises(DivergenceError, match=r"validation NLL .* at epoch 1 confirms it") as e:
+        trainer.fit()
+    assert "before any checkpoint was written" in str(e.value)
+    assert not (tmp_path / "checkpoint.pt").exists()
