@@ -393,3 +393,23 @@ def test_the_regressor_reads_one_input_per_weight_draw(batch_first):
         alone, _ = poutine.condition(model, data=draws[k])(inputs[k])
         torch.testing.assert_close(together.loc[k], alone.loc)
         torch.testing.assert_close(together.scale[k], alone.scale)
+
+
+@pytest.mark.parametrize("kind, lmbda", [("log", None), ("sqrt", None), ("boxcox", (0.3,))])
+def test_scaling_of_a_transformed_run_round_trips_in_data_units(kind, lmbda):
+    from bayesrnn.app.run_forecast import SeriesScaling
+    from bayesrnn.data.transforms import SeriesTransform
+
+    transform = SeriesTransform(kind, lmbda)
+    info = {
+        "columns": ["y", "x"], "targets": 1, "mean": [1.5, 10.0], "scale": [0.5, 4.0],
+        "transform": transform.to_dict(),
+    }  # fmt: skip
+    scaling = SeriesScaling(info)
+    raw = torch.tensor([[2.0, 9.0], [7.5, 13.0]], dtype=torch.float64)
+    model_units = scaling.scaled(raw)
+    # the target goes through g then the scaling, the covariate through the scaling alone
+    expected_target = (transform.forward(raw[:, :1]) - 1.5) / 0.5
+    torch.testing.assert_close(model_units[:, :1], expected_target)
+    torch.testing.assert_close(model_units[:, 1:], (raw[:, 1:] - 10.0) / 4.0)
+    torch.testing.assert_close(scaling.raw(model_units[:, :1]), raw[:, :1])

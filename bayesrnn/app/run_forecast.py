@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from bayesrnn.app.run_dir import JobError
+from bayesrnn.data.transforms import SeriesTransform
 from bayesrnn.evaluation.forecast_paths import sample_paths
 from bayesrnn.evaluation.path_forecast import PathForecast
 
@@ -24,22 +25,27 @@ _HISTORY_SHOWN = 60  # observed values drawn before the fan
 
 
 class SeriesScaling:
-    """A run's columns (targets first) and their training mean and scale."""
+    """A run's columns (targets first), the transform g of its targets and the training mean
+    and scale: the model sees (g(x) − mean)/scale for a target, (x − mean)/scale for a
+    covariate."""
 
     def __init__(self, info: Mapping) -> None:
         self.columns = tuple(str(c) for c in info["columns"])
         self.targets = int(info["targets"])
         self.mean = torch.tensor(info["mean"], dtype=torch.float64)
         self.scale = torch.tensor(info["scale"], dtype=torch.float64)
+        self.transform = SeriesTransform.from_dict(info.get("transform"))
 
     @classmethod
     def of_corpus(cls, corpus) -> SeriesScaling:
+        transform = getattr(corpus, "transform", None)
         return cls(
             {
                 "columns": corpus.columns,
                 "targets": corpus.targets,
                 "mean": [float(v) for v in corpus.mean],
                 "scale": [float(v) for v in corpus.scale],
+                "transform": None if transform is None else transform.to_dict(),
             }
         )
 
@@ -50,12 +56,16 @@ class SeriesScaling:
     def scaled(self, values: Tensor, first: int = 0) -> Tensor:
         """Raw values of columns ``first`` … in the model's units."""
         width = values.shape[-1]
+        targets = max(0, min(width, self.targets - first))  # target columns in this slice
+        if targets and self.transform.kind != "none":
+            values = values.double().clone()
+            values[..., :targets] = self.transform.forward(values[..., :targets])
         return (values - self.mean[first : first + width]) / self.scale[first : first + width]
 
     def raw(self, values: Tensor) -> Tensor:
         """Scaled target values back in the data's units."""
         d = values.shape[-1]
-        return values.double() * self.scale[:d] + self.mean[:d]
+        return self.transform.inverse(values.double() * self.scale[:d] + self.mean[:d])
 
 
 def next_times(times: np.ndarray, horizon: int) -> np.ndarray | None:
