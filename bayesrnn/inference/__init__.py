@@ -19,17 +19,16 @@ from bayesrnn.inference.guides import (
 )
 from bayesrnn.inference.mcmc import NUTSResult, run_nuts
 from bayesrnn.inference.predictive import (
-    SequencePrediction,
     StreamEvaluation,
     evaluate_stream,
     observed_nll,
     posterior_mean,
-    predict_sequences,
     safe_exp,
     sample_weights,
     stacked_draws,
 )
 from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
+from bayesrnn.inference.sequence_prediction import SequencePrediction, predict_sequences
 from bayesrnn.inference.sharpened_bound import SharpenedBound, sharpened_bound
 from bayesrnn.inference.tbptt import Window, model_window, plan_windows, window_batch
 from bayesrnn.inference.tbptt_trainer import TBPTTTrainer

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 
-import bayesrnn.inference.trainer as trainer_module
+import bayesrnn.inference.trainer_checkpoint as trainer_module
 from bayesrnn.inference import (
     DeterministicGuide,
     DivergenceError,
