@@ -48,6 +48,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the symbols task: Penn Treebank characters as four classes, so that a 1x3 LSTM fits NUTS
+VOWELS = frozenset("aeiou")
+CONSONANTS = frozenset("bcdfghjklmnpqrstvwxyz")
+BOUNDARY = "_"  # ptb.char's word boundary
+SYMBOL_COUNTS = {"train": 3000, "valid": 500, "test": 1000}  # at least, in whole lines
+
 # guide settings of each method, as --set values
 METHODS: dict[str, list[str]] = {
     "nuts": ["guide.name=nuts"],
@@ -66,6 +72,28 @@ TASKS: dict[str, dict[str, list[str]]] = {
         "set": ["model.hidden_size=4"],
         "full": ["trainer.epochs=600"],
         "quick": ["trainer.epochs=20"],
+    },
+    "symbols": {
+        "args": ["--task", "lm"],  # --data: the symbol corpus this script writes
+        "set": [
+            "model.embedding_size=2",
+            "model.hidden_size=3",
+            "model.prior=gaussian",
+            "model.prior_scale=1.0",
+            "model.deterministic=[]",
+            "trainer.batch_size=50",
+            "trainer.eval_batch_size=10",
+            "trainer.bptt=20",
+            "trainer.optimizer=adam",
+            "trainer.lr=0.01",
+            "trainer.lr_decay=1.0",
+            "trainer.clip_norm=5.0",
+            "evaluation.reversed_text=false",
+            "evaluation.pruning=false",
+            "evaluation.sharpened_bound=false",
+        ],
+        "full": ["trainer.epochs=100"],
+        "quick": ["trainer.epochs=2"],
     },
     "classify": {
         "args": ["--task", "classify", "--data", "polarity"],
@@ -90,11 +118,53 @@ TASKS: dict[str, dict[str, list[str]]] = {
 DISTANCES = {
     "forecast": ["wasserstein1", "crps_gap", "coverage_gap_50", "coverage_gap_90", "sd_ratio"],
     "classify": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
+    "symbols": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
 }
 SCORES = {
     "forecast": ["crps", "nll", "coverage_50", "coverage_90"],
     "classify": ["nll", "accuracy"],
+    "symbols": ["nll", "accuracy"],
 }
+
+
+def symbol_of(char: str) -> str:
+    """A ptb.char symbol's class: v (vowel), c (consonant), _ (word boundary), o (other:
+    digits, punctuation, the N for numbers and the letters of <unk>'s brackets)."""
+    if char in VOWELS:
+        return "v"
+    if char in CONSONANTS:
+        return "c"
+    return "_" if char == BOUNDARY else "o"
+
+
+def symbol_lines(text: str, count: int) -> list[str]:
+    """The first whole lines of a ptb.char file, as space-separated classes, until they hold
+    at least ``count`` symbols (each line's end, the loader's <eos>, counted as one)."""
+    lines, total = [], 0
+    for line in text.split("\n"):
+        chars = line.split()
+        if not chars:
+            continue
+        lines.append(" ".join(symbol_of(c) for c in chars))
+        total += len(chars) + 1
+        if total >= count:
+            return lines
+    raise SystemExit(f"the ptb.char text holds {total} symbols, fewer than the {count} needed")
+
+
+def write_symbol_corpus(data_dir: Path, folder: Path) -> Path:
+    """Write ``folder``/{train,valid,test}.txt from ``data_dir``/ptb_char: the start of each
+    split mapped by :func:`symbol_of` (a word-level corpus of 4 symbols plus <eos>)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in SYMBOL_COUNTS.items():
+        text = (data_dir / "ptb_char" / f"ptb.char.{split}.txt").read_text()
+        (folder / f"{split}.txt").write_text("\n".join(symbol_lines(text, count)) + "\n")
+    return folder
+
+
+def symbol_corpus_dir(args: argparse.Namespace) -> Path:
+    """Where the symbols task's corpus is written: a cache folder beside the runs."""
+    return args.out / "data" / "ptb-symbols"
 
 
 def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> list[str]:
@@ -119,6 +189,8 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
     command = [sys.executable, "-m", "bayesrnn", "run", *spec["args"], "--out", str(out)]
     if task == "classify":
         command += ["--data-dir", str(args.data_dir)]
+    if task == "symbols":
+        command += ["--data", str(symbol_corpus_dir(args))]
     command.append("--quiet")
     for setting in settings:
         command += ["--set", setting]
@@ -275,18 +347,19 @@ def main() -> None:
             metavar="KEY=VALUE",
             help=f"a further --set for {what} (repeatable)",
         )
-    parser.add_argument(
-        "--classify-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a further --set for every classify run (repeatable)",
-    )
+    for task in ("classify", "symbols"):
+        parser.add_argument(
+            f"--{task}-set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a further --set for every {task} run (repeatable)",
+        )
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=ROOT.parent / "shared" / "data",
-        help="rt-polarity/'s folder",
+        help="the folder holding rt-polarity/ and ptb_char/",
     )
     args = parser.parse_args()
     args.samples = args.samples or (5 if args.quick else 100)
@@ -296,7 +369,11 @@ def main() -> None:
         args.nuts_chains = min(args.nuts_chains, 2)
     if "classify" in args.tasks and not (args.data_dir / "rt-polarity").is_dir():
         parser.error(f"no rt-polarity/ in {args.data_dir}: give --data-dir or --tasks forecast")
+    if "symbols" in args.tasks and not (args.data_dir / "ptb_char").is_dir():
+        parser.error(f"no ptb_char/ in {args.data_dir}: give --data-dir or leave out symbols")
     args.out.mkdir(parents=True, exist_ok=True)
+    if "symbols" in args.tasks:
+        write_symbol_corpus(args.data_dir, symbol_corpus_dir(args))
 
     import torch
 
