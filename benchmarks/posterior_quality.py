@@ -235,6 +235,39 @@ def train_seconds(run_dir: str) -> float | None:
     return float(sum(seconds)) if seconds else None
 
 
+MCMC_FACTS = (
+    "num_chains",
+    "num_samples",
+    "warmup_steps",
+    "seconds",
+    "mean_tree_depth",
+    "divergences",
+    "rhat_max_predictive",
+    "ess_min_predictive",
+)
+
+
+def mcmc_facts(run_dir: str) -> dict | None:
+    """A NUTS run's sampler facts from its ``metrics.json`` (seconds per iteration, tree
+    depth, divergences, the largest r-hat and smallest ESS over the test log-likelihoods),
+    plus the r-hat and ESS of the log joint density of the draws (``rhat_lp``, ``ess_lp``);
+    None for other runs."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    mcmc = metrics.get("mcmc")
+    if not mcmc:
+        return None
+    from bayesrnn import load_run
+    from bayesrnn.evaluation.arviz_mcmc import predictive_convergence
+
+    facts = {key: mcmc.get(key) for key in MCMC_FACTS}
+    iterations = mcmc["num_chains"] * (mcmc["num_samples"] + mcmc["warmup_steps"])
+    facts["seconds_per_iteration"] = mcmc["seconds"] / iterations
+    lp = load_run(run_dir).guide.sample_stats["lp"].double().numpy()
+    lp_facts = predictive_convergence({"lp": lp}, 0, lp.size)["predictive_quantities"]["lp"]
+    facts["rhat_lp"], facts["ess_lp"] = finite(lp_facts["rhat_max"]), finite(lp_facts["ess_min"])
+    return facts
+
+
 def finite(value: float | None) -> float | None:
     """JSON-safe: NaN and inf become None."""
     return value if value is not None and math.isfinite(value) else None
@@ -267,6 +300,10 @@ def markdown(results: dict) -> str:
             cells = [_cell(values.get(c)) for c in columns]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+        for method, row in entry["methods"].items():
+            if "mcmc" in row:
+                facts = ", ".join(f"{k} {_cell(v)}" for k, v in row["mcmc"].items())
+                lines += [f"`{method}` sampler: {facts}", ""]
     return "\n".join(lines)
 
 
@@ -400,6 +437,9 @@ def main() -> None:
             row["chains"] = predictive.chains
             row["train_seconds"] = train_seconds(row["run"])
             row["scores"] = {k: finite(v) for k, v in predictive.scores().items()}
+            facts = mcmc_facts(row["run"])
+            if facts is not None:
+                row["mcmc"] = facts
             if method == args.reference:
                 reference = predictive
             if reference is not None:

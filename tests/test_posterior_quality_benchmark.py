@@ -61,7 +61,11 @@ def test_tables_and_plot_show_failures_and_undefined_values(bench, tmp_path):
             "classify": {
                 "reference": "nuts",
                 "methods": {
-                    "nuts": {"distances": {"total_variation": 0.0}, "scores": {"nll": 0.6}},
+                    "nuts": {
+                        "distances": {"total_variation": 0.0},
+                        "scores": {"nll": 0.6},
+                        "mcmc": {"rhat_lp": 1.02, "divergences": 0},
+                    },
                     "gal": {
                         "distances": {"total_variation": 0.125, "mutual_information_ratio": None},
                         "scores": {"nll": 0.7, "accuracy": 0.5},
@@ -77,6 +81,7 @@ def test_tables_and_plot_show_failures_and_undefined_values(bench, tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| gal | 0.125 | – | – | – | 0.7 | 0.5 | 5 | 1.5 | – |" in table
     assert "| ensemble | failed: guide.name must be one of ... |" in table
+    assert "`nuts` sampler: rhat_lp 1.02, divergences 0" in table
     assert (tmp_path / "posterior_quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
