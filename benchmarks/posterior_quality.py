@@ -2,24 +2,30 @@
 
 After Izmailov et al. (2021), who scored approximations by their predictive's distance to
 full-batch HMC: every method is trained through the command (``bayesrnn run``, one process per
-method) on two small tasks on real data, and its test-split predictive is compared with the
+method) on small tasks on real data, and its test-split predictive is compared with the
 reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_quality`:
 
 - ``forecast``: yearly sunspots, the ``forecast`` preset with a 1x4 LSTM (122 weights);
   Wasserstein-1 per test year, CRPS gap, 50%/90% coverage gaps, predictive sd ratio;
 - ``classify``: sentence polarity cut to 25 words and 500 sentences per split, a 3-wide LSTM
   over 2-wide embeddings (142 weights); total variation, top-1 agreement, predictive-entropy
-  ratio, mutual-information ratio.
+  ratio, mutual-information ratio;
+- ``symbols``: a next-symbol language model on Penn Treebank characters mapped to four classes
+  (vowel, consonant, word boundary, other; each line closed by ``<eos>``), the first ~3,000
+  training, 500 valid and 1,000 test symbols, a 3-wide LSTM over 2-wide embeddings (120
+  weights; unlike the classifier, its NUTS potential JIT-traces); categorical distances as for
+  ``classify``, per test position. The corpus is written at run time from ``ptb_char/`` into
+  ``--out``/data/ptb-symbols (the text is never copied elsewhere).
 
-Both stay under the NUTS guide's size limit, and both use a N(0, 1) prior for every method
+All stay under the NUTS guide's size limit, and all use a N(0, 1) prior for every method
 (Gal's guide needs a Gaussian prior, and NUTS mixes badly on a scale mixture's spike). Under a
 Gaussian prior the mean-field KL is the closed form whatever ``guide.kl`` says, so the two
 mean-field rows are the same run twice; to compare the two KL estimators, rerun with e.g.
 ``--forecast-set model.prior=scale_mixture`` (and without ``gal``).
 
-Each method also gets its own scores (forecast: CRPS, NLL, coverage; classify: NLL, accuracy)
-and its training cost: the summed epoch times from its ``metrics.json`` and the wall time of
-its whole ``bayesrnn run`` process (training, evaluation and start-up). Resumable: a method
+Each method also gets its own scores (forecast: CRPS, NLL, coverage; classify and symbols: NLL
+per sentence or symbol, accuracy) and its training cost: the summed epoch times from its
+``metrics.json`` and the wall time of its whole ``bayesrnn run`` process (training, evaluation and start-up). Resumable: a method
 whose run directory holds ``metrics.json`` is reused, not retrained (an interrupted one is
 resumed by the command from its checkpoint), and ``results.json``, ``results.md`` and
 ``posterior_quality.png`` in ``--out`` are rewritten after every method.
@@ -28,10 +34,11 @@ resumed by the command from its checkpoint), and ``results.json``, ``results.md`
     python benchmarks/posterior_quality.py --out /tmp/q --quick \\
         --reference mean_field_expected --methods mean_field_expected none    # a smoke run
 
-``--data-dir`` is the folder holding rt-polarity/ (default ../shared/data beside the project).
-``--forecast-set``, ``--classify-set`` and ``--nuts-set`` add ``--set`` values to every run of a
-task or to the NUTS run (e.g. ``--forecast-set model.hidden_size=4 --nuts-set
-guide.max_tree_depth=8``); a run directory made with other settings is refused, not reused.
+``--data-dir`` is the folder holding rt-polarity/ and ptb_char/ (default ../shared/data beside
+the project). ``--forecast-set``, ``--classify-set``, ``--symbols-set`` and ``--nuts-set`` add
+``--set`` values to every run of a task or to the NUTS run (e.g. ``--forecast-set
+model.hidden_size=4 --nuts-set guide.max_tree_depth=8``); a run directory made with other
+settings is refused, not reused.
 ``--samples`` must be a multiple of the ensemble's 5 members (each member weighs the same).
 """
 
