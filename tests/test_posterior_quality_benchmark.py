@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,23 @@ def test_symbol_classes_and_corpus_cut_at_whole_lines(bench, tmp_path):
     command = bench.run_command("symbols", "nuts", tmp_path / "n", args)
     assert command[command.index("--data") + 1] == str(folder)
     assert "--task" in command and command[command.index("--task") + 1] == "lm"
+
+
+def test_nuts_run_takes_no_epochs_and_is_reused_from_an_older_record(bench, tmp_path):
+    args = options(tmp_path, quick=False)
+    nuts = bench.run_command("symbols", "nuts", tmp_path / "symbols" / "nuts", args)
+    assert not any(s.startswith("trainer.epochs=") for s in settings_of(nuts))
+    other = settings_of(bench.run_command("symbols", "gal", tmp_path / "g", args))
+    assert "trainer.epochs=400" in other
+    # a NUTS run recorded with the epoch setting it ignores is still this run
+    settings = nuts[nuts.index("--quiet") :]
+    older = [*settings, "--set", "trainer.epochs=100"]
+    run = tmp_path / "symbols" / "nuts"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    (tmp_path / "symbols" / "nuts.command.json").write_text(json.dumps(older))
+    assert bench.train("symbols", "nuts", args, {"wall_seconds": 9.0})["reused"] is True
+    # another method's record with other epochs is another run: refused
+    (tmp_path / "symbols" / "gal.command.json").write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.train("symbols", "gal", args, {})
