@@ -2,36 +2,45 @@
 
 After Izmailov et al. (2021), who scored approximations by their predictive's distance to
 full-batch HMC: every method is trained through the command (``bayesrnn run``, one process per
-method) on two small tasks on real data, and its test-split predictive is compared with the
+method) on small tasks on real data, and its test-split predictive is compared with the
 reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_quality`:
 
 - ``forecast``: yearly sunspots, the ``forecast`` preset with a 1x4 LSTM (122 weights);
   Wasserstein-1 per test year, CRPS gap, 50%/90% coverage gaps, predictive sd ratio;
 - ``classify``: sentence polarity cut to 25 words and 500 sentences per split, a 3-wide LSTM
   over 2-wide embeddings (142 weights); total variation, top-1 agreement, predictive-entropy
-  ratio, mutual-information ratio.
+  ratio, mutual-information ratio;
+- ``symbols``: a next-symbol language model on Penn Treebank characters mapped to four classes
+  (vowel, consonant, word boundary, other; each line closed by ``<eos>``), the first ~3,000
+  training, 500 valid and 1,000 test symbols, a 3-wide LSTM over 2-wide embeddings (120
+  weights; unlike the classifier, its NUTS potential JIT-traces); categorical distances as for
+  ``classify``, per test position. The corpus is written at run time from ``ptb_char/`` into
+  ``--out``/data/ptb-symbols (the text is never copied elsewhere).
 
-Both stay under the NUTS guide's size limit, and both use a N(0, 1) prior for every method
+All stay under the NUTS guide's size limit, and all use a N(0, 1) prior for every method
 (Gal's guide needs a Gaussian prior, and NUTS mixes badly on a scale mixture's spike). Under a
 Gaussian prior the mean-field KL is the closed form whatever ``guide.kl`` says, so the two
 mean-field rows are the same run twice; to compare the two KL estimators, rerun with e.g.
 ``--forecast-set model.prior=scale_mixture`` (and without ``gal``).
 
-Each method also gets its own scores (forecast: CRPS, NLL, coverage; classify: NLL, accuracy)
-and its training cost: the summed epoch times from its ``metrics.json`` and the wall time of
-its whole ``bayesrnn run`` process (training, evaluation and start-up). Resumable: a method
-whose run directory holds ``metrics.json`` is reused, not retrained (an interrupted one is
-resumed by the command from its checkpoint), and ``results.json``, ``results.md`` and
-``posterior_quality.png`` in ``--out`` are rewritten after every method.
+Each method also gets its own scores (forecast: CRPS, NLL, coverage; classify and symbols: NLL
+per sentence or symbol, accuracy) and its training cost: the summed epoch times from its
+``metrics.json`` and the wall time of its whole ``bayesrnn run`` process (training, evaluation
+and start-up). Resumable: a method whose run directory holds ``metrics.json`` is reused, not
+retrained (an interrupted one is resumed by the command from its checkpoint), and
+``results.json``, ``results.md`` and ``posterior_quality.png`` in ``--out`` are rewritten
+after every method. The NUTS run takes no epoch setting, so changing the others' training
+length reuses it.
 
     python benchmarks/posterior_quality.py --out runs/quality                 # everything
     python benchmarks/posterior_quality.py --out /tmp/q --quick \\
         --reference mean_field_expected --methods mean_field_expected none    # a smoke run
 
-``--data-dir`` is the folder holding rt-polarity/ (default ../shared/data beside the project).
-``--forecast-set``, ``--classify-set`` and ``--nuts-set`` add ``--set`` values to every run of a
-task or to the NUTS run (e.g. ``--forecast-set model.hidden_size=4 --nuts-set
-guide.max_tree_depth=8``); a run directory made with other settings is refused, not reused.
+``--data-dir`` is the folder holding rt-polarity/ and ptb_char/ (default ../shared/data beside
+the project). ``--forecast-set``, ``--classify-set``, ``--symbols-set`` and ``--nuts-set`` add
+``--set`` values to every run of a task or to the NUTS run (e.g. ``--forecast-set
+model.hidden_size=4 --nuts-set guide.max_tree_depth=8``); a run directory made with other
+settings is refused, not reused.
 ``--samples`` must be a multiple of the ensemble's 5 members (each member weighs the same).
 """
 
@@ -47,6 +56,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the symbols task: Penn Treebank characters as four classes, so that a 1x3 LSTM fits NUTS
+VOWELS = frozenset("aeiou")
+CONSONANTS = frozenset("bcdfghjklmnpqrstvwxyz")
+BOUNDARY = "_"  # ptb.char's word boundary
+SYMBOL_COUNTS = {"train": 3000, "valid": 500, "test": 1000}  # at least, in whole lines
 
 # guide settings of each method, as --set values
 METHODS: dict[str, list[str]] = {
@@ -66,6 +81,28 @@ TASKS: dict[str, dict[str, list[str]]] = {
         "set": ["model.hidden_size=4"],
         "full": ["trainer.epochs=600"],
         "quick": ["trainer.epochs=20"],
+    },
+    "symbols": {
+        "args": ["--task", "lm"],  # --data: the symbol corpus this script writes
+        "set": [
+            "model.embedding_size=2",
+            "model.hidden_size=3",
+            "model.prior=gaussian",
+            "model.prior_scale=1.0",
+            "model.deterministic=[]",
+            "trainer.batch_size=50",
+            "trainer.eval_batch_size=10",
+            "trainer.bptt=20",
+            "trainer.optimizer=adam",
+            "trainer.lr=0.01",
+            "trainer.lr_decay=1.0",
+            "trainer.clip_norm=5.0",
+            "evaluation.reversed_text=false",
+            "evaluation.pruning=false",
+            "evaluation.sharpened_bound=false",
+        ],
+        "full": ["trainer.epochs=400"],
+        "quick": ["trainer.epochs=2"],
     },
     "classify": {
         "args": ["--task", "classify", "--data", "polarity"],
@@ -90,11 +127,53 @@ TASKS: dict[str, dict[str, list[str]]] = {
 DISTANCES = {
     "forecast": ["wasserstein1", "crps_gap", "coverage_gap_50", "coverage_gap_90", "sd_ratio"],
     "classify": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
+    "symbols": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
 }
 SCORES = {
     "forecast": ["crps", "nll", "coverage_50", "coverage_90"],
     "classify": ["nll", "accuracy"],
+    "symbols": ["nll", "accuracy"],
 }
+
+
+def symbol_of(char: str) -> str:
+    """A ptb.char symbol's class: v (vowel), c (consonant), _ (word boundary), o (other:
+    digits, punctuation, the N for numbers and the letters of <unk>'s brackets)."""
+    if char in VOWELS:
+        return "v"
+    if char in CONSONANTS:
+        return "c"
+    return "_" if char == BOUNDARY else "o"
+
+
+def symbol_lines(text: str, count: int) -> list[str]:
+    """The first whole lines of a ptb.char file, as space-separated classes, until they hold
+    at least ``count`` symbols (each line's end, the loader's <eos>, counted as one)."""
+    lines, total = [], 0
+    for line in text.split("\n"):
+        chars = line.split()
+        if not chars:
+            continue
+        lines.append(" ".join(symbol_of(c) for c in chars))
+        total += len(chars) + 1
+        if total >= count:
+            return lines
+    raise SystemExit(f"the ptb.char text holds {total} symbols, fewer than the {count} needed")
+
+
+def write_symbol_corpus(data_dir: Path, folder: Path) -> Path:
+    """Write ``folder``/{train,valid,test}.txt from ``data_dir``/ptb_char: the start of each
+    split mapped by :func:`symbol_of` (a word-level corpus of 4 symbols plus <eos>)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in SYMBOL_COUNTS.items():
+        text = (data_dir / "ptb_char" / f"ptb.char.{split}.txt").read_text()
+        (folder / f"{split}.txt").write_text("\n".join(symbol_lines(text, count)) + "\n")
+    return folder
+
+
+def symbol_corpus_dir(args: argparse.Namespace) -> Path:
+    """Where the symbols task's corpus is written: a cache folder beside the runs."""
+    return args.out / "data" / "ptb-symbols"
 
 
 def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> list[str]:
@@ -102,7 +181,9 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
     spec = TASKS[task]
     settings = [
         *spec["set"],
-        *spec["quick" if args.quick else "full"],
+        # the training length: NUTS has none, so its run (the costly one) is reused when
+        # only the other methods' epochs change
+        *([] if method == "nuts" else spec["quick" if args.quick else "full"]),
         *METHODS[method],
         "evaluation.export=false",
         f"evaluation.mc_samples={args.samples}",
@@ -119,6 +200,8 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
     command = [sys.executable, "-m", "bayesrnn", "run", *spec["args"], "--out", str(out)]
     if task == "classify":
         command += ["--data-dir", str(args.data_dir)]
+    if task == "symbols":
+        command += ["--data", str(symbol_corpus_dir(args))]
     command.append("--quiet")
     for setting in settings:
         command += ["--set", setting]
@@ -133,7 +216,8 @@ def train(task: str, method: str, args: argparse.Namespace, previous: dict) -> d
     # for the same command, never silently for other settings
     recorded = out.with_name(f"{method}.command.json")
     settings = command[command.index("--quiet") :]
-    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+    made_with = json.loads(recorded.read_text()) if recorded.is_file() else settings
+    if _without_epochs(made_with, method) != settings:
         raise SystemExit(
             f"{out} was made with other settings than these ({recorded}); delete both or "
             "give another --out"
@@ -156,11 +240,58 @@ def train(task: str, method: str, args: argparse.Namespace, previous: dict) -> d
     return {"run": str(out), "reused": False, "wall_seconds": wall}
 
 
+def _without_epochs(settings: list[str], method: str) -> list[str]:
+    """A NUTS run's recorded settings without ``trainer.epochs`` (which NUTS ignores and older
+    records of this script hold), so that its run is still reused; others' as they are."""
+    if method != "nuts":
+        return settings
+    kept = []
+    for part in settings:
+        if part.startswith("trainer.epochs=") and kept and kept[-1] == "--set":
+            kept.pop()
+        else:
+            kept.append(part)
+    return kept
+
+
 def train_seconds(run_dir: str) -> float | None:
     """The summed epoch times the run recorded (None when it recorded none)."""
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     seconds = metrics.get("timing", {}).get("epoch_seconds")
     return float(sum(seconds)) if seconds else None
+
+
+MCMC_FACTS = (
+    "num_chains",
+    "num_samples",
+    "warmup_steps",
+    "seconds",
+    "mean_tree_depth",
+    "divergences",
+    "rhat_max_predictive",
+    "ess_min_predictive",
+)
+
+
+def mcmc_facts(run_dir: str) -> dict | None:
+    """A NUTS run's sampler facts from its ``metrics.json`` (seconds per iteration, tree
+    depth, divergences, the largest r-hat and smallest ESS over the test log-likelihoods),
+    plus the r-hat and ESS of the log joint density of the draws (``rhat_lp``, ``ess_lp``);
+    None for other runs."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    mcmc = metrics.get("mcmc")
+    if not mcmc:
+        return None
+    from bayesrnn import load_run
+    from bayesrnn.evaluation.arviz_mcmc import predictive_convergence
+
+    facts = {key: mcmc.get(key) for key in MCMC_FACTS}
+    iterations = mcmc["num_chains"] * (mcmc["num_samples"] + mcmc["warmup_steps"])
+    facts["seconds_per_iteration"] = mcmc["seconds"] / iterations
+    lp = load_run(run_dir).guide.sample_stats["lp"].double().numpy()
+    lp_facts = predictive_convergence({"lp": lp}, 0, lp.size)["predictive_quantities"]["lp"]
+    facts["rhat_lp"], facts["ess_lp"] = finite(lp_facts["rhat_max"]), finite(lp_facts["ess_min"])
+    return facts
 
 
 def finite(value: float | None) -> float | None:
@@ -195,6 +326,10 @@ def markdown(results: dict) -> str:
             cells = [_cell(values.get(c)) for c in columns]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+        for method, row in entry["methods"].items():
+            if "mcmc" in row:
+                facts = ", ".join(f"{k} {_cell(v)}" for k, v in row["mcmc"].items())
+                lines += [f"`{method}` sampler: {facts}", ""]
     return "\n".join(lines)
 
 
@@ -275,18 +410,19 @@ def main() -> None:
             metavar="KEY=VALUE",
             help=f"a further --set for {what} (repeatable)",
         )
-    parser.add_argument(
-        "--classify-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a further --set for every classify run (repeatable)",
-    )
+    for task in ("classify", "symbols"):
+        parser.add_argument(
+            f"--{task}-set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a further --set for every {task} run (repeatable)",
+        )
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=ROOT.parent / "shared" / "data",
-        help="rt-polarity/'s folder",
+        help="the folder holding rt-polarity/ and ptb_char/",
     )
     args = parser.parse_args()
     args.samples = args.samples or (5 if args.quick else 100)
@@ -296,7 +432,11 @@ def main() -> None:
         args.nuts_chains = min(args.nuts_chains, 2)
     if "classify" in args.tasks and not (args.data_dir / "rt-polarity").is_dir():
         parser.error(f"no rt-polarity/ in {args.data_dir}: give --data-dir or --tasks forecast")
+    if "symbols" in args.tasks and not (args.data_dir / "ptb_char").is_dir():
+        parser.error(f"no ptb_char/ in {args.data_dir}: give --data-dir or leave out symbols")
     args.out.mkdir(parents=True, exist_ok=True)
+    if "symbols" in args.tasks:
+        write_symbol_corpus(args.data_dir, symbol_corpus_dir(args))
 
     import torch
 
@@ -323,6 +463,9 @@ def main() -> None:
             row["chains"] = predictive.chains
             row["train_seconds"] = train_seconds(row["run"])
             row["scores"] = {k: finite(v) for k, v in predictive.scores().items()}
+            facts = mcmc_facts(row["run"])
+            if facts is not None:
+                row["mcmc"] = facts
             if method == args.reference:
                 reference = predictive
             if reference is not None:

@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def options(tmp_path, **changes) -> argparse.Namespace:
         "nuts_set": ["guide.max_tree_depth=6"],
         "forecast_set": ["model.hidden_size=2"],
         "classify_set": [],
+        "symbols_set": [],
         "data_dir": tmp_path,
     }
     return argparse.Namespace(**(values | changes))
@@ -60,7 +62,11 @@ def test_tables_and_plot_show_failures_and_undefined_values(bench, tmp_path):
             "classify": {
                 "reference": "nuts",
                 "methods": {
-                    "nuts": {"distances": {"total_variation": 0.0}, "scores": {"nll": 0.6}},
+                    "nuts": {
+                        "distances": {"total_variation": 0.0},
+                        "scores": {"nll": 0.6},
+                        "mcmc": {"rhat_lp": 1.02, "divergences": 0},
+                    },
                     "gal": {
                         "distances": {"total_variation": 0.125, "mutual_information_ratio": None},
                         "scores": {"nll": 0.7, "accuracy": 0.5},
@@ -76,4 +82,47 @@ def test_tables_and_plot_show_failures_and_undefined_values(bench, tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| gal | 0.125 | – | – | – | 0.7 | 0.5 | 5 | 1.5 | – |" in table
     assert "| ensemble | failed: guide.name must be one of ... |" in table
+    assert "`nuts` sampler: rhat_lp 1.02, divergences 0" in table
     assert (tmp_path / "posterior_quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_symbol_classes_and_corpus_cut_at_whole_lines(bench, tmp_path):
+    assert [bench.symbol_of(c) for c in "aeyz_N<.7"] == list("vvcc_oooo")
+    text = "t h e _ c a t\n\n< u n k > _ N\nn o t _ r e a d\n"
+    # 7 symbols + <eos> = 8 < 10: the second line is taken too (16 in all), not the third
+    assert bench.symbol_lines(text, 10) == ["c c v _ c v c", "o v c c o _ o"]
+    with pytest.raises(SystemExit, match="fewer than the 99 needed"):
+        bench.symbol_lines(text, 99)
+    data = tmp_path / "data"
+    (data / "ptb_char").mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (data / "ptb_char" / f"ptb.char.{split}.txt").write_text(text * 300)
+    args = options(tmp_path / "out", data_dir=data)
+    folder = bench.write_symbol_corpus(data, bench.symbol_corpus_dir(args))
+    lines = (folder / "train.txt").read_text().splitlines()
+    symbols = sum(len(line.split()) + 1 for line in lines)  # each line's <eos> counts
+    assert set(" ".join(lines).split()) == {"c", "v", "_", "o"}
+    assert 3000 <= symbols < 3000 + 9  # stops at the line that reaches 3,000
+    command = bench.run_command("symbols", "nuts", tmp_path / "n", args)
+    assert command[command.index("--data") + 1] == str(folder)
+    assert "--task" in command and command[command.index("--task") + 1] == "lm"
+
+
+def test_nuts_run_takes_no_epochs_and_is_reused_from_an_older_record(bench, tmp_path):
+    args = options(tmp_path, quick=False)
+    nuts = bench.run_command("symbols", "nuts", tmp_path / "symbols" / "nuts", args)
+    assert not any(s.startswith("trainer.epochs=") for s in settings_of(nuts))
+    other = settings_of(bench.run_command("symbols", "gal", tmp_path / "g", args))
+    assert "trainer.epochs=400" in other
+    # a NUTS run recorded with the epoch setting it ignores is still this run
+    settings = nuts[nuts.index("--quiet") :]
+    older = [*settings, "--set", "trainer.epochs=100"]
+    run = tmp_path / "symbols" / "nuts"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    (tmp_path / "symbols" / "nuts.command.json").write_text(json.dumps(older))
+    assert bench.train("symbols", "nuts", args, {"wall_seconds": 9.0})["reused"] is True
+    # another method's record with other epochs is another run: refused
+    (tmp_path / "symbols" / "gal.command.json").write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.train("symbols", "gal", args, {})
