@@ -44,7 +44,13 @@ from bayesrnn.app.presets import gal_prior_scale
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import TBPTTTrainer, evaluate_stream, make_guide
-from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, brnn_ptb_prior
+from bayesrnn.models import (
+    GaussianPrior,
+    LanguageModel,
+    LearnedGaussianPrior,
+    ScaleMixturePrior,
+    brnn_ptb_prior,
+)
 
 PTB_TRAIN_TOKENS = 929_589
 
@@ -62,6 +68,7 @@ class Method:
     guide: str = "none"
     guide_options: dict = field(default_factory=dict)
     regularisers: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=dict)  # TrainerConfig fields that differ from SMALL's
 
 
 # Zaremba's small configuration (network and schedule), read from the preset: one source.
@@ -102,6 +109,20 @@ METHODS = {
         guide="sharpened",
         guide_options={"sigma0": 0.02},
     ),
+    "bbb-eb": Method(
+        "BBB, Gaussian prior scale per site by empirical Bayes",
+        "the package's model.prior_scale=learned (s*² = mean of μ² + σ² per site)",
+        prior="learned",
+        guide="mean_field",
+    ),
+    "bbb-constant-lr": Method(
+        "BBB, Fortunato's σ, no learning-rate decay",
+        "Fortunato et al. 2017 prior and initial σ; SGD lr 1 for all epochs (is it undertrained?)",
+        prior="mixture",
+        guide="mean_field",
+        guide_options={"init_scale": "fortunato"},
+        trainer={"constant_epochs": 10_000},
+    ),
     "zoneout": Method(
         "zoneout + Zaremba dropout",
         "Krueger et al. 2017 word-PTB: z_c 0.25, z_h 0.025 with dropout 0.5",
@@ -110,7 +131,17 @@ METHODS = {
 }
 
 # Methods by training cost on the CPU (sharpening: two forward-backward passes per window).
-START_ORDER = ["bbb-sharpened", "bbb", "bbb-row", "gal", "zoneout", "zaremba", "none"]
+START_ORDER = [
+    "bbb-sharpened",
+    "bbb",
+    "bbb-row",
+    "bbb-eb",
+    "bbb-constant-lr",
+    "gal",
+    "zoneout",
+    "zaremba",
+    "none",
+]
 assert sorted(START_ORDER) == sorted(METHODS)
 
 STUDIES = {
@@ -131,11 +162,15 @@ def build(method: Method, vocab: int, train_tokens: int):
         prior = ScaleMixturePrior()
     elif method.prior == "mixture-row":
         prior = brnn_ptb_prior()
+    elif method.prior == "learned":
+        prior = LearnedGaussianPrior()
     else:
         # Gal's per-step weight decay 1e-7 as a prior (derivation in bayesrnn.app.config and
         # bayesrnn.inference.guides.gal): C·B = train tokens / BPTT, keep probability 0.5.
         prior = GaussianPrior(gal_prior_scale(1e-7, 0.5, train_tokens / SMALL.trainer.bptt))
-    deterministic = ("decoder.bias",) if method.prior in ("mixture", "mixture-row") else ()
+    deterministic = (
+        ("decoder.bias",) if method.prior in ("mixture", "mixture-row", "learned") else ()
+    )
     model = LanguageModel(
         vocab,
         SMALL.model.embedding_size,
@@ -161,6 +196,7 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
         seed=seed,
         progress=study.get("progress", False),
         checkpoint_every=None,  # no checkpoint file: a study run is not resumed
+        **method.trainer,
     )
     valid = corpus.valid[: study.get("eval_tokens")]
     trainer = TBPTTTrainer(model, guide, train, valid, config=config)
@@ -175,6 +211,9 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
         "train_seconds": train_seconds,
         "tokens_per_second": sum(history.tokens) / sum(history.epoch_seconds),
         "valid_perplexity_by_epoch": history.valid_perplexity,
+        # The ELBO's two parts per epoch: training NLL per token (an underfit shows here) and
+        # the epoch's KL in nats (the sum of its windows' 1/C shares).
+        **_epoch_terms(history),
     }
     # A model with no random weights and no masks predicts the same with every draw: one pass.
     stochastic = method.guide != "none" or bool(method.regularisers)
@@ -210,6 +249,16 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
             result[f"{split}_perplexity_mean"] = evaluation.perplexity
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def _epoch_terms(history) -> dict:
+    nll, kl, start = [], [], 0
+    for steps in history.epoch_steps:
+        window = slice(start, start + steps)
+        nll.append(sum(history.nll[window]) / max(1, sum(history.tokens[window])))
+        kl.append(sum(history.kl[window]))
+        start += steps
+    return {"train_nll_by_epoch": nll, "kl_by_epoch": kl}
 
 
 def cpu_name() -> str:
