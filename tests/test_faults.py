@@ -128,7 +128,23 @@ START_FAULTS = {
     "config is binary": (["--config", "{area}/binary.toml"], "not valid toml"),
     "config is missing": (["--config", "{area}/nowhere.toml"], "not found"),
     "vocabulary of one id": (["--set", "data.max_vocab=1"], "max_size=1"),
-    "model too large": (["--set", "model.hidden_size=10000000000"], "does not fit in memory"),
+    "model too large": (["--set", "model.hidden_size=200000"], "does not fit in memory"),
+    "hidden size of 2**62": (["--set", f"model.hidden_size={2**62}"], "model.hidden_size must lie"),
+    "embedding size 1e23": (["--set", "model.embedding_size=1e23"], "model.embedding_size"),
+    "a hundred thousand layers": (["--set", "model.num_layers=100000"], "model.num_layers"),
+    "infinite init range": (["--set", "model.init_range=inf"], "model.init_range must lie"),
+    "learning rate 1e39": (["--set", "trainer.lr=1e39"], "trainer.lr must lie"),
+    "a hundred thousand particles": (
+        ["--set", "trainer.num_particles=100000"],
+        "trainer.num_particles must lie",
+    ),
+    "a million MC samples": (["--samples", "1000000"], "evaluation.mc_samples must lie"),
+    "1e8 calibration bins": (["--set", "evaluation.n_bins=100000000"], "evaluation.n_bins"),
+    "quadrature of 100000 nodes": (
+        ["--set", "guide.quadrature_order=100000"],
+        "guide.quadrature_order must lie",
+    ),
+    "no pruning fractions": (["--set", "evaluation.pruning_fractions=[]"], "pruning_fractions"),
     "batch larger than data": (["--set", "trainer.batch_size=100000"], "trainer.batch_size"),
     "window longer than data": (["--set", "trainer.bptt=100000"], "trainer.bptt"),
     "eval batch larger than data": (["--set", "trainer.eval_batch_size=100000"], "eval_batch_size"),
@@ -139,6 +155,10 @@ START_FAULTS = {
     "bad override": (["--set", "model.hidden_size"], "section.key=value"),
     "unknown key": (["--set", "model.hidden=3"], "unknown"),
 }
+
+
+if not torch.backends.mps.is_available():
+    START_FAULTS["mps on a machine without it"] = (["--device", "mps"], "no Apple GPU (MPS)")
 
 
 @pytest.mark.parametrize("case", sorted(START_FAULTS))

@@ -371,6 +371,9 @@ class RunConfig:
         _check_local_decoder(self)
         _check_fitted_scale_guide(self)
         _check_nuts(self)
+        from bayesrnn.app.config_limits import check_limits  # it imports this module
+
+        check_limits(self)
 
 
 def _check_prior_scale(model: ModelConfig) -> None:

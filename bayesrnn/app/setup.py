@@ -358,6 +358,11 @@ class Setup:
 
 def check_device(config: RunConfig) -> None:
     device = config.trainer.device
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "device 'mps' was asked for, but torch sees no Apple GPU (MPS) on this machine; "
+            "use device 'cpu' (--device cpu, trainer.device or load_run(..., device='cpu'))"
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"device {device!r} was asked for, but torch sees no CUDA device on this machine; "
