@@ -109,6 +109,7 @@ def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
                     nll = _gal_mc_nll(trained, current_ranks())
                     (Path(folder) / f"mc-{rank}.json").write_text(json.dumps(nll))
                 (Path(folder) / f"history-{kind}-{rank}.json").write_text(text)
+            dist.barrier()  # both ranks done before either tears gloo down (seen: SIGABRT)
             return
         else:
             trainer = _classifier_trainer()
@@ -122,6 +123,7 @@ def _worker(rank: int, world: int, port: int, folder: str, which: str) -> None:
             (Path(folder) / f"valid{rank}.json").write_text(json.dumps(result))
         torch.save(_state(trainer), Path(folder) / f"state{rank}.pt")
         (Path(folder) / f"history{rank}.json").write_text(json.dumps(history.to_dict()))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
