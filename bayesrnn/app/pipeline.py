@@ -168,6 +168,7 @@ def _evaluate(
     ranks: Ranks | None = None,
     ood: OODText | None = None,
     own_result: bool = False,
+    unfinished: str | None = None,
 ) -> dict:
     began = time.perf_counter()
     if s.config.task == "classify":
@@ -208,6 +209,8 @@ def _evaluate(
         **results,
         "files": files,
         **({"export_error": export_error} if export_error else {}),
+        # said in the file too: a mid-training checkpoint's results are never the run's
+        **({"unfinished": f"mid-training checkpoint ({unfinished})"} if unfinished else {}),
         "timing": {
             "epoch_seconds": history["epoch_seconds"],
             "evaluate_seconds": evaluate_seconds,
@@ -389,10 +392,9 @@ def evaluate_run(
         target = _new_evaluation_dir(run, force, unfinished is not None)
         target.root.mkdir(exist_ok=True)
         try:
-            metrics = _evaluate(s, history, target, log, export=False, ood=named)
-            if unfinished is not None:  # said in the file too: never taken for the result
-                metrics["unfinished"] = f"mid-training checkpoint ({unfinished})"
-                write_json(target.metrics, metrics)
+            metrics = _evaluate(
+                s, history, target, log, export=False, ood=named, unfinished=unfinished
+            )
         except BaseException:
             if target.root != run.root:  # a new folder, half written: not a result
                 shutil.rmtree(target.root, ignore_errors=True)
