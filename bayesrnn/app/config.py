@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bayesrnn.app.config_limits import limit_violation
 from bayesrnn.data.transforms import TRANSFORMS
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
 from bayesrnn.inference.guides.ensemble import check_members
@@ -371,9 +372,9 @@ class RunConfig:
         _check_local_decoder(self)
         _check_fitted_scale_guide(self)
         _check_nuts(self)
-        from bayesrnn.app.config_limits import check_limits  # it imports this module
-
-        check_limits(self)
+        violation = limit_violation(self)
+        if violation is not None:
+            raise ConfigError(violation)
 
 
 def _check_prior_scale(model: ModelConfig) -> None:

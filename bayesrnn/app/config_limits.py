@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bayesrnn.app.config import RunConfig
 
-__all__ = ["LIMITS", "check_limits"]
+__all__ = ["LIMITS", "limit_violation"]
 
 # section.key: (lowest, highest) allowed, both inclusive; None values are left to the section
 LIMITS: dict[str, tuple[float, float]] = {
@@ -41,20 +41,19 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
-def check_limits(config: RunConfig) -> None:
-    """Raise :class:`ConfigError` for the first numeric setting outside its bounds, naming the
-    range."""
-    from bayesrnn.app.config import ConfigError  # config calls this from RunConfig
-
+def limit_violation(config: RunConfig) -> str | None:
+    """What is wrong with the first numeric setting outside its bounds, naming the range (the
+    config raises it as a ConfigError); None when every setting is within its bounds."""
     for key, (low, high) in LIMITS.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue  # absent, or not a number: the section's own check speaks
         if not (math.isfinite(value) and low <= value <= high):
-            raise ConfigError(f"{key} must lie in [{low:g}, {high:g}], got {value!r}")
+            return f"{key} must lie in [{low:g}, {high:g}], got {value!r}"
     if config.evaluation.pruning and not config.evaluation.pruning_fractions:
-        raise ConfigError(
+        return (
             "evaluation.pruning_fractions is empty: give at least one fraction in [0, 1], or "
             "set evaluation.pruning=false"
         )
+    return None
