@@ -447,9 +447,6 @@ def restore(s: Setup, run: RunDir) -> dict:
                     s.guide(*(t.to(device) for t in first_batch(s.config, s.model)))
             s.guide.load_state_dict(payload["guide"])
         s.model.load_state_dict(payload["model"])
-        missing = [key for key in ("position", "history") if key not in payload]
-        if missing:  # what resume and evaluation read
-            raise KeyError(f"no {', '.join(missing)}")
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         reason = " ".join(str(error).split())[:160]
         raise CheckpointError(
