@@ -402,21 +402,16 @@ def main() -> None:
     parser.add_argument("--nuts-chains", type=int, default=4)
     parser.add_argument("--nuts-samples", type=int, help="draws per chain (default 100, quick 10)")
     parser.add_argument("--nuts-warmup", type=int, help="warm-up steps (default 200, quick 10)")
-    for name, what in (("nuts", "the nuts run"), ("forecast", "every forecast run")):
+    for name, what in (
+        ("nuts", "the nuts run"),
+        *((task, f"every {task} run") for task in ("forecast", "classify", "symbols")),
+    ):
         parser.add_argument(
             f"--{name}-set",
             action="append",
             default=[],
             metavar="KEY=VALUE",
             help=f"a further --set for {what} (repeatable)",
-        )
-    for task in ("classify", "symbols"):
-        parser.add_argument(
-            f"--{task}-set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"a further --set for every {task} run (repeatable)",
         )
     parser.add_argument(
         "--data-dir",
