@@ -6,30 +6,14 @@ Fortunato's initial σ (0.25–1 per weight under an N(0, 1) prior) left this ta
 """
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
-from torch import nn
 
 from bayesrnn.inference import MeanFieldGuide
-from bayesrnn.models import BayesianLSTM, GaussianPrior, bayesianize
-
-
-class Tagger(nn.Module):  # README's own-model example
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(50, 8)
-        self.rnn = BayesianLSTM(8, 16, prior=None)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, tokens, tags=None):
-        logits = self.head(self.rnn(self.embed(tokens))[0])
-        batch, time = pyro.plate("batch", tokens.shape[1], dim=-1), pyro.plate("time", 12, dim=-2)
-        with batch, time:
-            pyro.sample("obs", dist.Categorical(logits=logits), obs=tags)
-        return logits
+from bayesrnn.models import GaussianPrior, bayesianize
+from tests.readme_tagger import Tagger
 
 
 def held_out_accuracy(make_guide, steps: int = 150) -> float:

@@ -9,7 +9,6 @@ time, or a vectorised loss against the single-particle one where the draws are a
 import math
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
@@ -23,24 +22,10 @@ from bayesrnn.inference.guides import (
     MeanFieldGuide,
     SharpenedGuide,
 )
-from bayesrnn.models import BayesianLSTM, GaussianPrior, bayesianize, weight_sites
+from bayesrnn.models import GaussianPrior, bayesianize, weight_sites
+from tests.readme_tagger import Tagger
 
 DRAWS = 4
-
-
-class Tagger(nn.Module):  # README's own model, as written there
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(50, 8)
-        self.rnn = BayesianLSTM(8, 16, prior=None)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, tokens, tags=None):
-        logits = self.head(self.rnn(self.embed(tokens))[0])
-        with pyro.plate("batch", tokens.shape[1], dim=-1):  # noqa: SIM117 (README's words)
-            with pyro.plate("time", tokens.shape[0], dim=-2):
-                pyro.sample("obs", dist.Categorical(logits=logits), obs=tags)
-        return logits
 
 
 GUIDES = {
