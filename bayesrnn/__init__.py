@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from bayesrnn.version import __version__
 
 __all__ = ["RunPredictive", "TrainedRun", "__version__", "load_run", "run_predictive"]
 

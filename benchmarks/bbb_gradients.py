@@ -21,8 +21,8 @@ from bayesrnn.app.config_files import resolve_config
 from bayesrnn.data import load_ptb
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference import make_guide
-from bayesrnn.inference.elbo import window_terms
-from bayesrnn.inference.tbptt import Window, plan_windows, window_batch
+from bayesrnn.inference.estimators.elbo import window_terms
+from bayesrnn.inference.runtime.tbptt import Window, plan_windows, window_batch
 from bayesrnn.models import LanguageModel, ScaleMixturePrior, brnn_ptb_prior
 
 SMALL = resolve_config("zaremba-small")

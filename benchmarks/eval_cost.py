@@ -20,8 +20,13 @@ from pathlib import Path
 import torch
 
 from bayesrnn.inference import MeanFieldGuide, evaluate_stream
-from bayesrnn.inference.mc_draws import mean_field_draws
-from bayesrnn.inference.predictive import _run, _target_log_probs, posterior_mean, sample_weights
+from bayesrnn.inference.prediction.mc_draws import mean_field_draws
+from bayesrnn.inference.prediction.predictive import (
+    _run,
+    _target_log_probs,
+    posterior_mean,
+    sample_weights,
+)
 from bayesrnn.models import LanguageModel, ScaleMixturePrior
 
 TARGET = 0.6

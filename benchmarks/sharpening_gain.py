@@ -22,8 +22,8 @@ import torch
 from bayesrnn.app.pipeline import load_run_for
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.guides.sharpened import window_nll_gradient
-from bayesrnn.inference.predictive import _run, _target_log_probs, sample_weights
-from bayesrnn.inference.tbptt import Window, window_batch
+from bayesrnn.inference.prediction.predictive import _run, _target_log_probs, sample_weights
+from bayesrnn.inference.runtime.tbptt import Window, window_batch
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from bayesrnn.app.classifier_task import train_classifier
 from bayesrnn.app.config_files import resolve_config
 from bayesrnn.app.setup import Setup, build, quiet_log
 from bayesrnn.data import ClassificationCorpus, ClassificationSplit, Vocabulary
-from bayesrnn.inference.divergence import DivergenceError, NonFiniteLossError
+from bayesrnn.inference.training.divergence import DivergenceError, NonFiniteLossError
 
 
 def _split(count: int, seed: int) -> ClassificationSplit:

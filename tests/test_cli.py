@@ -426,7 +426,7 @@ def test_dynamic_evaluation_and_the_row_wise_prior_through_the_cli(tmp_path, cap
 def test_the_local_mc_estimator_runs_from_the_config(default_run, tmp_path, capsys, monkeypatch):
     """evaluation.mc_decoder=local with shared recurrent draws reaches evaluate_stream: the
     posterior mean is the default run's, the MC pass takes the local path."""
-    from bayesrnn.inference import predictive
+    from bayesrnn.inference.prediction import predictive
 
     calls = []
     real = predictive._local_window

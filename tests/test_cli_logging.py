@@ -59,7 +59,7 @@ def test_the_library_has_only_a_null_handler(capsys):
 )
 def test_cli_logging_levels_and_warning_prefix(capsys, quiet, shown):
     with cli_logging(quiet=quiet):
-        logging.getLogger("bayesrnn.inference.trainer").info("step")
+        logging.getLogger("bayesrnn.inference.training.trainer").info("step")
         logging.getLogger("bayesrnn.app.pipeline").warning("careful")
         logging.getLogger("elsewhere").warning("not ours")
     assert capsys.readouterr().err.splitlines() == shown

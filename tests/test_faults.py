@@ -545,7 +545,7 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(command, area, cap
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(area, capsys, monkeypatch):
-    import bayesrnn.inference.checkpoint as checkpoint_module
+    import bayesrnn.inference.training.checkpoint as checkpoint_module
 
     run = area / "run"
     (run / "metrics.json").unlink()

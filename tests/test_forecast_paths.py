@@ -17,7 +17,7 @@ from bayesrnn.inference.guides import (
     GalDropoutGuide,
     MeanFieldGuide,
 )
-from bayesrnn.inference.predictive import sample_weights
+from bayesrnn.inference.prediction.predictive import sample_weights
 from bayesrnn.models.regressor import Forecast, SequenceRegressor, inverse_softplus
 from tests.cli_helpers import TINY, cli
 from tests.conftest import SHARED_DATA

@@ -16,7 +16,7 @@ from bayesrnn.app.cli import main
 from bayesrnn.app.forecast_task import forecast_range
 from bayesrnn.app.setup import load_data
 from bayesrnn.evaluation.forecast import series_inputs
-from bayesrnn.inference.predictive import sample_weights
+from bayesrnn.inference.prediction.predictive import sample_weights
 from bayesrnn.models import Forecast
 
 from .conftest import SHARED_DATA

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bayesrnn.inference.checkpoint import CheckpointError
+from bayesrnn.inference.training.checkpoint import CheckpointError
 
 __all__ = ["check_checkpoint"]
 

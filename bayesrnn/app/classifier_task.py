@@ -25,8 +25,8 @@ from bayesrnn.evaluation.uncertainty import categorical_entropy
 from bayesrnn.inference import (
     predict_sequences,
 )
-from bayesrnn.inference.batching import SequenceBatches
-from bayesrnn.inference.trainer import SVITrainer
+from bayesrnn.inference.training.batching import SequenceBatches
+from bayesrnn.inference.training.trainer import SVITrainer
 
 __all__ = ["classifier_predictions", "evaluate_classifier", "train_classifier"]
 

@@ -56,7 +56,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(dumps_toml(config), end="")
         return 0
     from bayesrnn.app.launch import join_process_group, leave_process_group
-    from bayesrnn.inference.distributed import PeerLostError, current_ranks
+    from bayesrnn.inference.runtime.distributed import PeerLostError, current_ranks
 
     config = join_process_group(config)  # under torchrun: one rank of several
     try:
@@ -281,8 +281,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bayesrnn.app.pipeline import JobError
     from bayesrnn.data import ChecksumError, DataError, DataNotFoundError, DownloadError
     from bayesrnn.inference import NonFiniteLossError
-    from bayesrnn.inference.checkpoint import CheckpointError
-    from bayesrnn.inference.distributed import PeerLostError
+    from bayesrnn.inference.runtime.distributed import PeerLostError
+    from bayesrnn.inference.training.checkpoint import CheckpointError
 
     return (
         ConfigError,
@@ -397,7 +397,7 @@ def _command(argv: Sequence[str] | None) -> int:
                 return HANDLERS[args.handler_name](args)
         except _user_errors() as error:
             print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
-            from bayesrnn.inference.distributed import PeerLostError
+            from bayesrnn.inference.runtime.distributed import PeerLostError
 
             if argv is None and isinstance(error, PeerLostError):
                 _exit_now(2)  # skip the broken process group's destructors (they may abort)

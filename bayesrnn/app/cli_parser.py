@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from bayesrnn import __version__
+    from bayesrnn.version import __version__
 
     parser.add_argument("--version", action="version", version=f"bayesrnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

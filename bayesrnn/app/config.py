@@ -16,11 +16,11 @@ from typing import Any
 from bayesrnn.app.config_limits import limit_violation
 from bayesrnn.data.transforms import TRANSFORMS
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
+from bayesrnn.inference.estimators.mixture_kl import check_quadrature_order
 from bayesrnn.inference.guides.ensemble import check_members
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
-from bayesrnn.inference.mc_draws import DECODER_CHOICES
-from bayesrnn.inference.mixture_kl import check_quadrature_order
-from bayesrnn.inference.trainer import TrainerConfig
+from bayesrnn.inference.prediction.mc_draws import DECODER_CHOICES
+from bayesrnn.inference.training.trainer import TrainerConfig
 
 NONE = "none"
 TASKS = ("lm", "classify", "forecast")

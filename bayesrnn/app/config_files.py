@@ -32,7 +32,7 @@ from bayesrnn.app.config import (
 )
 from bayesrnn.app.presets import PRESETS
 from bayesrnn.data.atomic import atomic_write
-from bayesrnn.inference.trainer import TrainerConfig
+from bayesrnn.inference.training.trainer import TrainerConfig
 
 
 def _section_types(section: type) -> dict[str, Any]:

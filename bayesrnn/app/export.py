@@ -19,7 +19,7 @@ from bayesrnn.app.setup import (
 )
 from bayesrnn.data import pad_batch
 from bayesrnn.data.atomic import temporary_path
-from bayesrnn.inference.kl_weight import posterior_label
+from bayesrnn.inference.training.kl_weight import posterior_label
 
 
 def no_export_reason(config: RunConfig) -> str | None:

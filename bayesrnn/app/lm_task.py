@@ -20,9 +20,9 @@ from bayesrnn.evaluation import (
 from bayesrnn.evaluation.pruning import pruning_curve
 from bayesrnn.evaluation.stream_report import language_model_report
 from bayesrnn.inference import SharpenedGuide, TBPTTTrainer, sharpened_bound
-from bayesrnn.inference.distributed import Ranks
-from bayesrnn.inference.dynamic import dynamic_evaluate
-from bayesrnn.inference.predictive import safe_exp
+from bayesrnn.inference.prediction.dynamic import dynamic_evaluate
+from bayesrnn.inference.prediction.predictive import safe_exp
+from bayesrnn.inference.runtime.distributed import Ranks
 
 
 def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:

@@ -1,7 +1,7 @@
 """Log lines of the ``bayesrnn`` command: the library's log records, on stderr, between tqdm bars.
 
 The package logs through ``logging.getLogger("bayesrnn")`` and its children (one per module,
-e.g. ``bayesrnn.inference.trainer`` for the epoch lines) and, as a library should, adds no
+e.g. ``bayesrnn.inference.training.trainer`` for the epoch lines) and, as a library should, adds no
 handler but a ``NullHandler``: a Python user sees nothing until they configure logging, e.g.
 ``logging.basicConfig(level=logging.INFO)``. The command line installs :class:`TqdmHandler` on
 the ``bayesrnn`` logger for the duration of a command, at INFO, or WARNING with ``--quiet``,

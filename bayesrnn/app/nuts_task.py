@@ -23,9 +23,9 @@ from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, padding_id, seed_everything
 from bayesrnn.data import pad_batch
 from bayesrnn.data.streams import batchify
-from bayesrnn.inference.checkpoint import save_checkpoint
 from bayesrnn.inference.mcmc import nuts_weight_count, run_nuts
-from bayesrnn.inference.tbptt import Window, model_window
+from bayesrnn.inference.runtime.tbptt import Window, model_window
+from bayesrnn.inference.training.checkpoint import save_checkpoint
 
 __all__ = ["is_nuts_history", "nuts_data", "nuts_datatree", "nuts_metrics", "train_nuts"]
 

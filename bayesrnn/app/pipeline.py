@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from bayesrnn import __version__
 from bayesrnn.app.classifier_task import evaluate_classifier, train_classifier
 from bayesrnn.app.config import ConfigError, RunConfig
 from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
@@ -59,10 +58,11 @@ from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
 from bayesrnn.inference import TrainerConfig
-from bayesrnn.inference.distributed import Ranks, barrier, current_ranks
-from bayesrnn.inference.kl_weight import posterior_label
-from bayesrnn.inference.trainer import History
+from bayesrnn.inference.runtime.distributed import Ranks, barrier, current_ranks
+from bayesrnn.inference.training.kl_weight import posterior_label
+from bayesrnn.inference.training.trainer import History
 from bayesrnn.models import learned_prior_scales, prior_scale_sites, weight_sites
+from bayesrnn.version import __version__
 
 __all__ = [
     "JobError",

@@ -35,9 +35,9 @@ from bayesrnn.data import (
     reencode_corpus,
 )
 from bayesrnn.inference import load_checkpoint, make_guide
-from bayesrnn.inference.checkpoint import CheckpointError
-from bayesrnn.inference.distributed import current_ranks
 from bayesrnn.inference.mcmc import check_nuts_size
+from bayesrnn.inference.runtime.distributed import current_ranks
+from bayesrnn.inference.training.checkpoint import CheckpointError
 from bayesrnn.models import (
     GaussianPrior,
     HierarchicalGaussianPrior,

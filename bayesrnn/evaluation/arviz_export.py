@@ -37,8 +37,8 @@ Gal's guide (:class:`GalDropoutGuide`) has no density: no ``sample_stats``. With
 its weights. With scope ``"sequence"`` the masks act inside the model, drawn per sequence at
 every window, so draw s is one MC-dropout pass rather than one network; its ``posterior`` entry
 is a separate draw of q (the mean M with one fresh column mask, row mask for the embedding, as
-:class:`~bayesrnn.inference.distributions.GalWeight` defines q), not the masks that scored the
-tokens. Biases are never dropped: their draws all equal M.
+:class:`~bayesrnn.inference.estimators.distributions.GalWeight` defines q), not the masks
+that scored the tokens. Biases are never dropped: their draws all equal M.
 
 Ensembles (:class:`~bayesrnn.inference.EnsembleGuide`): draw k is member k, so an export of K
 draws holds each member once; a point mass has no density, so there is no ``sample_stats``.
@@ -76,8 +76,8 @@ from bayesrnn.evaluation.arviz_tree import (
 from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
 from bayesrnn.inference.guides.gal import GalDropoutGuide
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
-from bayesrnn.inference.predictive import sample_weights
-from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
+from bayesrnn.inference.prediction.predictive import sample_weights
+from bayesrnn.inference.runtime.tbptt import detach_state, plan_windows, window_batch
 from bayesrnn.models.bayesian import prior_scale_sites, weight_sites
 from bayesrnn.models.regularisers import bernoulli_mask, mc_dropout
 

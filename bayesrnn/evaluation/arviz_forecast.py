@@ -57,7 +57,7 @@ from bayesrnn.evaluation.arviz_tree import history_traces, to_datatree
 from bayesrnn.evaluation.forecast import _check_series, series_inputs
 from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
 from bayesrnn.inference.guides.gal import GalDropoutGuide
-from bayesrnn.inference.predictive import module_device, sample_weights
+from bayesrnn.inference.prediction.predictive import module_device, sample_weights
 from bayesrnn.models.bayesian import weight_sites
 from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout

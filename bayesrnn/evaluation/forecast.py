@@ -46,7 +46,7 @@ from pyro.ops.stats import crps_empirical
 from torch import Tensor
 
 from bayesrnn.inference.guides.ensemble import check_member_draws
-from bayesrnn.inference.predictive import module_device, posterior_mean, sample_weights
+from bayesrnn.inference.prediction.predictive import module_device, posterior_mean, sample_weights
 from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout
 

@@ -24,8 +24,8 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from bayesrnn.data.streams import batchify, check_token_ids
-from bayesrnn.inference.predictive import safe_exp
-from bayesrnn.inference.tbptt import detach_state, plan_windows, window_batch
+from bayesrnn.inference.prediction.predictive import safe_exp
+from bayesrnn.inference.runtime.tbptt import detach_state, plan_windows, window_batch
 
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 

@@ -24,9 +24,9 @@ from bayesrnn.data.streams import reverse_stream
 from bayesrnn.evaluation.calibration import ReliabilityBins, _check_binning, _reliability
 from bayesrnn.evaluation.ood import auroc, entropy_gap, ood_report
 from bayesrnn.evaluation.uncertainty import categorical_entropy
-from bayesrnn.inference.distributed import Ranks, gather_columns
-from bayesrnn.inference.predictive import evaluate_stream, safe_exp
-from bayesrnn.inference.sharpened_bound import SharpenedBound, sharpened_bound
+from bayesrnn.inference.prediction.predictive import evaluate_stream, safe_exp
+from bayesrnn.inference.prediction.sharpened_bound import SharpenedBound, sharpened_bound
+from bayesrnn.inference.runtime.distributed import Ranks, gather_columns
 
 __all__ = [
     "LanguageModelReport",

@@ -1,12 +1,14 @@
-"""Guides, ELBO, KL scaling, the SVI trainer and its batching strategies, prediction, and NUTS."""
+"""Inference: guides, the ELBO's terms, training, prediction, and NUTS.
 
-from bayesrnn.inference import learned_prior_kl  # noqa: F401  (registers the fitted-scale KLs)
-from bayesrnn.inference.batching import SequenceBatches, StreamWindows
-from bayesrnn.inference.checkpoint import load_checkpoint, save_checkpoint
-from bayesrnn.inference.divergence import DivergenceError, DivergenceGuard
-from bayesrnn.inference.dynamic import DynamicEvaluation, dynamic_evaluate
-from bayesrnn.inference.early_stopping import EarlyStopping
-from bayesrnn.inference.elbo import ELBOTerms, WindowELBO, window_terms
+The room is split by job: ``runtime`` (stream windows, the process group), ``estimators``
+(ELBO terms, KLs, weight draws), ``guides`` (the posteriors of the papers), ``prediction``
+(Monte Carlo averages with a trained posterior), ``training`` (the SVI trainers) and ``mcmc``
+(NUTS). Every public name is importable from here.
+"""
+
+from bayesrnn.inference.estimators import learned_prior_kl  # noqa: F401  (registers the fitted-scale KLs)
+from bayesrnn.inference.estimators.elbo import ELBOTerms, WindowELBO, window_terms
+from bayesrnn.inference.estimators.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
 from bayesrnn.inference.guides import (
     GUIDES,
     DeterministicGuide,
@@ -18,7 +20,8 @@ from bayesrnn.inference.guides import (
     make_guide,
 )
 from bayesrnn.inference.mcmc import NUTSResult, run_nuts
-from bayesrnn.inference.predictive import (
+from bayesrnn.inference.prediction.dynamic import DynamicEvaluation, dynamic_evaluate
+from bayesrnn.inference.prediction.predictive import (
     StreamEvaluation,
     evaluate_stream,
     observed_nll,
@@ -27,12 +30,15 @@ from bayesrnn.inference.predictive import (
     sample_weights,
     stacked_draws,
 )
-from bayesrnn.inference.scaling import LatentScaleMessenger, epoch_kl_scales, scale_kl
-from bayesrnn.inference.sequence_prediction import SequencePrediction, predict_sequences
-from bayesrnn.inference.sharpened_bound import SharpenedBound, sharpened_bound
-from bayesrnn.inference.tbptt import Window, model_window, plan_windows, window_batch
-from bayesrnn.inference.tbptt_trainer import TBPTTTrainer
-from bayesrnn.inference.trainer import (
+from bayesrnn.inference.prediction.sequence_prediction import SequencePrediction, predict_sequences
+from bayesrnn.inference.prediction.sharpened_bound import SharpenedBound, sharpened_bound
+from bayesrnn.inference.runtime.tbptt import Window, model_window, plan_windows, window_batch
+from bayesrnn.inference.training.batching import SequenceBatches, StreamWindows
+from bayesrnn.inference.training.checkpoint import load_checkpoint, save_checkpoint
+from bayesrnn.inference.training.divergence import DivergenceError, DivergenceGuard
+from bayesrnn.inference.training.early_stopping import EarlyStopping
+from bayesrnn.inference.training.tbptt_trainer import TBPTTTrainer
+from bayesrnn.inference.training.trainer import (
     History,
     NonFiniteLossError,
     SVITrainer,

@@ -43,7 +43,7 @@ class ScaledZeroMeanNormal(Normal):
     """N(0, s²) over a weight site with one scalar (0-dim) tensor s, which may carry gradients.
 
     Its KL against a Gaussian q is registered in closed form in
-    :mod:`bayesrnn.inference.learned_prior_kl`.
+    :mod:`bayesrnn.inference.estimators.learned_prior_kl`.
     """
 
     def __init__(self, scale: torch.Tensor, shape: torch.Size) -> None:

@@ -19,7 +19,7 @@ from bayesrnn.inference import (
     evaluate_stream,
     make_guide,
 )
-from bayesrnn.inference.distributed import current_ranks
+from bayesrnn.inference.runtime.distributed import current_ranks
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior, SequenceClassifier
 
 WINDOWS = 7
@@ -263,7 +263,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process_exactly(tmp_path):
 def _dying_worker(rank: int, world: int, port: int, folder: str) -> None:
     import os
 
-    from bayesrnn.inference.distributed import PeerLostError
+    from bayesrnn.inference.runtime.distributed import PeerLostError
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bayesrnn.inference import DivergenceError, DivergenceGuard, NonFiniteLossError
-from bayesrnn.inference.divergence import uniform_ceiling
+from bayesrnn.inference.training.divergence import uniform_ceiling
 
 
 def test_the_ceiling_is_a_multiple_of_the_uniform_predictors_nll():
@@ -110,7 +110,7 @@ def test_the_message_names_a_checkpoint_only_when_the_file_exists(tmp_path):
 
 
 def test_a_real_valued_ceiling_is_ten_times_what_n01_scores_on_the_window():
-    from bayesrnn.inference.divergence import gaussian_ceiling_basis
+    from bayesrnn.inference.training.divergence import gaussian_ceiling_basis
 
     # values ±3: N(0, 1) scores ½log(2π) + 9/2 = 5.4189 nats on each
     assert gaussian_ceiling_basis(9.0 * 4, 4) == pytest.approx(0.9189385 + 4.5, rel=1e-6)

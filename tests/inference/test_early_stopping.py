@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bayesrnn.inference import EarlyStopping, TrainerConfig, load_checkpoint
-from bayesrnn.inference.early_stopping import best_checkpoint_path, monitored_metric
+from bayesrnn.inference.training.early_stopping import best_checkpoint_path, monitored_metric
 from tests.inference.test_optimisers import line_trainer
 
 SCORES = [5.0, 4.0, 3.0, 3.5, 3.2, 2.0, 1.0, 0.5]  # best at epoch 3, then two worse ones

@@ -11,14 +11,14 @@ import warnings
 import pytest
 import torch
 
-from bayesrnn.inference import compiled as compiled_module
-from bayesrnn.inference.compiled import compile_mode, compile_mode_set, set_compile_mode
-from bayesrnn.inference.fused_draw import (
+from bayesrnn.inference.estimators import compiled as compiled_module
+from bayesrnn.inference.estimators.compiled import compile_mode, compile_mode_set, set_compile_mode
+from bayesrnn.inference.estimators.fused_draw import (
     gaussian_draw,
     gaussian_draw_with_log_sum,
     sharpened_draw,
 )
-from bayesrnn.inference.softplus import scale_and_log_sum, softplus_scale
+from bayesrnn.inference.estimators.softplus import scale_and_log_sum, softplus_scale
 
 FLOAT_EPS = torch.finfo(torch.float32).eps
 
@@ -139,7 +139,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     import importlib
 
-    import bayesrnn.inference.fused_draw as fused_draw
+    import bayesrnn.inference.estimators.fused_draw as fused_draw
 
     module = importlib.reload(fused_draw)  # fresh wrappers that have not compiled yet
     loc, rho, eps, _ = _draw_inputs()
@@ -231,7 +231,7 @@ def test_compiled_sharpened_draw_gives_the_eager_values_and_gradients():
 
 @pytest.mark.parametrize("dims", [(-1,), (-2,), (-2, -1)])
 def test_group_square_sums_compiled_match_the_textbook_sums(dims):
-    from bayesrnn.inference.distributions import group_square_sums
+    from bayesrnn.inference.estimators.distributions import group_square_sums
 
     value = torch.randn(300, 70, generator=torch.Generator().manual_seed(7)).requires_grad_(True)
     upstream = torch.rand(value.square().sum(dim=dims).shape)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bayesrnn.inference import MeanFieldGuide, TBPTTTrainer, TrainerConfig
-from bayesrnn.inference.kl_weight import (
+from bayesrnn.inference.training.kl_weight import (
     TEMPERED_LABEL,
     kl_warmup_weight,
     posterior_label,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bayesrnn.inference import GalDropoutGuide, MeanFieldGuide, evaluate_stream
-from bayesrnn.inference.mc_draws import mean_field_draws
-from bayesrnn.inference.predictive import sample_weights
+from bayesrnn.inference.prediction.mc_draws import mean_field_draws
+from bayesrnn.inference.prediction.predictive import sample_weights
 from bayesrnn.models import GaussianPrior, LanguageModel
 
 
@@ -45,7 +45,7 @@ def test_window_draws_sample_the_embedding_only_at_the_rows_read_with_the_guide_
 
 
 def test_only_window_redraws_get_row_draws(monkeypatch):
-    import bayesrnn.inference.predictive as predictive
+    import bayesrnn.inference.prediction.predictive as predictive
 
     seen = []
 
@@ -191,8 +191,8 @@ def test_recurrent_draws_are_checked():
 
 
 def test_local_target_log_probs_equal_a_log_softmax_per_draw_compiled_or_not():
-    from bayesrnn.inference.compiled import compile_mode_set
-    from bayesrnn.inference.mc_draws import local_logit_noise, local_target_log_probs
+    from bayesrnn.inference.estimators.compiled import compile_mode_set
+    from bayesrnn.inference.prediction.mc_draws import local_logit_noise, local_target_log_probs
 
     generator = torch.Generator().manual_seed(4)
     mean, scale = (

@@ -12,8 +12,8 @@ from scipy import integrate
 from torch.distributions import kl_divergence
 
 from bayesrnn.inference import MeanFieldGuide, SharpenedGuide, window_terms
-from bayesrnn.inference.distributions import ExpectedKLNormal, ReparamNormal
-from bayesrnn.inference.mixture_kl import expected_mixture_log_density
+from bayesrnn.inference.estimators.distributions import ExpectedKLNormal, ReparamNormal
+from bayesrnn.inference.estimators.mixture_kl import expected_mixture_log_density
 from bayesrnn.models import LanguageModel, ScaleMixtureNormal, ScaleMixturePrior, brnn_ptb_prior
 
 PI, S1, S2 = 0.25, math.exp(-1.0), math.exp(-7.0)
@@ -196,7 +196,7 @@ def test_bad_estimator_settings_are_value_errors():
 
 
 def test_series_matches_high_order_quadrature_where_it_is_used():
-    from bayesrnn.inference import mixture_kl as mk
+    from bayesrnn.inference.estimators import mixture_kl as mk
 
     big_a = (1 - PI) * S1 / (PI * S2)
     s = 1 / math.sqrt(1 / S2**2 - 1 / S1**2)
@@ -217,7 +217,7 @@ def test_fused_series_equals_the_eager_kernel(monkeypatch):
     """Large sites run the series as one compiled kernel; it must give the eager numbers."""
     import warnings
 
-    from bayesrnn.inference import mixture_kl as mk
+    from bayesrnn.inference.estimators import mixture_kl as mk
 
     torch.manual_seed(0)
     loc = (torch.randn(5000) * 0.08).requires_grad_(True)
@@ -256,10 +256,10 @@ def test_float32_far_means_and_tiny_scales_have_finite_correct_gradients():
 
 @pytest.mark.parametrize("spelling", ["off", "OFF", " Off ", "0", "false", "no", "set off"])
 def test_compile_off_keeps_the_series_eager(monkeypatch, spelling):
-    """Every spelling the package reads as "off" (bayesrnn.inference.compiled) stops the
+    """Every spelling the package reads as "off" (bayesrnn.inference.estimators.compiled) stops the
     compiled series; under "auto" the same call compiles (the check can see a compile)."""
-    from bayesrnn.inference import mixture_kl as mk
-    from bayesrnn.inference.compiled import compile_mode_set
+    from bayesrnn.inference.estimators import mixture_kl as mk
+    from bayesrnn.inference.estimators.compiled import compile_mode_set
 
     compiled = []
 

@@ -17,7 +17,7 @@ from bayesrnn.inference import (
     TBPTTTrainer,
     TrainerConfig,
 )
-from bayesrnn.inference.optimisers import build_optimizer
+from bayesrnn.inference.training.optimisers import build_optimizer
 from bayesrnn.models import LanguageModel
 
 SEQUENCES = [torch.tensor([1, 2]), torch.tensor([3]), torch.tensor([0, 1, 1]), torch.tensor([2])]

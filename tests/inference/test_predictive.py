@@ -151,7 +151,7 @@ def test_unknown_redraw_is_refused():
 
 
 def test_mixture_keeps_exact_target_log_probs_where_the_probability_sum_underflows():
-    from bayesrnn.inference.predictive import _mixture_scores
+    from bayesrnn.inference.prediction.predictive import _mixture_scores
 
     # two draws, one window position, four words; word 2's log-probs are far below float32's
     # smallest normal, so its probability sum underflows, but as the target it stays exact
@@ -172,7 +172,7 @@ def test_mixture_keeps_exact_target_log_probs_where_the_probability_sum_underflo
 
 def test_draws_share_weights_only_when_the_guide_samples_nothing_or_says_so():
     from bayesrnn.inference import DeterministicGuide, GalDropoutGuide
-    from bayesrnn.inference.predictive import draws_share_weights
+    from bayesrnn.inference.prediction.predictive import draws_share_weights
     from bayesrnn.models import GaussianPrior
 
     inputs = torch.zeros(3, 2, dtype=torch.long)

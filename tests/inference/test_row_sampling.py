@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 
 from bayesrnn.inference import MeanFieldGuide, scale_kl, window_terms
-from bayesrnn.inference.distributions import RowSampledNormal
+from bayesrnn.inference.estimators.distributions import RowSampledNormal
 from bayesrnn.models import GaussianPrior, LanguageModel, ScaleMixturePrior
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 
-import bayesrnn.inference.trainer_checkpoint as trainer_module
+import bayesrnn.inference.training.trainer_checkpoint as trainer_module
 from bayesrnn.inference import (
     DeterministicGuide,
     DivergenceError,
@@ -348,7 +348,9 @@ def test_a_log_file_gets_one_line_per_epoch_and_no_progress_bar(capsys, caplog):
     assert "\r" not in err and "it/s" not in err
     assert "epoch" not in err  # no handler of the library's own: logging decides
     records = [r for r in caplog.records if r.name.startswith("bayesrnn.")]
-    assert {(r.name, r.levelno) for r in records} == {("bayesrnn.inference.trainer", logging.INFO)}
+    assert {(r.name, r.levelno) for r in records} == {
+        ("bayesrnn.inference.training.trainer", logging.INFO)
+    }
     lines = [r.getMessage() for r in records]
     assert [line.split(":")[0] for line in lines] == [
         "epoch 1/2",

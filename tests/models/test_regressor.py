@@ -8,7 +8,7 @@ import torch
 from pyro import poutine
 
 from bayesrnn.inference import TBPTTTrainer, make_guide
-from bayesrnn.inference.predictive import posterior_mean
+from bayesrnn.inference.prediction.predictive import posterior_mean
 from bayesrnn.models import Forecast, SequenceRegressor, weight_sites
 from tests.models.helpers import TORCH_CLASSES
 

@@ -59,7 +59,7 @@ import pyro
 import torch
 from torch import nn
 
-from bayesrnn.inference.distributions import GalWeight
+from bayesrnn.inference.estimators.distributions import GalWeight
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
 from bayesrnn.models.layers import Embedding, Linear
 from bayesrnn.models.learned_priors import FITTED_SCALE_PRIORS

@@ -9,13 +9,13 @@ import torch
 from pyro.distributions import Independent, LogNormal
 from torch import nn
 
-from bayesrnn.inference.distributed import Ranks, current_ranks, union_over_ranks
-from bayesrnn.inference.distributions import ExpectedSoftplusNormal, SoftplusNormal
-from bayesrnn.inference.elbo import analytic_kl_active
+from bayesrnn.inference.estimators.distributions import ExpectedSoftplusNormal, SoftplusNormal
+from bayesrnn.inference.estimators.elbo import analytic_kl_active
+from bayesrnn.inference.estimators.mixture_kl import check_quadrature_order
+from bayesrnn.inference.estimators.scaling import kl_left_out
+from bayesrnn.inference.estimators.softplus import softplus_scale
 from bayesrnn.inference.guides.base import SiteParameters, WeightGuide, reject_unknown_options
-from bayesrnn.inference.mixture_kl import check_quadrature_order
-from bayesrnn.inference.scaling import kl_left_out
-from bayesrnn.inference.softplus import softplus_scale
+from bayesrnn.inference.runtime.distributed import Ranks, current_ranks, union_over_ranks
 from bayesrnn.models.learned_priors import FITTED_SCALE_PRIORS
 from bayesrnn.models.priors import GaussianPrior
 
@@ -72,7 +72,7 @@ class MeanFieldGuide(WeightGuide):
     ``kl`` chooses the KL against a scale-mixture prior: ``"expected"`` (default) computes it
     from (μ, σ), by quadrature for the per-weight mixture (``quadrature_order``-node
     Gauss–Hermite for σ below the spike's edge, a trapezoid grid above) and as
-    Jensen's bound for grouped mixtures (:class:`bayesrnn.inference.distributions.
+    Jensen's bound for grouped mixtures (:class:`bayesrnn.inference.estimators.distributions.
     ExpectedKLNormal`); ``"sample"`` is the one-sample log q(θ) − log p(θ) of the paper and of
     ``brnn_ptb.py``, whose gradient for weights in the σ2 spike swamps the data gradient. A
     Gaussian prior always gets the closed-form KL.

@@ -32,10 +32,10 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from bayesrnn.inference.distributed import Ranks, all_reduce_tensors, current_ranks
-from bayesrnn.inference.distributions import SharpenedNormal
+from bayesrnn.inference.estimators.distributions import SharpenedNormal
 from bayesrnn.inference.guides.base import SiteParameters, reject_unknown_options
 from bayesrnn.inference.guides.mean_field import MeanFieldGuide
+from bayesrnn.inference.runtime.distributed import Ranks, all_reduce_tensors, current_ranks
 from bayesrnn.models.sequence_share import sharing_sequences
 
 SHARPENING_SITE = "sharpening_kl"

@@ -18,7 +18,7 @@ import math
 import torch
 from torch.distributions import LogNormal, Normal, register_kl
 
-from bayesrnn.inference.distributions import log_scale_sum
+from bayesrnn.inference.estimators.distributions import log_scale_sum
 from bayesrnn.models.learned_priors import (
     InverseGammaScale,
     LearnedScaleNormal,

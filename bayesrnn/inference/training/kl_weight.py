@@ -34,7 +34,7 @@ def kl_warmup_weight(epoch: int, index: int, num_windows: int, warmup_epochs: in
 def weighted_kl_scales(scales: Sequence[float], weights: Sequence[float]) -> list[float]:
     """Each window's KL scale times the KL weights of the windows it stands for.
 
-    ``scales`` is an epoch's split of the KL (:func:`bayesrnn.inference.scaling.epoch_kl_scales`);
+    ``scales`` is an epoch's split of the KL (:func:`bayesrnn.inference.epoch_kl_scales`);
     a window that carries a run of k windows' KL (``kl_every`` = k) gets the run's mean weight,
     so the epoch's weighted KL is the same whichever ``kl_every``.
     """

@@ -27,8 +27,8 @@ from pyro import poutine
 
 from bayesrnn.data.streams import batchify
 from bayesrnn.inference.guides.sharpened import SharpenedGuide
-from bayesrnn.inference.predictive import StreamEvaluation, module_device, safe_exp
-from bayesrnn.inference.tbptt import (
+from bayesrnn.inference.prediction.predictive import StreamEvaluation, module_device, safe_exp
+from bayesrnn.inference.runtime.tbptt import (
     detach_state,
     plan_windows,
     to_model_layout,

@@ -45,7 +45,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from bayesrnn.inference.compiled import compile_mode
+from bayesrnn.inference.estimators.compiled import compile_mode
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -239,7 +239,7 @@ _compiled: dict[str, object] = {}
 
 def _fused_series(numel: int):
     """The compiled series for a site of ``numel`` weights, or None where compiling is off for
-    it (:func:`bayesrnn.inference.compiled.compile_mode`) or has failed."""
+    it (:func:`bayesrnn.inference.estimators.compiled.compile_mode`) or has failed."""
     mode = compile_mode()
     if mode == "off" or _compiled.get("failed"):
         return None

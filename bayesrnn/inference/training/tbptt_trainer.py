@@ -1,5 +1,5 @@
 """SVI over the truncated-BPTT windows of one long stream: :class:`SVITrainer` with
-:class:`~bayesrnn.inference.batching.StreamWindows`, validated by perplexity or NLL per value."""
+:class:`~bayesrnn.inference.StreamWindows`, validated by perplexity or NLL per value."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from bayesrnn.data.streams import check_token_ids
-from bayesrnn.inference.batching import StreamWindows
-from bayesrnn.inference.optimisers import OptimizerSpec, SchedulerSpec
-from bayesrnn.inference.predictive import StreamEvaluation, evaluate_stream, observed_nll
-from bayesrnn.inference.trainer import SVITrainer
-from bayesrnn.inference.trainer_config import TrainerConfig
+from bayesrnn.inference.prediction.predictive import StreamEvaluation, evaluate_stream, observed_nll
+from bayesrnn.inference.training.batching import StreamWindows
+from bayesrnn.inference.training.optimisers import OptimizerSpec, SchedulerSpec
+from bayesrnn.inference.training.trainer import SVITrainer
+from bayesrnn.inference.training.trainer_config import TrainerConfig
 
 __all__ = ["TBPTTTrainer"]
 

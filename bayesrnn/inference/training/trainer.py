@@ -7,7 +7,7 @@ start. Window c of an epoch with C windows minimises
     −log p(y_c | θ, x_c, s_{c−1}) + KL[q‖p] / C
 
 (Fortunato et al. 2017, eqs. 4–5): the likelihood summed over the window's B·T tokens, the KL
-through :func:`bayesrnn.inference.scaling.scale_kl`. The optimiser sees this divided by B, the
+through :func:`bayesrnn.inference.scale_kl`. The optimiser sees this divided by B, the
 per-sequence normalisation that Zaremba's lr = 1 and clipping at 5 assume.
 
 A run that diverges stops with :class:`NonFiniteLossError`: at once for a NaN or infinite loss,
@@ -16,7 +16,7 @@ above ``divergence_factor`` × log V (V the vocabulary) for ``divergence_patienc
 row. Checkpoints are written only once their weights have scored a window within that ceiling
 (or when ``fit`` returns), so a diverged run leaves the last good checkpoint on disk. Real
 values have a per-window ceiling and a verdict that waits for validation
-(:mod:`bayesrnn.inference.divergence`).
+(:mod:`bayesrnn.inference.training.divergence`).
 """
 
 from __future__ import annotations
@@ -32,24 +32,26 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from bayesrnn.inference.batching import Batch, SequenceBatches, StreamWindows
-from bayesrnn.inference.checkpoint import cpu_copy, load_checkpoint, save_checkpoint
-from bayesrnn.inference.distributed import (
+from bayesrnn.inference.estimators.elbo import window_terms
+from bayesrnn.inference.estimators.scaling import epoch_kl_scales, scale_kl
+from bayesrnn.inference.runtime.distributed import (
     all_reduce_gradients,
     all_reduce_sum,
     current_ranks,
 )
-from bayesrnn.inference.divergence import (
+from bayesrnn.inference.runtime.tbptt import detach_state
+from bayesrnn.inference.training.batching import Batch, SequenceBatches, StreamWindows
+from bayesrnn.inference.training.checkpoint import cpu_copy, load_checkpoint, save_checkpoint
+from bayesrnn.inference.training.divergence import (
     DivergenceError,
     DivergenceGuard,
     NonFiniteLossError,
     gaussian_ceiling_basis,
     training_stopped,
 )
-from bayesrnn.inference.early_stopping import EarlyStopping, best_checkpoint_path
-from bayesrnn.inference.elbo import window_terms
-from bayesrnn.inference.kl_weight import kl_warmup_weight, weighted_kl_scales
-from bayesrnn.inference.optimisers import (
+from bayesrnn.inference.training.early_stopping import EarlyStopping, best_checkpoint_path
+from bayesrnn.inference.training.kl_weight import kl_warmup_weight, weighted_kl_scales
+from bayesrnn.inference.training.optimisers import (
     OptimizerSpec,
     SchedulerSpec,
     build_optimizer,
@@ -59,10 +61,8 @@ from bayesrnn.inference.optimisers import (
     needs_metric,
     step_scheduler,
 )
-from bayesrnn.inference.scaling import epoch_kl_scales, scale_kl
-from bayesrnn.inference.tbptt import detach_state
-from bayesrnn.inference.trainer_checkpoint import TrainerCheckpoints
-from bayesrnn.inference.trainer_config import OPTIMIZERS, History, TrainerConfig
+from bayesrnn.inference.training.trainer_checkpoint import TrainerCheckpoints
+from bayesrnn.inference.training.trainer_config import OPTIMIZERS, History, TrainerConfig
 from bayesrnn.models.sequence_share import sequence_share
 
 __all__ = [
@@ -82,12 +82,12 @@ logger = logging.getLogger(__name__)
 class SVITrainer(TrainerCheckpoints):
     """Trains a Pyro (model, guide) pair by SVI, one ``batching`` step at a time.
 
-    ``batching`` is a :class:`~bayesrnn.inference.batching.StreamWindows` (TBPTT over a stream,
+    ``batching`` is a :class:`~bayesrnn.inference.StreamWindows` (TBPTT over a stream,
     the model called as ``model(inputs, targets, state=state)`` returning ``(output, state)``)
-    or a :class:`~bayesrnn.inference.batching.SequenceBatches` (padded labelled sequences,
+    or a :class:`~bayesrnn.inference.SequenceBatches` (padded labelled sequences,
     ``model(tokens, labels, lengths)``). Each of an epoch's C steps minimises its NLL plus β·KL/C,
     divided by the strategy's divisor; β is 1 unless ``config.kl_warmup_epochs`` or
-    ``config.kl_weight`` say otherwise (:mod:`bayesrnn.inference.kl_weight`), and
+    ``config.kl_weight`` say otherwise (:mod:`bayesrnn.inference.training.kl_weight`), and
     ``history.kl_weight`` records it per step. Both share checkpointing with exact resume,
     divergence handling, progress and history. ``validate()`` runs after each epoch and returns
     ``{history field: value}`` (e.g. ``{"valid_perplexity": 93.1}``). ``baseline_nll`` is the
@@ -97,11 +97,11 @@ class SVITrainer(TrainerCheckpoints):
 
     ``config.progress`` shows a tqdm bar, on a terminal only. Each epoch logs an INFO line (steps,
     seconds, items/s, train NLL per item) and one with the validation results, on the
-    ``bayesrnn.inference.trainer`` logger: configure ``logging`` to see them (the ``bayesrnn``
-    command writes them to stderr).
+    ``bayesrnn.inference.training.trainer`` logger: configure ``logging`` to see them (the
+    ``bayesrnn`` command writes them to stderr).
 
     ``optimizer`` and ``scheduler`` replace the config's optimiser and epoch schedule (see
-    :mod:`bayesrnn.inference.optimisers`: a class or factory, stepped once per epoch). With
+    :mod:`bayesrnn.inference.training.optimisers`: a class or factory, stepped once per epoch). With
     ``config.early_stopping_patience`` set, training stops after that many epochs without
     validation improvement, the best epoch is also written to ``checkpoint.best.pt`` beside the
     checkpoint, and when ``fit`` returns the model and guide hold the best epoch's parameters
@@ -451,12 +451,3 @@ class SVITrainer(TrainerCheckpoints):
         self.history.nll.append(nll)
         self.history.kl.append(kl)
         self.history.tokens.append(items)
-
-
-def __getattr__(name: str):
-    # TBPTTTrainer lives in bayesrnn.inference.tbptt_trainer; still importable from here.
-    if name == "TBPTTTrainer":
-        from bayesrnn.inference.tbptt_trainer import TBPTTTrainer
-
-        return TBPTTTrainer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

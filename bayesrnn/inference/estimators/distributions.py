@@ -13,15 +13,15 @@ import torch
 from pyro.distributions import Independent, Normal, TorchDistribution
 from torch.distributions import constraints, kl_divergence, register_kl
 
-from bayesrnn.inference.compiled import maybe_compiled
-from bayesrnn.inference.fused_draw import (
+from bayesrnn.inference.estimators.compiled import maybe_compiled
+from bayesrnn.inference.estimators.fused_draw import (
     gaussian_draw,
     gaussian_draw_with_log_sum,
     sharpened_draw,
 )
-from bayesrnn.inference.mixture_kl import HALF_LOG_2PI, expected_mixture_log_density
-from bayesrnn.inference.scaling import kl_left_out
-from bayesrnn.inference.softplus import scale_and_log_sum, softplus_scale
+from bayesrnn.inference.estimators.mixture_kl import HALF_LOG_2PI, expected_mixture_log_density
+from bayesrnn.inference.estimators.scaling import kl_left_out
+from bayesrnn.inference.estimators.softplus import scale_and_log_sum, softplus_scale
 from bayesrnn.models.grouped_mixture import GroupedScaleMixture
 from bayesrnn.models.priors import (
     ScaleMixtureNormal,
@@ -51,7 +51,7 @@ class ExpectedKLNormal(ReparamNormal):
     """A :class:`ReparamNormal` whose KL against a scale mixture is computed, not sampled.
 
     Per-weight mixture: −H[q] − E_q[log p(θ)] with E_q[log p] by the Gauss–Hermite rule of
-    :mod:`bayesrnn.inference.mixture_kl` (``quadrature_order`` nodes). Grouped mixtures
+    :mod:`bayesrnn.inference.estimators.mixture_kl` (``quadrature_order`` nodes). Grouped mixtures
     (``brnn_ptb.py``'s rows): each group's log-density is a log-sum-exp of terms affine in the
     group's Σθ², so Jensen gives E_q[log p] ≥ log p at E_q[Σθ²] = Σ(μ² + σ²); the KL used is
     that upper bound, exact to float precision whenever one component dominates a group (any
@@ -65,8 +65,9 @@ class SoftplusNormal(ReparamNormal):
     """N(loc, σ²) with σ = softplus(ρ) + ``floor`` computed only when asked, fused with its draw.
 
     A draw computes σ, θ = μ + σ⊙ε and Σ log σ (for the KL's entropy term) in one pass over the
-    weights (:mod:`bayesrnn.inference.fused_draw`), skipping Σ log σ in a window whose KL is left
-    out. With ``rows``, a draw samples only those rows of dim 0 and the others hold ``loc``: for
+    weights (:mod:`bayesrnn.inference.estimators.fused_draw`), skipping Σ log σ in a window
+    whose KL is left out. With ``rows``, a draw samples only those rows of dim 0 and the others
+    hold ``loc``: for
     a window that reads only ``rows`` (a language model's embedding: a few hundred of 10,000 word
     types) they cannot change the likelihood, so with the KL computed from (μ, σ) rather than
     from the draw the window's ELBO estimate has the same distribution as with a dense draw, at

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import torch
 
 from bayesrnn.data.streams import batchify
-from bayesrnn.inference.predictive import (
+from bayesrnn.inference.prediction.predictive import (
     _run,
     _target_log_probs,
     module_device,
     posterior_mean,
     safe_exp,
 )
-from bayesrnn.inference.tbptt import detach_state, model_window, plan_windows, window_batch
+from bayesrnn.inference.runtime.tbptt import detach_state, model_window, plan_windows, window_batch
 
 
 @dataclass(frozen=True)

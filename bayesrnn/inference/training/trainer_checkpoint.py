@@ -7,10 +7,10 @@ from dataclasses import asdict, fields
 
 import torch
 
-from bayesrnn.inference.checkpoint import cpu_copy, load_checkpoint, save_checkpoint
-from bayesrnn.inference.distributed import gather_columns
-from bayesrnn.inference.early_stopping import best_checkpoint_path
-from bayesrnn.inference.trainer_config import History
+from bayesrnn.inference.runtime.distributed import gather_columns
+from bayesrnn.inference.training.checkpoint import cpu_copy, load_checkpoint, save_checkpoint
+from bayesrnn.inference.training.early_stopping import best_checkpoint_path
+from bayesrnn.inference.training.trainer_config import History
 
 __all__ = ["TrainerCheckpoints"]
 

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 
 import torch
 
-from bayesrnn.inference.compiled import maybe_compiled
-from bayesrnn.inference.distributed import Ranks
+from bayesrnn.inference.estimators.compiled import maybe_compiled
+from bayesrnn.inference.runtime.distributed import Ranks
 
 DECODER_CHOICES = ("weights", "local")
 DECODER_SITES = ("decoder.weight", "decoder.bias")
@@ -154,7 +154,7 @@ def local_target_log_probs(
     """(S, T, B) log-probabilities of ``targets`` under logits mean + scale⊙noise[s].
 
     Compiled, the S normalisers are one pass over (mean, scale) that never stores the
-    (S, T, B, V) logits (:mod:`bayesrnn.inference.compiled`).
+    (S, T, B, V) logits (:mod:`bayesrnn.inference.estimators.compiled`).
     """
     index = targets.unsqueeze(-1)
     picked_noise = noise.expand(-1, *mean.shape).gather(-1, index.expand(len(noise), *index.shape))

@@ -8,15 +8,16 @@ v = 1 + u (the rounding of v corrected to first order), using only the vectorise
 ρ). The backward is dσ/dρ = sigmoid(ρ).
 
 Large tensors on the CPU go through ``torch.compile`` (one fused pass forward and one backward,
-3× faster than the eager passes at 6.5M weights) when :mod:`bayesrnn.inference.compiled` allows
-it; otherwise the same formula runs eagerly with a one-pass backward.
+3× faster than the eager passes at 6.5M weights) when
+:mod:`bayesrnn.inference.estimators.compiled` allows it; otherwise the same formula runs eagerly
+with a one-pass backward.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bayesrnn.inference.compiled import maybe_compiled
+from bayesrnn.inference.estimators.compiled import maybe_compiled
 
 
 def _softplus_formula(rho: torch.Tensor, floor: float) -> torch.Tensor:

@@ -20,9 +20,8 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from bayesrnn.data.streams import batchify
-from bayesrnn.inference.distributed import Ranks, all_reduce_sum, shard
 from bayesrnn.inference.guides.ensemble import check_member_draws
-from bayesrnn.inference.mc_draws import (
+from bayesrnn.inference.prediction.mc_draws import (
     DECODER_CHOICES,
     is_mean_field,
     local_decoder,
@@ -32,7 +31,8 @@ from bayesrnn.inference.mc_draws import (
     mean_field_draws,
     recurrent_counts,
 )
-from bayesrnn.inference.tbptt import (
+from bayesrnn.inference.runtime.distributed import Ranks, all_reduce_sum, shard
+from bayesrnn.inference.runtime.tbptt import (
     detach_state,
     model_window,
     plan_windows,
@@ -204,7 +204,7 @@ def evaluate_stream(
     With a :class:`MeanFieldGuide` and ``redraw="window"`` a draw samples the embedding only at
     the rows its window reads (exact: the others are never read). ``decoder="local"`` (MC with
     a mean-field guide, untied decoder) draws the logits from their Gaussian marginal given h
-    instead of drawing the decoder weights (:mod:`bayesrnn.inference.mc_draws`): the same
+    instead of drawing the decoder weights (:mod:`bayesrnn.inference.prediction.mc_draws`): the same
     per-token predictive in expectation. ``recurrent_draws=K`` (with ``decoder="local"``; default
     S) lets the S decoder draws share K draws of the other weights, one network run each: on
     PTB's 2 × 200 model K = 2 costs 0.5 × S posterior-mean passes against 1.4 × S for the
@@ -390,7 +390,9 @@ SHARPENED_PATHS = 10  # evaluate_stream(sharpened=True)'s paths when num_samples
 def _sharpened(model, guide, stream, batch_size, bptt, num_samples, unused: dict[str, bool]):
     """``evaluate_stream(sharpened=True)``: the bound, after refusing the options it ignores
     (``unused``: which of them were given)."""
-    from bayesrnn.inference.sharpened_bound import sharpened_bound  # it imports this module
+    from bayesrnn.inference.prediction.sharpened_bound import (
+        sharpened_bound,  # it imports this module
+    )
 
     refused = [name for name, given in unused.items() if given]
     if refused:

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from bayesrnn.data.polarity import pad_batch
 from bayesrnn.data.streams import batchify
-from bayesrnn.inference.distributed import Ranks, shard, take_columns
-from bayesrnn.inference.tbptt import Window, model_window, plan_windows
+from bayesrnn.inference.runtime.distributed import Ranks, shard, take_columns
+from bayesrnn.inference.runtime.tbptt import Window, model_window, plan_windows
 from bayesrnn.models.sequence_share import SequenceShare
 
 __all__ = ["Batch", "SequenceBatches", "StreamWindows"]

@@ -2,17 +2,17 @@
 
 Eagerly a draw is softplus, an add, a multiply-add and (for the KL) a log and a sum, and its
 backward as many again: a dozen passes over 20M weights per window. Compiled (where
-:mod:`bayesrnn.inference.compiled` allows) the forward is one pass writing θ and σ (and Σ log σ
-when the window's KL needs it) and the backward one pass; ε comes from torch's generator either
-way, so a seed gives the same draws compiled or not.
+:mod:`bayesrnn.inference.estimators.compiled` allows) the forward is one pass writing θ and σ
+(and Σ log σ when the window's KL needs it) and the backward one pass; ε comes from torch's
+generator either way, so a seed gives the same draws compiled or not.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bayesrnn.inference.compiled import maybe_compiled
-from bayesrnn.inference.softplus import _softplus_formula, softplus_scale
+from bayesrnn.inference.estimators.compiled import maybe_compiled
+from bayesrnn.inference.estimators.softplus import _softplus_formula, softplus_scale
 
 
 def _draw_formula(loc, rho, eps, floor):

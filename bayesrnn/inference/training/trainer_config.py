@@ -27,7 +27,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     num_particles: int = 1
     # The KL on every k-th step only, with weight k/C: the same epoch objective for 1/k of the
-    # KL's cost (bayesrnn.inference.scaling.epoch_kl_scales); 1 takes it on every step.
+    # KL's cost (bayesrnn.inference.estimators.scaling.epoch_kl_scales); 1 takes it on every step.
     kl_every: int = 1
     # The KL's weight rises linearly to 1 over the first kl_warmup_epochs epochs (0: no warm-up)
     # and is then multiplied by kl_weight, a temperature (1: the ELBO; bayesrnn.inference.
@@ -137,7 +137,7 @@ class History:
     epoch_steps: list[int] = field(default_factory=list)  # windows or batches of each epoch
     tokens_per_second: list[float] = field(default_factory=list)
     sharpening_step_ratio: list[float] = field(default_factory=list)  # ‖η⊙g‖/‖σ‖ per window
-    # The weight of each window's KL: warm-up times kl_weight (bayesrnn.inference.kl_weight);
+    # The weight of each window's KL: warm-up times kl_weight (inference/training/kl_weight.py);
     # elbo and kl above stay the unweighted ELBO and KL share.
     kl_weight: list[float] = field(default_factory=list)
     # The epoch (from 1) with the best monitored validation, its value, and why training

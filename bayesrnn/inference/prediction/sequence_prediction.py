@@ -9,7 +9,7 @@ import torch
 from pyro import poutine
 
 from bayesrnn.inference.guides.ensemble import check_member_draws
-from bayesrnn.inference.predictive import posterior_mean, sample_weights
+from bayesrnn.inference.prediction.predictive import posterior_mean, sample_weights
 from bayesrnn.models.regularisers import mc_dropout
 
 __all__ = ["SequencePrediction", "predict_sequences"]
