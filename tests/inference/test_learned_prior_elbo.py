@@ -70,6 +70,24 @@ def test_the_learned_scale_and_kl_are_the_numerical_optimum_over_s():
     assert float(terms.kl.detach()) == pytest.approx(total, rel=1e-5)
 
 
+def test_the_learned_kl_of_a_collapsed_posterior_is_zero_not_rounding_noise():
+    """q = the prior on 3M float32 weights: the KL is 0 exactly and ≥ 0 once σ spreads."""
+    n = 3_000_000
+    log_scale = torch.zeros(())
+    sigma = torch.full((n,), 0.0731)
+    collapsed = kl_divergence(Normal(torch.zeros(n), sigma), LearnedScaleNormal(log_scale, (n,)))
+    assert collapsed.dtype == torch.float32
+    assert abs(float(collapsed)) < 1e-3  # float32 sums left 2.5 nats here
+    torch.manual_seed(0)
+    spread = sigma * torch.empty(n).uniform_(0.999, 1.001)
+    kl = float(kl_divergence(Normal(torch.zeros(n), spread), LearnedScaleNormal(log_scale, (n,))))
+    exact = 0.5 * n * math.log(float(spread.double().square().mean())) - float(
+        spread.double().log().sum()
+    )
+    assert exact > 0
+    assert kl == pytest.approx(exact, rel=1e-4)
+
+
 def test_the_learned_kl_gradient_is_the_fixed_scale_gradient_at_the_optimum():
     """Envelope theorem: s* moving with q adds nothing to the gradient."""
     model = tiny(LearnedGaussianPrior())
