@@ -66,7 +66,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except BaseException:
         leave_process_group()
         raise
-    leave_process_group()
+    leave_process_group(meet=True)
     if current_ranks().is_main:
         print(summarise(metrics, args.out))
     return 0

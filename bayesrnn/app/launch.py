@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 
 import torch
@@ -32,6 +33,19 @@ def join_process_group(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, trainer=trainer)
 
 
-def leave_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def leave_process_group(meet: bool = False) -> None:
+    """Tear the group down. ``meet=True`` (a rank that finished its work) first waits for the
+    others, at most a minute: a rank destroying gloo's group while a peer still sends to it can
+    abort that peer ("terminate called without an active exception"). A rank that failed does
+    not wait, since its peers may never arrive."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if meet:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:  # a peer died after its work was done: the results stand
+            pass
+    dist.destroy_process_group()

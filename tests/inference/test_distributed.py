@@ -301,3 +301,18 @@ def test_a_lost_process_stops_the_others_with_one_clear_error(tmp_path):
     assert "another process" in message and "run the same command again" in message
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # intact, loadable
     assert checkpoint["position"][1] <= 4
+
+
+def test_leaving_the_group_after_work_meets_the_peers_first(tmp_path, monkeypatch):
+    """A finished rank waits at a barrier before tearing gloo down; a failed one does not."""
+    from bayesrnn.app import launch
+
+    calls = []
+    monkeypatch.setattr(dist, "monitored_barrier", lambda **kw: calls.append(kw["timeout"]))
+    for meet in (True, False):
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path}/{meet}", rank=0, world_size=1
+        )
+        launch.leave_process_group(meet=meet)
+        assert not dist.is_initialized()
+    assert [t.total_seconds() for t in calls] == [60.0]
