@@ -1,4 +1,5 @@
-"""README's own-model example, as written there, for the tests that check what README says of
+"""The user guide's own-model example (docs/guide/pyro-models.md), as written there, for the
+tests that check what the guide says of
 it (training from the default initial σ, Pyro's vectorised paths)."""
 
 import pyro
