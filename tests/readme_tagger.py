@@ -1,6 +1,6 @@
 """The user guide's own-model example (docs/guide/pyro-models.md), as written there, for the
-tests that check what the guide says of
-it (training from the default initial σ, Pyro's vectorised paths)."""
+tests that check what the guide says of it (training from the default initial σ, Pyro's
+vectorised paths)."""
 
 import pyro
 import pyro.distributions as dist
