@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build (or reuse) .venv with Python 3.12 and the package installed with its dev extra.
-# Sourced by scripts/test and scripts/quickstart so both work on a fresh machine.
+# Build (or reuse) .venv with Python 3.12 and the package installed with its dev, timeseries
+# and docs extras.
+# Sourced by scripts/test, scripts/run and scripts/docs so each works on a fresh machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -25,6 +26,6 @@ fi
 stamp="$venv/.bayesrnn-installed"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$root[dev,timeseries]"
+    "$venv/bin/python" -m pip install --quiet -e "$root[dev,timeseries,docs]"
     touch "$stamp"
 fi

@@ -1,5 +1,6 @@
-"""README's own-model example, as written there, for the tests that check what README says of
-it (training from the default initial σ, Pyro's vectorised paths)."""
+"""The user guide's own-model example (docs/guide/pyro-models.md), as written there, for the
+tests that check what the guide says of it (training from the default initial σ, Pyro's
+vectorised paths)."""
 
 import pyro
 import pyro.distributions as dist

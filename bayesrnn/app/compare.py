@@ -16,8 +16,8 @@ Two estimates of the elpd, ranked, differenced and weighted by ``arviz_stats.com
 - ``"loo"``: ``arviz_stats``' PSIS-LOO on the same draws. It leaves each token out of a
   posterior that never held it, giving elpd_i = −log mean_s 1/p(y_i | θ_s) <= the held-out
   value; the gap (loo's ``p``) grows with the spread of the draws, so a wide mean-field
-  posterior pays more than Gal's (0.6 against 0.1 nats a token in the README's toy runs) and the
-  two rankings can disagree. It needs at least :data:`MIN_DRAWS` draws and reports Pareto k̂.
+  posterior pays more than Gal's (0.6 against 0.1 nats a token in the ArviZ guide's toy runs)
+  and the two rankings can disagree. It needs at least :data:`MIN_DRAWS` draws and reports Pareto k̂.
 
 Values are per observation (token, sequence or forecast value): totals grow with the split,
 per-token values compare with a perplexity (exp(−elpd per token)).
