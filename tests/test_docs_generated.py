@@ -87,7 +87,7 @@ def test_references_by_defining_module_resolve_to_public_names():
         "bayesrnn.evaluation.reliability_bins"
     )
     assert public_names.resolve("SequenceClassifier", names) == "bayesrnn.models.SequenceClassifier"
-    assert public_names.resolve("bayesrnn.inference.trainer.SVITrainer.fit", names) == (
+    assert public_names.resolve("bayesrnn.inference.training.trainer.SVITrainer.fit", names) == (
         "bayesrnn.inference.SVITrainer.fit"
     )
-    assert public_names.resolve("bayesrnn.inference.distributed.Ranks", names) is None
+    assert public_names.resolve("bayesrnn.inference.runtime.distributed.Ranks", names) is None
