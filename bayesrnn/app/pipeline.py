@@ -248,6 +248,11 @@ def _trained_data(run: RunDir, log: Log) -> RunData | None:
             f"note: {run.root} has no vocab.json (written by an older bayesrnn); the vocabulary "
             "is rebuilt from the data"
         )
+    elif not saved.vocabulary_checked:
+        log(
+            f"note: {run.vocabulary} has no fingerprint of its vocabulary (written by an older "
+            "bayesrnn): an edit of its token table cannot be detected"
+        )
     return saved
 
 
@@ -255,7 +260,11 @@ def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
     """Load the data (with the run's vocabulary once it has one) and build the model, checking
     the data against the run's fingerprint: all before anything is written."""
     saved = _trained_data(run, log)
-    s = setup(config, log, None if saved is None else saved.vocabulary)
+    s = (
+        setup(config, log)
+        if saved is None
+        else setup(config, log, saved.vocabulary, series=saved.series)
+    )
     check_fits(s.config, s.corpus, needed)  # with the windows fitted to a short series
     if saved is not None:
         changed = check_data(saved, s.corpus, needed, run)

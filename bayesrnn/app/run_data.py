@@ -2,7 +2,10 @@
 
 Ids must mean the same thing at every later step (resume, evaluate, export, scoring new text),
 so the vocabulary is stored, never rebuilt. The fingerprint (sha256 of each split's ids under
-that vocabulary) tells whether a data source still holds the data the run saw.
+that vocabulary) tells whether a data source still holds the data the run saw, and
+``vocabulary_sha256`` (of the id → token table, written at training) whether the table itself
+was edited since: two tokens swapped would otherwise score every text with the wrong words.
+Files written before that field existed are read as they are (``vocabulary_checked`` False).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from bayesrnn.data import (
     LanguageCorpus,
     Vocabulary,
     corpus_fingerprint,
+    vocabulary_fingerprint,
 )
 
 __all__ = ["RunData", "check_data", "read_run_data", "run_data_of", "write_run_data"]
@@ -35,6 +39,7 @@ class RunData:
     splits: dict[str, dict] = field(default_factory=dict)  # split -> {"items", "sha256"}
     label_names: tuple[str, ...] | None = None
     series: dict | None = None  # forecasting: columns, targets, train mean, scale, transform
+    vocabulary_checked: bool = True  # False: an older file, without the table's fingerprint
 
     @property
     def n_classes(self) -> int | None:
@@ -103,6 +108,9 @@ def write_run_data(run: RunDir, data: RunData) -> None:
             "label_names": None if data.label_names is None else list(data.label_names),
             "splits": data.splits,
             "vocabulary": None if data.vocabulary is None else data.vocabulary.to_dict(),
+            "vocabulary_sha256": (
+                None if data.vocabulary is None else vocabulary_fingerprint(data.vocabulary)
+            ),
             "series": data.series,
         },
     )
@@ -122,20 +130,30 @@ def read_run_data(run: RunDir) -> RunData | None:
             raise ValueError(f"a text run's vocabulary is {vocabulary!r}, not a table")
         if raw["task"] == "forecast":
             _check_series(raw.get("series"))
-        return RunData(
-            vocabulary=None if vocabulary is None else Vocabulary.from_dict(vocabulary),
+        table = None if vocabulary is None else Vocabulary.from_dict(vocabulary)
+        recorded = raw.get("vocabulary_sha256")
+        data = RunData(
+            vocabulary=table,
             tokenizer=str(raw["tokenizer"]),
             task=str(raw["task"]),
             name=str(raw["data"]),
             splits={k: dict(v) for k, v in raw["splits"].items()},
             label_names=None if labels is None else tuple(labels),
             series=raw.get("series"),
+            vocabulary_checked=table is None or recorded is not None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise JobError(
             f"{run.vocabulary} is not a bayesrnn vocabulary file ({error}); restore it from a "
             "backup, or delete the run and train again"
         ) from None
+    if table is not None and recorded is not None and recorded != vocabulary_fingerprint(table):
+        raise JobError(
+            f"{run.vocabulary} no longer holds the vocabulary the run was trained with (its "
+            "id → token table was edited since training: the checkpoint's ids would mean other "
+            "words); restore the file from a backup, or train the run again"
+        )
+    return data
 
 
 def check_data(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from bayesrnn.data import (
     load_ptb,
     load_text,
     reencode_corpus,
+    rescale_series,
 )
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
@@ -403,13 +404,21 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     return model, guide
 
 
-def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> Setup:
-    """Load data (encoded with ``vocabulary`` when given, a trained run's) and build model and
-    guide; a bad combination is a ConfigError."""
+def setup(
+    config: RunConfig,
+    log: Log,
+    vocabulary: Vocabulary | None = None,
+    series: Mapping | None = None,
+) -> Setup:
+    """Load data (encoded with ``vocabulary`` when given, a trained run's; a series scaled with
+    ``series``, a trained run's scaling) and build model and guide; a bad combination is a
+    ConfigError."""
     check_device(config)
     corpus = load_data(config)
     if vocabulary is not None:
         corpus = reencode_corpus(corpus, vocabulary)
+    if series is not None and config.task == "forecast":
+        corpus = rescale_series(corpus, series)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
     config = fit_windows(config, corpus, log)
     model, guide = build(config, *model_sizes(corpus, config.task))
