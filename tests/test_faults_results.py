@@ -1,0 +1,239 @@
+"""Faults that used to give silently wrong results: a series or a vocabulary changed after
+training, comparisons of runs on other data, a monitor no validation reports, and the truth of
+a divergence message. Each refusal is exit 2, one line on stderr, and no file changed.
+"""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from bayesrnn.app.cli import main
+from bayesrnn.data import Vocabulary, rescale_series, split_series, vocabulary_fingerprint
+from tests.cli_helpers import TINY, cli
+from tests.test_faults import _sentences, assert_fault
+
+FORECAST = [
+    "--quiet", "--task", "forecast", "--set", "data.target=y", "--epochs", "2",
+    "--samples", "4", "--set", "evaluation.export_samples=2", "--set", "model.hidden_size=8",
+]  # fmt: skip
+
+
+def _write_series(path: Path, change=lambda i, y: y) -> None:
+    rows = ["t,y"] + [
+        f"{i},{change(i, 10 + 5 * math.sin(i / 3) + 0.1 * i):.4f}" for i in range(120)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def series_workspace(tmp_path_factory):
+    """A 120-row CSV (84 train, 18 valid, 18 test rows) and a forecast run trained on it."""
+    root = tmp_path_factory.mktemp("series")
+    _write_series(root / "s.csv")
+    argv = ["run", "--data", str(root / "s.csv"), "--out", str(root / "run"), *FORECAST]
+    assert main(argv) == 0
+    return root
+
+
+@pytest.fixture
+def series_area(tmp_path, series_workspace):
+    copy = tmp_path / "w"
+    shutil.copytree(series_workspace, copy)
+    config = copy / "run" / "config.toml"
+    config.write_text(config.read_text().replace(str(series_workspace), str(copy)))
+    return copy
+
+
+def _resume(area: Path) -> list[str]:
+    (area / "run" / "metrics.json").unlink()  # as if killed before its evaluation
+    return ["run", "--data", str(area / "s.csv"), "--out", str(area / "run"), *FORECAST]
+
+
+# --- 1. a series changed after training ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda i, y: 2 * y, lambda i, y: y + 1000],
+    ids=["doubled", "plus 1000"],
+)
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+def test_a_rescaled_target_is_refused(change, command, series_area, capsys):
+    """Doubled or shifted, the target standardises to the same values with its own new
+    statistics: only the run's statistics show the change."""
+    _write_series(series_area / "s.csv", change)
+    if command == "resume":
+        argv = _resume(series_area)
+    else:
+        argv = ["evaluate", "--out", str(series_area / "run"), "--quiet"]
+    line = assert_fault(capsys, series_area, argv, "train split")
+    assert "vocab.json" in line and "the same 84 items, other content" in line
+
+
+def test_unchanged_series_evaluates_to_the_runs_own_scores(series_area, capsys):
+    run = series_area / "run"
+    code, _, err = cli(capsys, "evaluate", "--out", str(run), "--quiet")
+    assert code == 0, err
+    first = json.loads((run / "metrics.json").read_text())["test"]["crps"]
+    again = json.loads((run / "eval-2" / "metrics.json").read_text())["test"]["crps"]
+    assert again == pytest.approx(first, rel=1e-12)
+
+
+def test_changed_test_rows_are_a_note_when_only_valid_is_read(series_area, capsys):
+    run = series_area / "run"
+    _write_series(series_area / "s.csv", lambda i, y: y + 1000 if i >= 110 else y)
+    argv = ["evaluate", "--out", str(run), "--set", "evaluation.split=valid"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert "note: the test split(s) changed since training" in err
+    argv = ["evaluate", "--out", str(run), "--quiet"]
+    assert_fault(capsys, series_area, argv, "test split")
+
+
+def test_rescaling_uses_the_runs_statistics():
+    """Hand-computed: rows 0..11 of y = 2i (train 0..6: mean 6, population sd 4) rescaled with
+    a recorded mean 1 and scale 2 give (2i − 1)/2; the covariate x = i, (i − 3)/2."""
+    values = torch.tensor([[2.0 * i, float(i)] for i in range(12)], dtype=torch.float64)
+    corpus = split_series(values, ["y", "x"], fractions=(0.6, 0.2, 0.2))
+    assert corpus.mean.tolist() == pytest.approx([6.0, 3.0])
+    assert corpus.scale.tolist() == pytest.approx([4.0, 2.0])
+    saved = {"columns": ["y", "x"], "targets": 1, "mean": [1.0, 3.0], "scale": [2.0, 2.0]}
+    again = rescale_series(corpus, saved)
+    expected_y = torch.tensor([(2.0 * i - 1) / 2 for i in range(12)])
+    expected_x = torch.tensor([(i - 3.0) / 2 for i in range(12)])
+    assert torch.allclose(again.full()[:, 0], expected_y, atol=1e-6)
+    assert torch.allclose(again.full()[:, 1], expected_x, atol=1e-6)
+    assert again.sizes() == corpus.sizes() and again.mean.tolist() == [1.0, 3.0]
+    same = {**saved, "mean": corpus.mean.tolist(), "scale": corpus.scale.tolist()}
+    assert rescale_series(corpus, same) is corpus
+    with pytest.raises(ValueError, match=r"trained on \['y', 'z'\]"):
+        rescale_series(corpus, {**saved, "columns": ["y", "z"]})
+
+
+# --- 2. a vocabulary edited after training ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text")
+    (root / "notes.txt").write_text(_sentences(0))
+    (root / "score.txt").write_text(_sentences(5, lines=30))
+    argv = ["run", "--out", str(root / "run"), "--data", str(root / "notes.txt"), *TINY]
+    assert main(argv) == 0
+    return root
+
+
+@pytest.fixture
+def text_area(tmp_path, text_workspace):
+    copy = tmp_path / "w"
+    shutil.copytree(text_workspace, copy)
+    config = copy / "run" / "config.toml"
+    config.write_text(config.read_text().replace(str(text_workspace), str(copy)))
+    return copy
+
+
+def _edit_vocabulary(area: Path, change) -> None:
+    path = area / "run" / "vocab.json"
+    payload = json.loads(path.read_text())
+    change(payload)
+    path.write_text(json.dumps(payload))
+
+
+def _swap(payload: dict) -> None:
+    itos = payload["vocabulary"]["itos"]
+    itos[5], itos[6] = itos[6], itos[5]
+
+
+def test_the_vocabulary_fingerprint_is_of_the_table():
+    table = Vocabulary(["<unk>", "a", "b"], unk_token="<unk>", eos_token=None)
+    assert vocabulary_fingerprint(table) == vocabulary_fingerprint(
+        Vocabulary.from_dict(table.to_dict())
+    )
+    for other in (
+        Vocabulary(["<unk>", "b", "a"], unk_token="<unk>", eos_token=None),  # two tokens swapped
+        Vocabulary(["<unk>", "a", "c"], unk_token="<unk>", eos_token=None),  # one renamed
+        Vocabulary(["<unk>", "a", "b"], unk_token=None, eos_token=None),  # <unk> not special
+    ):
+        assert vocabulary_fingerprint(other) != vocabulary_fingerprint(table)
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate", "export"])
+def test_a_vocabulary_with_two_tokens_swapped_is_refused(command, text_area, capsys):
+    _edit_vocabulary(text_area, _swap)
+    run = str(text_area / "run")
+    argv = {
+        "score": ["score", "--out", run, str(text_area / "score.txt")],
+        "evaluate": ["evaluate", "--out", run, "--quiet"],
+        "export": ["export", "--out", run, "--quiet"],
+    }[command]
+    line = assert_fault(capsys, text_area, argv, "vocab.json no longer holds the vocabulary")
+    assert "restore the file from a backup" in line
+
+
+def test_an_older_vocabulary_file_without_its_fingerprint_is_read_with_a_note(text_area, capsys):
+    argv = ["score", "--out", str(text_area / "run"), str(text_area / "score.txt")]
+    code, before, err = cli(capsys, *argv)
+    assert code == 0, err
+    _edit_vocabulary(text_area, lambda payload: payload.pop("vocabulary_sha256"))
+    code, after, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert after == before  # the same perplexity: the table is the one trained with
+    code, _, err = cli(capsys, "evaluate", "--out", str(text_area / "run"))
+    assert code == 0, err
+    assert "has no fingerprint of its vocabulary" in err
+
+
+# --- 4. trainer.monitor must name a metric of the task ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "task, monitor, valid",
+    [
+        ("lm", "valid_accuracy", "valid_perplexity"),
+        ("lm", "valid_nll", "valid_perplexity"),
+        ("forecast", "valid_perplexity", "valid_nll"),
+        ("forecast", "valid_accuracy", "valid_nll"),
+        ("classify", "valid_perplexity", "valid_accuracy, valid_nll"),
+    ],
+)
+def test_a_monitor_the_task_does_not_report_is_refused_at_once(
+    task, monitor, valid, tmp_path, capsys
+):
+    (tmp_path / "notes.txt").write_text(_sentences(0, lines=40))
+    out = tmp_path / "out"
+    argv = [
+        "run", "--task", task, "--data", str(tmp_path / "notes.txt"), "--out", str(out),
+        "--quiet", "--set", f"trainer.monitor={monitor}",
+    ]  # fmt: skip
+    line = assert_fault(capsys, tmp_path, argv, f"trainer.monitor={monitor}")
+    assert line.endswith(f"use one of {valid}"), line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("task", ["lm", "forecast"])
+def test_each_tasks_monitor_names_what_its_validation_reports(task, tmp_path, capsys):
+    """The names the config accepts are the ones the trainer's validation records."""
+    from bayesrnn.app.config import TASK_MONITORS
+
+    if task == "lm":
+        data = tmp_path / "data.txt"
+        data.write_text(_sentences(0, lines=200))
+        extra = [*TINY, "--set", "trainer.max_windows=none", "--epochs", "1"]
+    else:
+        data = tmp_path / "data.csv"
+        _write_series(data)
+        extra = FORECAST
+    (name,) = TASK_MONITORS[task]
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(out), *extra]
+    argv += ["--set", f"trainer.monitor={name}"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    history = json.loads((out / "history.json").read_text())
+    reported = {k for k, v in history.items() if k.startswith("valid_") and v}
+    assert reported == {name}
+
