@@ -237,3 +237,88 @@ def test_each_tasks_monitor_names_what_its_validation_reports(task, tmp_path, ca
     reported = {k for k, v in history.items() if k.startswith("valid_") and v}
     assert reported == {name}
 
+
+
+# --- 5. a divergence message says what exists and what to do -----------------------------------
+
+DIVERGING = {
+    "lm at lr 100 without clipping": (
+        "notes.txt",
+        ["--set", "trainer.lr=100", "--set", "trainer.clip_norm=none", "--epochs", "1",
+         "--set", "model.embedding_size=8", "--set", "model.hidden_size=8",
+         "--set", "trainer.bptt=10"],
+    ),
+    "forecast at SGD lr 1e4": (
+        "s.csv",
+        ["--task", "forecast", "--set", "data.target=y", "--set", "trainer.optimizer=sgd",
+         "--set", "trainer.lr=1e4", "--set", "model.hidden_size=8"],
+    ),
+}  # fmt: skip
+
+
+def _diverging(tmp_path: Path, case: str, out: Path) -> list[str]:
+    name, extra = DIVERGING[case]
+    if name == "s.csv":
+        _write_series(tmp_path / name)
+    else:
+        (tmp_path / name).write_text(_sentences(0))
+    return ["run", "--data", str(tmp_path / name), "--out", str(out), "--quiet", *extra]
+
+
+@pytest.mark.parametrize("case", sorted(DIVERGING))
+def test_a_run_diverged_before_its_first_checkpoint_leaves_nothing(case, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _diverging(tmp_path, case, out)
+    line = assert_fault(capsys, tmp_path, argv, "before any checkpoint was written")
+    assert f"{out} held nothing of value and was removed" in line
+    assert "run again with a lower trainer.lr" in line
+    assert not out.exists()
+
+
+def test_an_empty_out_directory_of_the_user_is_kept(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    argv = _diverging(tmp_path, "lm at lr 100 without clipping", out)
+    line = assert_fault(capsys, tmp_path, argv, "before any checkpoint was written")
+    assert "was emptied of the files this command wrote" in line
+    assert out.is_dir() and not any(out.iterdir())
+
+
+def test_files_of_an_earlier_start_are_kept_and_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _diverging(tmp_path, "lm at lr 100 without clipping", out)
+    code, config, err = cli(capsys, *argv, "--print-config")
+    assert code == 0, err
+    out.mkdir()
+    (out / "config.toml").write_text(config)  # an earlier start, killed before its checkpoint
+    line = assert_fault(capsys, tmp_path, argv, "before any checkpoint was written")
+    assert f"{out} holds only config.toml from an earlier start" in line
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml"]
+
+
+def test_a_kept_checkpoint_is_named_with_what_to_do(text_area, capsys, monkeypatch):
+    """The trainer stops with its checkpoint on disk: nothing is removed, and the message says
+    how to use it."""
+    import bayesrnn.app.pipeline as pipeline
+    from bayesrnn.inference.divergence import training_stopped
+
+    run = text_area / "run"
+    for name in ("metrics.json", "history.json"):
+        (run / name).unlink()
+
+    def diverge(s, run_dir, log):
+        raise training_stopped("epoch 1, window 9", "non-finite loss (nan)", run_dir.checkpoint)
+
+    monkeypatch.setattr(pipeline, "train_language_model", diverge)
+    argv = ["run", "--data", str(text_area / "notes.txt"), "--out", str(run), *TINY]
+    line = assert_fault(capsys, text_area, argv, "the last good checkpoint is left intact")
+    assert f"bayesrnn evaluate --out {run}` scores it as it is" in line
+    assert "use another --out" in line
+
+
+def test_an_infinite_weight_decay_is_refused_before_any_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _diverging(tmp_path, "lm at lr 100 without clipping", out)
+    argv += ["--set", "trainer.weight_decay=inf"]
+    assert_fault(capsys, tmp_path, argv, "trainer.weight_decay must lie in")
+    assert not out.exists()

@@ -29,6 +29,7 @@ from bayesrnn import __version__
 from bayesrnn.app.classifier_task import evaluate_classifier, train_classifier
 from bayesrnn.app.config import ConfigError, RunConfig
 from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
+from bayesrnn.app.diverged_run import after_divergence
 from bayesrnn.app.export import export_posterior, no_export_reason
 from bayesrnn.app.forecast_task import evaluate_forecaster
 from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
@@ -58,7 +59,7 @@ from bayesrnn.app.setup import (
 from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
-from bayesrnn.inference import TrainerConfig
+from bayesrnn.inference import NonFiniteLossError, TrainerConfig
 from bayesrnn.inference.distributed import Ranks, barrier, current_ranks
 from bayesrnn.inference.kl_weight import posterior_label
 from bayesrnn.inference.trainer import History
@@ -292,6 +293,8 @@ def run_job(
         log = quiet_log  # one voice: rank 0 logs and writes, the others compute
     s, saved = _prepare(config, run, _needed_splits(config, train=True, evaluate=evaluate), log)
     command = "bayesrnn run" if evaluate else "bayesrnn train"
+    made_dir = not run.root.exists()
+    created: list[Path] = []  # files this command wrote that no earlier start had
     with lock_run_dir(run.root, command) if ranks.is_main else contextlib.nullcontext():
         if ranks.is_main:
             check_run_dir(run.root, config)  # again, now that no other process can write here
@@ -300,16 +303,24 @@ def run_job(
             payload = restore(s, run)  # a corrupt or foreign checkpoint is refused before training
         if ranks.is_main and not run.config.is_file():
             write_config(config, run.config, header=f"bayesrnn {__version__} resolved config")
+            created.append(run.config)
         if ranks.is_main and saved is None:
+            if not run.vocabulary.exists():
+                created.append(run.vocabulary)
             write_run_data(run, run_data_of(s.corpus, config.task))
         barrier(ranks)
         began = time.perf_counter()
-        if config.guide.name == "nuts":
-            history = train_nuts(s, run, log, payload)
-        elif config.task == "classify":
-            history = train_classifier(s, run.checkpoint, log)
-        else:
-            history = train_language_model(s, run, log)
+        try:
+            if config.guide.name == "nuts":
+                history = train_nuts(s, run, log, payload)
+            elif config.task == "classify":
+                history = train_classifier(s, run.checkpoint, log)
+            else:
+                history = train_language_model(s, run, log)
+        except NonFiniteLossError as error:
+            if not ranks.is_main:
+                raise
+            raise after_divergence(error, run, created, made_dir) from None
         log(f"training finished in {time.perf_counter() - began:.1f} s")
         result: dict = {"training": _training_summary(history)}
         if ranks.is_main:
