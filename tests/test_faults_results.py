@@ -322,3 +322,87 @@ def test_an_infinite_weight_decay_is_refused_before_any_file(tmp_path, capsys):
     argv += ["--set", "trainer.weight_decay=inf"]
     assert_fault(capsys, tmp_path, argv, "trainer.weight_decay must lie in")
     assert not out.exists()
+
+
+# --- 3. compare: the same words, and one float log-likelihood per observation and draw ---------
+
+
+def _export(path: Path, words: list[str] | None, seed: int = 0) -> Path:
+    """A 25-draw export of a 13-word language model on a fixed id stream; ``words`` names the
+    ids (None: an export written without its vocabulary)."""
+    from bayesrnn.app.compare import MIN_DRAWS
+    from bayesrnn.evaluation.arviz_export import export_language_model
+    from bayesrnn.inference import MeanFieldGuide
+    from bayesrnn.models import GaussianPrior, LanguageModel
+
+    torch.manual_seed(seed)
+    model = LanguageModel(13, 8, 8, num_layers=1, prior=GaussianPrior(1.0))
+    stream = (torch.arange(60) * 5 + torch.arange(60) // 7) % 13
+    tree = export_language_model(
+        model, MeanFieldGuide(model), stream, MIN_DRAWS, batch_size=3, bptt=8, split="test",
+        vocabulary=words,
+    )  # fmt: skip
+    tree.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+WORDS = [f"w{i}" for i in range(13)]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    """Exports on one id stream: "a" and "b" name the ids w0…, "other" x0…, "older" not at all."""
+    root = tmp_path_factory.mktemp("exports")
+    return {
+        "a": _export(root / "a.nc", WORDS),
+        "b": _export(root / "b.nc", WORDS, seed=1),
+        "other": _export(root / "c.nc", [f"x{i}" for i in range(13)], seed=1),
+        "older": _export(root / "d.nc", None, seed=1),
+    }
+
+
+def _copies(tmp_path: Path, exports: dict[str, Path], *names: str) -> list[Path]:
+    return [Path(shutil.copy(exports[name], tmp_path / exports[name].name)) for name in names]
+
+
+def test_runs_on_other_words_with_the_same_ids_are_refused(exports, tmp_path, capsys):
+    first, same, other, older = _copies(tmp_path, exports, "a", "b", "other", "older")
+    code, _, err = cli(capsys, "compare", str(first), str(same))
+    assert code == 0, err  # the control: the same words compare
+    code, _, err = cli(capsys, "compare", str(first), str(older))
+    assert code == 0, err  # an export without the words' fingerprint: ids alone
+    line = assert_fault(capsys, tmp_path, ["compare", str(first), str(other)], "different words")
+    assert "a.nc" in line and "c.nc" in line
+
+
+def _edit_log_likelihood(path: Path, change) -> None:
+    import xarray as xr
+
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        tree.load()
+    tree["log_likelihood"] = change(tree["log_likelihood"].to_dataset())
+    tree.to_netcdf(path, engine="h5netcdf", mode="w")
+
+
+LOG_LIKELIHOOD_FAULTS = {
+    "strings": (lambda ds: ds.assign(obs=ds.obs.astype(str)), "holds <U"),
+    "part of the tokens": (lambda ds: ds.isel(token=slice(0, -5)), "covers 52 of the 57"),
+    "no chain": (lambda ds: ds.isel(chain=0), "without the (chain, draw)"),
+    "other positions": (
+        lambda ds: ds.assign_coords(token=ds.token.values + 1),
+        "label the 'token' dim differently",
+    ),
+    "NaN": (lambda ds: ds.assign(obs=ds.obs.where(ds.token != ds.token[3])), "holds NaN"),
+    "other dims": (lambda ds: ds.rename({"token": "word"}), "observation dims ('word',)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOG_LIKELIHOOD_FAULTS))
+def test_a_log_likelihood_that_is_not_one_float_per_observation_is_refused(
+    case, exports, tmp_path, capsys
+):
+    change, fragment = LOG_LIKELIHOOD_FAULTS[case]
+    good, bad = _copies(tmp_path, exports, "a", "b")
+    _edit_log_likelihood(bad, change)
+    line = assert_fault(capsys, tmp_path, ["compare", str(good), str(bad)], fragment)
+    assert "b.nc: log_likelihood['obs']" in line
