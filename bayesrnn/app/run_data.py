@@ -164,7 +164,8 @@ def check_data(
 ) -> list[str]:
     """Refuse when a split in ``needed`` differs from the run's; return the other changed ones.
 
-    ``corpus`` must already be encoded with the saved vocabulary.
+    ``corpus`` must already be encoded with the saved vocabulary (a series scaled with the
+    saved statistics: see :func:`bayesrnn.data.rescale_series`).
     """
     now = corpus_fingerprint(corpus)
     changed = [s for s in now if saved.splits.get(s) != now[s]]
