@@ -94,6 +94,15 @@ def test_changed_test_rows_are_a_note_when_only_valid_is_read(series_area, capsy
     assert_fault(capsys, series_area, argv, "test split")
 
 
+def test_a_target_stretched_about_its_mean_stops_the_forecast_command(series_area, capsys):
+    """The same training mean, twice the spread: the run's scale must be compared too."""
+    mean = json.loads((series_area / "run" / "vocab.json").read_text())["series"]["mean"][0]
+    _write_series(series_area / "s.csv", lambda i, y: 2 * (y - mean) + mean)
+    argv = ["forecast", "--out", str(series_area / "run"), "--horizon", "2", "--samples", "5"]
+    argv += ["--output", str(series_area / "f.csv")]
+    assert_fault(capsys, series_area, argv, "training statistics")
+
+
 def test_rescaling_uses_the_runs_statistics():
     """Hand-computed: rows 0..11 of y = 2i (train 0..6: mean 6, population sd 4) rescaled with
     a recorded mean 1 and scale 2 give (2i − 1)/2; the covariate x = i, (i − 3)/2."""
