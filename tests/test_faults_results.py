@@ -183,6 +183,30 @@ def test_a_vocabulary_with_two_tokens_swapped_is_refused(command, text_area, cap
     assert "restore the file from a backup" in line
 
 
+@pytest.mark.parametrize("command", ["score", "evaluate"])
+def test_a_consistent_vocabulary_of_other_words_is_refused_by_the_checkpoint(
+    command, text_area, capsys
+):
+    """A vocab.json whose table and fingerprint agree (another run's, or edited with care) but
+    differ from what the checkpoint was trained with."""
+
+    def swap_and_refingerprint(payload: dict) -> None:
+        _swap(payload)
+        table = Vocabulary.from_dict(payload["vocabulary"])
+        payload["vocabulary_sha256"] = vocabulary_fingerprint(table)
+
+    _edit_vocabulary(text_area, swap_and_refingerprint)
+    payload = torch.load(text_area / "run" / "checkpoint.pt", weights_only=True)
+    assert len(payload["vocabulary_sha256"]) == 64
+    run = str(text_area / "run")
+    argv = {
+        "score": ["score", "--out", run, str(text_area / "score.txt")],
+        "evaluate": ["evaluate", "--out", run, "--quiet"],
+    }[command]
+    line = assert_fault(capsys, text_area, argv, "is not the vocabulary")
+    assert "vocab.json" in line and "checkpoint.pt was trained with" in line
+
+
 def test_an_older_vocabulary_file_without_its_fingerprint_is_read_with_a_note(text_area, capsys):
     argv = ["score", "--out", str(text_area / "run"), str(text_area / "score.txt")]
     code, before, err = cli(capsys, *argv)

@@ -35,7 +35,15 @@ from bayesrnn.app.forecast_task import evaluate_forecaster
 from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
 from bayesrnn.app.nuts_task import is_nuts_history, nuts_datatree, nuts_metrics, train_nuts
 from bayesrnn.app.ood_task import OODText, encode_ood_text, read_ood_file
-from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
+from bayesrnn.app.run_data import (
+    RunData,
+    check_checkpoint_vocabulary,
+    check_data,
+    read_run_data,
+    recorded_tags,
+    run_data_of,
+    write_run_data,
+)
 from bayesrnn.app.run_dir import (
     JobError,
     RunDir,
@@ -267,7 +275,9 @@ def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
         else setup(config, log, saved.vocabulary, series=saved.series)
     )
     check_fits(s.config, s.corpus, needed)  # with the windows fitted to a short series
-    if saved is not None:
+    if saved is not None:  # a vocabulary that is not the checkpoint's, before the data it encodes
+        vocab = getattr(s.corpus, "vocab", None)
+        check_checkpoint_vocabulary(recorded_tags(run.checkpoint), vocab, run)
         changed = check_data(saved, s.corpus, needed, run)
         if changed:
             log(f"note: the {', '.join(changed)} split(s) changed since training; not used here")

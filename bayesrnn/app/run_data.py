@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from bayesrnn.app.run_dir import JobError, RunDir, read_json, write_json
 from bayesrnn.data import (
@@ -23,7 +26,16 @@ from bayesrnn.data import (
     vocabulary_fingerprint,
 )
 
-__all__ = ["RunData", "check_data", "read_run_data", "run_data_of", "write_run_data"]
+__all__ = [
+    "RunData",
+    "check_checkpoint_vocabulary",
+    "check_data",
+    "checkpoint_tags",
+    "read_run_data",
+    "recorded_tags",
+    "run_data_of",
+    "write_run_data",
+]
 
 _FORMAT = 1
 
@@ -183,3 +195,38 @@ def check_data(
                 "another --out"
             )
     return changed
+
+
+VOCABULARY_TAG = "vocabulary_sha256"  # in a checkpoint: the fingerprint of its vocabulary
+
+
+def checkpoint_tags(corpus) -> dict[str, str]:
+    """What a checkpoint records of the run's data: its vocabulary's fingerprint (none for a
+    series)."""
+    vocab = getattr(corpus, "vocab", None)
+    return {} if vocab is None else {VOCABULARY_TAG: vocabulary_fingerprint(vocab)}
+
+
+def recorded_tags(path: Path) -> dict[str, str]:
+    """The data tags of the checkpoint at ``path``, read without loading its tensors (memory-
+    mapped); {} for one unreadable here (its restore names the damage)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged or foreign file: restore reports it
+        return {}
+    if not isinstance(payload, dict) or not isinstance(payload.get(VOCABULARY_TAG), str):
+        return {}
+    return {VOCABULARY_TAG: payload[VOCABULARY_TAG]}
+
+
+def check_checkpoint_vocabulary(payload: dict, vocab: Vocabulary | None, run: RunDir) -> None:
+    """Refuse a vocabulary other than the one the checkpoint was trained with (checkpoints
+    written before the tag existed are taken as they are)."""
+    recorded = payload.get(VOCABULARY_TAG)
+    if recorded is None or vocab is None or recorded == vocabulary_fingerprint(vocab):
+        return
+    source = run.vocabulary if run.vocabulary.is_file() else "the vocabulary rebuilt from the data"
+    raise JobError(
+        f"{source} is not the vocabulary {run.checkpoint} was trained with (another run's, or "
+        "edited); put the run's own vocab.json back (from a backup), or train the run again"
+    )

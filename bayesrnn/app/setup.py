@@ -20,6 +20,7 @@ from bayesrnn.app.config import (
     RunConfig,
     check_ensemble_draws,
 )
+from bayesrnn.app.run_data import check_checkpoint_vocabulary
 from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
@@ -446,6 +447,7 @@ def restore(s: Setup, run: RunDir) -> dict:
     device = torch.device(s.config.trainer.device)
     payload = load_checkpoint(run.checkpoint, map_location=device)
     check_checkpoint(payload, run.checkpoint, nuts=s.config.guide.name == "nuts")
+    check_checkpoint_vocabulary(payload, getattr(s.corpus, "vocab", None), run)
     s.model.to(device)
     try:
         if isinstance(s.guide, torch.nn.Module):
