@@ -339,7 +339,8 @@ def compare_runs(
     the exported held-out observations: ``estimate`` "holdout" or "loo" (module docstring).
 
     Refuses (:class:`JobError`) a run without an export, an export with fewer than
-    :data:`MIN_DRAWS` draws, the same file twice, and runs scored on different observations.
+    :data:`MIN_DRAWS` draws or whose ``log_likelihood`` is not one float per observation and
+    draw, the same file twice, and runs scored on different observations or words.
     ``method`` is ``arviz_stats.compare``'s weighting ("stacking", "BB-pseudo-BMA",
     "pseudo-BMA").
     """
