@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from bayesrnn.app.ood_task import PLOT_NAME, OODText, classifier_sentences, compare
+from bayesrnn.app.run_data import checkpoint_tags
 from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, padding_id, seed_everything
 from bayesrnn.data import ClassificationSplit, classification_batches
@@ -54,6 +55,7 @@ def train_classifier(s: Setup, checkpoint: Path, log: Log) -> dict:
         baseline_nll=math.log(s.model.num_classes) if s.model.num_classes >= 2 else None,
         unit="label",
     )
+    trainer.checkpoint_tags = checkpoint_tags(s.corpus)
     if checkpoint.is_file():
         log(f"resuming from {checkpoint}")
     history = trainer.fit(resume=True)

@@ -5,8 +5,12 @@ directly), whatever its guide: ``compare`` needs only the per-observation log-li
 Runs are comparable only when they were scored on the same observations: the same ids at the
 same positions of the same split, which the observations' fingerprint
 (:func:`bayesrnn.evaluation.arviz_layout.observations_fingerprint`, recomputed here from
-``observed_data``) decides. Language models exported with different ``evaluation.split``,
-``evaluation.max_tokens``, ``trainer.eval_batch_size`` or vocabulary are refused.
+``observed_data``) decides, and the same words: each run's vocabulary numbers its own words, so
+two texts can encode to the same ids; the exports' ``text_fingerprint`` (of the observed words,
+written since it exists; an export without it is compared on ids alone) decides that. Language
+models exported with different ``evaluation.split``, ``evaluation.max_tokens``,
+``trainer.eval_batch_size`` or vocabulary are refused, and so is a ``log_likelihood`` that is
+not one float per observation and draw.
 
 Two estimates of the elpd, ranked, differenced and weighted by ``arviz_stats.compare``:
 
@@ -197,6 +201,51 @@ def _open(path: Path):
     return tree
 
 
+def _check_log_likelihood(label: str, tree) -> None:
+    """``log_likelihood['obs']``: floats over (chain, draw) and exactly the dims and sizes of
+    ``observed_data['obs']``; each fault is one line naming ``label``."""
+    ll, obs = tree["log_likelihood"]["obs"], tree["observed_data"]["obs"]
+    where = f"{label}: log_likelihood['obs']"
+    if ll.dtype.kind != "f":
+        raise JobError(f"{where} holds {ll.dtype} values, not log-densities (floats)")
+    if "chain" not in ll.dims or "draw" not in ll.dims:
+        raise JobError(f"{where} has dims {tuple(ll.dims)}, without the (chain, draw) of draws")
+    dims = tuple(d for d in ll.dims if d not in ("chain", "draw"))
+    if dims != tuple(obs.dims):
+        raise JobError(
+            f"{where} has observation dims {dims}, observed_data['obs'] {tuple(obs.dims)}: "
+            "not the same observations"
+        )
+    covered = int(np.prod([ll.sizes[d] for d in dims]))
+    if covered != obs.size or any(ll.sizes[d] != obs.sizes[d] for d in dims):
+        raise JobError(
+            f"{where} covers {covered} of the {obs.size} observations of observed_data['obs']"
+        )
+    for dim in dims:
+        if dim in ll.coords and dim in obs.coords and not np.array_equal(ll[dim], obs[dim]):
+            raise JobError(f"{where} and observed_data['obs'] label the {dim!r} dim differently")
+    if bool(np.isnan(ll.values).any()):
+        raise JobError(f"{where} holds NaN: not a log-density of every observation")
+
+
+def _text_fingerprint(tree) -> str | None:
+    value = tree["observed_data"].attrs.get("text_fingerprint")
+    return None if value is None else str(value)
+
+
+def _refuse_other_texts(labels: list[str], trees: list) -> None:
+    """Runs scored on the same ids of other words: refused when their exports say so."""
+    texts = {label: _text_fingerprint(tree) for label, tree in zip(labels, trees, strict=True)}
+    known = {label: text for label, text in texts.items() if text is not None}
+    if len(set(known.values())) > 1:
+        shown = " vs ".join(f"{label} (text {text[:12]})" for label, text in known.items())
+        raise JobError(
+            "the runs scored the same token ids but different words (each run's vocabulary "
+            f"numbers its own text), so their elpd is not comparable: {shown}; export them on "
+            "the same text"
+        )
+
+
 def _fingerprint(tree) -> str:
     from bayesrnn.evaluation.arviz_layout import observations_fingerprint
 
@@ -290,7 +339,8 @@ def compare_runs(
     the exported held-out observations: ``estimate`` "holdout" or "loo" (module docstring).
 
     Refuses (:class:`JobError`) a run without an export, an export with fewer than
-    :data:`MIN_DRAWS` draws, the same file twice, and runs scored on different observations.
+    :data:`MIN_DRAWS` draws or whose ``log_likelihood`` is not one float per observation and
+    draw, the same file twice, and runs scored on different observations or words.
     ``method`` is ``arviz_stats.compare``'s weighting ("stacking", "BB-pseudo-BMA",
     "pseudo-BMA").
     """
@@ -310,12 +360,14 @@ def compare_runs(
     trees = [_open(path) for path in paths]
     draws = {}
     for label, tree in zip(labels, trees, strict=True):
+        _check_log_likelihood(label, tree)
         obs = tree["log_likelihood"]["obs"]
         draws[label] = int(obs.sizes.get("chain", 1) * obs.sizes.get("draw", 1))
         if draws[label] < MIN_DRAWS:
             raise JobError(_too_few_draws(label, draws[label], tree))
     fingerprints = [_fingerprint(tree) for tree in trees]
     _refuse_mismatch(labels, fingerprints, trees)
+    _refuse_other_texts(labels, trees)
 
     import arviz_stats
 

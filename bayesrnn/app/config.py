@@ -24,6 +24,13 @@ from bayesrnn.inference.training.trainer import TrainerConfig
 
 NONE = "none"
 TASKS = ("lm", "classify", "forecast")
+# What each task's validation reports (the names ``trainer.monitor`` may watch): a language
+# model's perplexity, a classifier's accuracy and NLL, a forecaster's NLL per value
+TASK_MONITORS = {
+    "lm": ("valid_perplexity",),
+    "classify": ("valid_accuracy", "valid_nll"),
+    "forecast": ("valid_nll",),
+}
 SERIES_SOURCES = ("sunspots", "co2")  # statsmodels' bundled series (the timeseries extra)
 DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
 LIKELIHOODS = ("gaussian", "student_t")
@@ -369,6 +376,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
         _check_trainer(self.trainer)
+        _check_monitor(self)
         _check_local_decoder(self)
         _check_fitted_scale_guide(self)
         _check_nuts(self)
@@ -440,6 +448,17 @@ def _check_nuts(config: RunConfig) -> None:
         )
     if config.evaluation.dynamic_lr is not None:
         raise ConfigError("evaluation.dynamic_lr adapts a variational posterior; not with nuts")
+
+
+def _check_monitor(config: RunConfig) -> None:
+    """``trainer.monitor`` must name a metric the task's validation reports: refused here,
+    not after the first epoch."""
+    monitor, valid = config.trainer.monitor, TASK_MONITORS[config.task]
+    if monitor is not None and monitor not in valid:
+        raise ConfigError(
+            f"trainer.monitor={monitor} is not reported by a {config.task} run's validation; "
+            f"use one of {', '.join(valid)}"
+        )
 
 
 def _check_local_decoder(config: RunConfig) -> None:

@@ -4,6 +4,7 @@ the reversed-text test, dynamic evaluation and the pruning curve."""
 from __future__ import annotations
 
 from bayesrnn.app.ood_task import PLOT_NAME, OODText, compare, lm_report_sentences
+from bayesrnn.app.run_data import checkpoint_tags
 from bayesrnn.app.run_dir import (
     RunDir,
 )
@@ -34,6 +35,7 @@ def train_language_model(s: Setup, run: RunDir, log: Log) -> dict:
         s.config.trainer,
         checkpoint_path=run.checkpoint,
     )
+    trainer.checkpoint_tags = checkpoint_tags(s.corpus)
     if run.checkpoint.is_file():
         log(f"resuming from {run.checkpoint}")
     history = trainer.fit(resume=True)

@@ -19,6 +19,7 @@ import torch
 import xarray as xr
 from pyro import poutine
 
+from bayesrnn.app.run_data import checkpoint_tags
 from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, padding_id, seed_everything
 from bayesrnn.data import pad_batch
@@ -110,6 +111,7 @@ def train_nuts(s: Setup, run: RunDir, log: Log, payload: dict | None = None) -> 
     save_checkpoint(
         run.checkpoint,
         {
+            **checkpoint_tags(s.corpus),
             "model": s.model.state_dict(),
             "guide": s.guide.state_dict(),
             "position": (0, 0),

@@ -28,12 +28,21 @@ import torch
 from bayesrnn.app.classifier_task import evaluate_classifier, train_classifier
 from bayesrnn.app.config import ConfigError, RunConfig
 from bayesrnn.app.config_files import apply_values, config_to_dict, write_config
+from bayesrnn.app.diverged_run import after_divergence
 from bayesrnn.app.export import export_posterior, no_export_reason
 from bayesrnn.app.forecast_task import evaluate_forecaster
 from bayesrnn.app.lm_task import evaluate_language_model, train_language_model
 from bayesrnn.app.nuts_task import is_nuts_history, nuts_datatree, nuts_metrics, train_nuts
 from bayesrnn.app.ood_task import OODText, encode_ood_text, read_ood_file
-from bayesrnn.app.run_data import RunData, check_data, read_run_data, run_data_of, write_run_data
+from bayesrnn.app.run_data import (
+    RunData,
+    check_checkpoint_vocabulary,
+    check_data,
+    read_run_data,
+    recorded_tags,
+    run_data_of,
+    write_run_data,
+)
 from bayesrnn.app.run_dir import (
     JobError,
     RunDir,
@@ -57,7 +66,7 @@ from bayesrnn.app.setup import (
 from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
-from bayesrnn.inference import TrainerConfig
+from bayesrnn.inference import NonFiniteLossError, TrainerConfig
 from bayesrnn.inference.runtime.distributed import Ranks, barrier, current_ranks
 from bayesrnn.inference.training.kl_weight import posterior_label
 from bayesrnn.inference.training.trainer import History
@@ -248,6 +257,11 @@ def _trained_data(run: RunDir, log: Log) -> RunData | None:
             f"note: {run.root} has no vocab.json (written by an older bayesrnn); the vocabulary "
             "is rebuilt from the data"
         )
+    elif not saved.vocabulary_checked:
+        log(
+            f"note: {run.vocabulary} has no fingerprint of its vocabulary (written by an older "
+            "bayesrnn): an edit of its token table cannot be detected"
+        )
     return saved
 
 
@@ -255,9 +269,15 @@ def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
     """Load the data (with the run's vocabulary once it has one) and build the model, checking
     the data against the run's fingerprint: all before anything is written."""
     saved = _trained_data(run, log)
-    s = setup(config, log, None if saved is None else saved.vocabulary)
+    s = (
+        setup(config, log)
+        if saved is None
+        else setup(config, log, saved.vocabulary, series=saved.series)
+    )
     check_fits(s.config, s.corpus, needed)  # with the windows fitted to a short series
-    if saved is not None:
+    if saved is not None:  # a vocabulary that is not the checkpoint's, before the data it encodes
+        vocab = getattr(s.corpus, "vocab", None)
+        check_checkpoint_vocabulary(recorded_tags(run.checkpoint), vocab, run)
         changed = check_data(saved, s.corpus, needed, run)
         if changed:
             log(f"note: the {', '.join(changed)} split(s) changed since training; not used here")
@@ -283,6 +303,8 @@ def run_job(
         log = quiet_log  # one voice: rank 0 logs and writes, the others compute
     s, saved = _prepare(config, run, _needed_splits(config, train=True, evaluate=evaluate), log)
     command = "bayesrnn run" if evaluate else "bayesrnn train"
+    made_dir = not run.root.exists()
+    created: list[Path] = []  # files this command wrote that no earlier start had
     with lock_run_dir(run.root, command) if ranks.is_main else contextlib.nullcontext():
         if ranks.is_main:
             check_run_dir(run.root, config)  # again, now that no other process can write here
@@ -291,16 +313,24 @@ def run_job(
             payload = restore(s, run)  # a corrupt or foreign checkpoint is refused before training
         if ranks.is_main and not run.config.is_file():
             write_config(config, run.config, header=f"bayesrnn {__version__} resolved config")
+            created.append(run.config)
         if ranks.is_main and saved is None:
+            if not run.vocabulary.exists():
+                created.append(run.vocabulary)
             write_run_data(run, run_data_of(s.corpus, config.task))
         barrier(ranks)
         began = time.perf_counter()
-        if config.guide.name == "nuts":
-            history = train_nuts(s, run, log, payload)
-        elif config.task == "classify":
-            history = train_classifier(s, run.checkpoint, log)
-        else:
-            history = train_language_model(s, run, log)
+        try:
+            if config.guide.name == "nuts":
+                history = train_nuts(s, run, log, payload)
+            elif config.task == "classify":
+                history = train_classifier(s, run.checkpoint, log)
+            else:
+                history = train_language_model(s, run, log)
+        except NonFiniteLossError as error:
+            if not ranks.is_main:
+                raise
+            raise after_divergence(error, run, created, made_dir) from None
         log(f"training finished in {time.perf_counter() - began:.1f} s")
         result: dict = {"training": _training_summary(history)}
         if ranks.is_main:

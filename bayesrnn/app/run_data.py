@@ -2,14 +2,20 @@
 
 Ids must mean the same thing at every later step (resume, evaluate, export, scoring new text),
 so the vocabulary is stored, never rebuilt. The fingerprint (sha256 of each split's ids under
-that vocabulary) tells whether a data source still holds the data the run saw.
+that vocabulary) tells whether a data source still holds the data the run saw, and
+``vocabulary_sha256`` (of the id → token table, written at training) whether the table itself
+was edited since: two tokens swapped would otherwise score every text with the wrong words.
+Files written before that field existed are read as they are (``vocabulary_checked`` False).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from bayesrnn.app.run_dir import JobError, RunDir, read_json, write_json
 from bayesrnn.data import (
@@ -17,9 +23,19 @@ from bayesrnn.data import (
     LanguageCorpus,
     Vocabulary,
     corpus_fingerprint,
+    vocabulary_fingerprint,
 )
 
-__all__ = ["RunData", "check_data", "read_run_data", "run_data_of", "write_run_data"]
+__all__ = [
+    "RunData",
+    "check_checkpoint_vocabulary",
+    "check_data",
+    "checkpoint_tags",
+    "read_run_data",
+    "recorded_tags",
+    "run_data_of",
+    "write_run_data",
+]
 
 _FORMAT = 1
 
@@ -35,6 +51,7 @@ class RunData:
     splits: dict[str, dict] = field(default_factory=dict)  # split -> {"items", "sha256"}
     label_names: tuple[str, ...] | None = None
     series: dict | None = None  # forecasting: columns, targets, train mean, scale, transform
+    vocabulary_checked: bool = True  # False: an older file, without the table's fingerprint
 
     @property
     def n_classes(self) -> int | None:
@@ -103,6 +120,9 @@ def write_run_data(run: RunDir, data: RunData) -> None:
             "label_names": None if data.label_names is None else list(data.label_names),
             "splits": data.splits,
             "vocabulary": None if data.vocabulary is None else data.vocabulary.to_dict(),
+            "vocabulary_sha256": (
+                None if data.vocabulary is None else vocabulary_fingerprint(data.vocabulary)
+            ),
             "series": data.series,
         },
     )
@@ -122,20 +142,30 @@ def read_run_data(run: RunDir) -> RunData | None:
             raise ValueError(f"a text run's vocabulary is {vocabulary!r}, not a table")
         if raw["task"] == "forecast":
             _check_series(raw.get("series"))
-        return RunData(
-            vocabulary=None if vocabulary is None else Vocabulary.from_dict(vocabulary),
+        table = None if vocabulary is None else Vocabulary.from_dict(vocabulary)
+        recorded = raw.get("vocabulary_sha256")
+        data = RunData(
+            vocabulary=table,
             tokenizer=str(raw["tokenizer"]),
             task=str(raw["task"]),
             name=str(raw["data"]),
             splits={k: dict(v) for k, v in raw["splits"].items()},
             label_names=None if labels is None else tuple(labels),
             series=raw.get("series"),
+            vocabulary_checked=table is None or recorded is not None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise JobError(
             f"{run.vocabulary} is not a bayesrnn vocabulary file ({error}); restore it from a "
             "backup, or delete the run and train again"
         ) from None
+    if table is not None and recorded is not None and recorded != vocabulary_fingerprint(table):
+        raise JobError(
+            f"{run.vocabulary} no longer holds the vocabulary the run was trained with (its "
+            "id → token table was edited since training: the checkpoint's ids would mean other "
+            "words); restore the file from a backup, or train the run again"
+        )
+    return data
 
 
 def check_data(
@@ -146,7 +176,8 @@ def check_data(
 ) -> list[str]:
     """Refuse when a split in ``needed`` differs from the run's; return the other changed ones.
 
-    ``corpus`` must already be encoded with the saved vocabulary.
+    ``corpus`` must already be encoded with the saved vocabulary (a series scaled with the
+    saved statistics: see :func:`bayesrnn.data.rescale_series`).
     """
     now = corpus_fingerprint(corpus)
     changed = [s for s in now if saved.splits.get(s) != now[s]]
@@ -164,3 +195,38 @@ def check_data(
                 "another --out"
             )
     return changed
+
+
+VOCABULARY_TAG = "vocabulary_sha256"  # in a checkpoint: the fingerprint of its vocabulary
+
+
+def checkpoint_tags(corpus) -> dict[str, str]:
+    """What a checkpoint records of the run's data: its vocabulary's fingerprint (none for a
+    series)."""
+    vocab = getattr(corpus, "vocab", None)
+    return {} if vocab is None else {VOCABULARY_TAG: vocabulary_fingerprint(vocab)}
+
+
+def recorded_tags(path: Path) -> dict[str, str]:
+    """The data tags of the checkpoint at ``path``, read without loading its tensors (memory-
+    mapped); {} for one unreadable here (its restore names the damage)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged or foreign file: restore reports it
+        return {}
+    if not isinstance(payload, dict) or not isinstance(payload.get(VOCABULARY_TAG), str):
+        return {}
+    return {VOCABULARY_TAG: payload[VOCABULARY_TAG]}
+
+
+def check_checkpoint_vocabulary(payload: dict, vocab: Vocabulary | None, run: RunDir) -> None:
+    """Refuse a vocabulary other than the one the checkpoint was trained with (checkpoints
+    written before the tag existed are taken as they are)."""
+    recorded = payload.get(VOCABULARY_TAG)
+    if recorded is None or vocab is None or recorded == vocabulary_fingerprint(vocab):
+        return
+    source = run.vocabulary if run.vocabulary.is_file() else "the vocabulary rebuilt from the data"
+    raise JobError(
+        f"{source} is not the vocabulary {run.checkpoint} was trained with (another run's, or "
+        "edited); put the run's own vocab.json back (from a backup), or train the run again"
+    )

@@ -19,6 +19,7 @@ __all__ = [
     "RunDir",
     "check_run_dir",
     "free_name",
+    "is_scratch",
     "numbered_name",
     "read_json",
     "read_metrics",
@@ -85,7 +86,7 @@ def numbered_name(path: Path) -> Path:
 LOCK_NAME = ".lock"  # see bayesrnn.app.run_lock
 
 
-def _is_scratch(path: Path) -> bool:
+def is_scratch(path: Path) -> bool:
     """The lock file and killed writers' temporaries: not a run's content."""
     return path.name == LOCK_NAME or is_temporary(path)
 
@@ -117,7 +118,7 @@ def check_run_dir(root: Path, config: RunConfig) -> bool:
                 "the same options to resume it"
             )
         return True
-    if root.is_dir() and any(not _is_scratch(p) for p in root.iterdir()):
+    if root.is_dir() and any(not is_scratch(p) for p in root.iterdir()):
         raise JobError(
             f"{root} is not empty and holds no bayesrnn run (no config.toml); "
             "choose a new or empty --out"

@@ -116,9 +116,11 @@ def _run_history(run, scaling: SeriesScaling) -> tuple[Tensor, np.ndarray]:
     from bayesrnn.app.setup import load_data
 
     corpus = load_data(run.config)
-    if tuple(corpus.columns) != scaling.columns or not torch.allclose(
-        corpus.mean.double(), scaling.mean, rtol=1e-6, atol=0
-    ):
+    same = tuple(corpus.columns) == scaling.columns and all(
+        torch.allclose(now.double(), then, rtol=1e-6, atol=0)
+        for now, then in ((corpus.mean, scaling.mean), (corpus.scale, scaling.scale))
+    )
+    if not same:
         raise JobError(
             f"the data {run.config.data.source!r} now differs from the series {run.path} was "
             "trained on (other columns or training statistics); give the history yourself"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from bayesrnn.app.config import (
     RunConfig,
     check_ensemble_draws,
 )
+from bayesrnn.app.run_data import check_checkpoint_vocabulary
 from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
@@ -33,6 +34,7 @@ from bayesrnn.data import (
     load_ptb,
     load_text,
     reencode_corpus,
+    rescale_series,
 )
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.mcmc import check_nuts_size
@@ -403,13 +405,21 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     return model, guide
 
 
-def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> Setup:
-    """Load data (encoded with ``vocabulary`` when given, a trained run's) and build model and
-    guide; a bad combination is a ConfigError."""
+def setup(
+    config: RunConfig,
+    log: Log,
+    vocabulary: Vocabulary | None = None,
+    series: Mapping | None = None,
+) -> Setup:
+    """Load data (encoded with ``vocabulary`` when given, a trained run's; a series scaled with
+    ``series``, a trained run's scaling) and build model and guide; a bad combination is a
+    ConfigError."""
     check_device(config)
     corpus = load_data(config)
     if vocabulary is not None:
         corpus = reencode_corpus(corpus, vocabulary)
+    if series is not None and config.task == "forecast":
+        corpus = rescale_series(corpus, series)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
     config = fit_windows(config, corpus, log)
     model, guide = build(config, *model_sizes(corpus, config.task))
@@ -437,6 +447,7 @@ def restore(s: Setup, run: RunDir) -> dict:
     device = torch.device(s.config.trainer.device)
     payload = load_checkpoint(run.checkpoint, map_location=device)
     check_checkpoint(payload, run.checkpoint, nuts=s.config.guide.name == "nuts")
+    check_checkpoint_vocabulary(payload, getattr(s.corpus, "vocab", None), run)
     s.model.to(device)
     try:
         if isinstance(s.guide, torch.nn.Module):

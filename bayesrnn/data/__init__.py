@@ -10,7 +10,12 @@ from bayesrnn.data.checksums import (
 from bayesrnn.data.corpora import LanguageCorpus, load_ptb, load_text
 from bayesrnn.data.download import DownloadError, download_file, download_polarity, download_ptb
 from bayesrnn.data.embedded import embedded_split_text, load_embedded_corpus
-from bayesrnn.data.fingerprint import corpus_fingerprint, reencode_corpus
+from bayesrnn.data.fingerprint import (
+    corpus_fingerprint,
+    reencode_corpus,
+    rescale_series,
+    vocabulary_fingerprint,
+)
 from bayesrnn.data.polarity import (
     ClassificationCorpus,
     ClassificationSplit,
@@ -58,9 +63,11 @@ __all__ = [
     "load_text",
     "pad_batch",
     "reencode_corpus",
+    "rescale_series",
     "reverse_stream",
     "sha256_file",
     "split_series",
     "tokenize_text",
     "verify_sha256",
+    "vocabulary_fingerprint",
 ]

@@ -1,14 +1,19 @@
-"""A saved vocabulary applied to freshly loaded data, and a fingerprint of each split.
+"""A saved vocabulary or scaling applied to freshly loaded data, and a fingerprint of each
+split and of the vocabulary itself.
 
 A trained run keeps its vocabulary; data read again later is re-encoded with it (so ids never
 re-rank when counts change), and each split's sha256 over those ids says whether the data is
-still the data the run saw.
+still the data the run saw. A series is scaled again with the run's own training mean and scale
+(a target doubled after training keeps its standardised values when rescaled with its own new
+statistics, so only the run's statistics make the change visible).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -16,9 +21,12 @@ from torch import Tensor
 from bayesrnn.data.checksums import DataError
 from bayesrnn.data.corpora import SPLITS, LanguageCorpus
 from bayesrnn.data.polarity import ClassificationCorpus, ClassificationSplit
+from bayesrnn.data.series import SPLITS as SERIES_SPLITS
+from bayesrnn.data.series import SeriesCorpus
+from bayesrnn.data.transforms import SeriesTransform
 from bayesrnn.data.vocab import Vocabulary
 
-__all__ = ["corpus_fingerprint", "reencode_corpus"]
+__all__ = ["corpus_fingerprint", "reencode_corpus", "rescale_series", "vocabulary_fingerprint"]
 
 Corpus = LanguageCorpus | ClassificationCorpus
 
@@ -87,3 +95,47 @@ def corpus_fingerprint(corpus: Corpus) -> dict[str, dict[str, int | str]]:
         else:
             out[split] = {"items": len(part), "sha256": _digest_split(part)}
     return out
+
+
+def vocabulary_fingerprint(vocab: Vocabulary) -> str:
+    """sha256 of the id → token table (and which tokens are special): two tokens swapped, one
+    renamed or the table cut all change it."""
+    table = {
+        "itos": vocab.itos,
+        "special": [vocab.unk_token, vocab.eos_token, vocab.pad_token],  # <unk>, <eos>, <pad>
+    }
+    return hashlib.sha256(json.dumps(table, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def rescale_series(corpus: SeriesCorpus, series: Mapping) -> SeriesCorpus:
+    """``corpus`` scaled with a trained run's statistics (``series``: its columns, targets,
+    mean, scale and transform, as ``vocab.json`` records them) instead of those of the data
+    read now; unchanged when they agree."""
+    columns, targets = tuple(series["columns"]), int(series["targets"])
+    if tuple(corpus.columns) != columns or corpus.targets != targets:
+        raise DataError(
+            f"{corpus.name} now reads the columns {list(corpus.columns)} ({corpus.targets} "
+            f"target(s)); the run was trained on {list(columns)} ({targets} target(s))"
+        )
+    mean = torch.tensor(series["mean"], dtype=torch.float64)
+    scale = torch.tensor(series["scale"], dtype=torch.float64)
+    transform = SeriesTransform.from_dict(series.get("transform"))
+    if (
+        torch.equal(mean, corpus.mean.double())
+        and torch.equal(scale, corpus.scale.double())
+        and transform == corpus.transform
+    ):
+        return corpus
+    rows = corpus.full().double()
+    covariates = rows[:, targets:] * corpus.scale[targets:] + corpus.mean[targets:]
+    raw = corpus.observed(0, rows.shape[0])  # the targets in the data's units
+    values = torch.cat([transform.forward(raw), covariates], dim=1)
+    scaled = ((values - mean) / scale).float()
+    parts = scaled.split([corpus.sizes()[split] for split in SERIES_SPLITS])
+    return dataclasses.replace(
+        corpus,
+        **dict(zip(SERIES_SPLITS, parts, strict=True)),
+        mean=mean,
+        scale=scale,
+        transform=transform,
+    )

@@ -22,7 +22,10 @@ Guide draws are one chain of S draws, dims ``(chain=1, draw=S)`` (see
 The root and ``observed_data`` carry ``split`` (when the caller names it) and ``fingerprint``,
 a sha256 of the observations and their coordinates
 (:func:`~bayesrnn.evaluation.arviz_layout.observations_fingerprint`): two exports with the same
-fingerprint were scored on the same tokens, the condition for comparing them.
+fingerprint were scored on the same token ids, the condition for comparing them. Given the
+vocabulary, they also carry ``text_fingerprint``
+(:func:`~bayesrnn.evaluation.arviz_layout.text_fingerprint`), of the observed words themselves:
+two texts that differ word for word can encode to the same ids under their runs' vocabularies.
 
 What to compute. ``bayesrnn export`` scores held-out tokens, so the elpd estimate is the held-out
 log predictive density Σ_i log mean_s p(y_i | θ_s) itself (``bayesrnn compare``, default).
@@ -66,6 +69,7 @@ from bayesrnn.evaluation.arviz_layout import (
     exportable_sites,
     observations_fingerprint,
     site_layouts,
+    text_fingerprint,
 )
 from bayesrnn.evaluation.arviz_tree import (
     OPTIMIZATION_GROUP,
@@ -272,9 +276,19 @@ class _Draws:
         return {lay.name: list(lay.dims) for lay in self.layouts}
 
 
-def _attrs(model, guide, observed: dict, split: str | None, **extra) -> dict[str, dict]:
-    """Root and observed_data attributes: who made the draws, which data, its fingerprint."""
+def _attrs(
+    model,
+    guide,
+    observed: dict,
+    split: str | None,
+    text: Sequence[Sequence[str]] | None = None,
+    **extra,
+) -> dict[str, dict]:
+    """Root and observed_data attributes: who made the draws, which data, its fingerprint (and
+    that of the observed text, when its words are known)."""
     data = {"fingerprint": observations_fingerprint(*observed.values())}
+    if text is not None:
+        data["text_fingerprint"] = text_fingerprint(text)
     if split is not None:
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string or None, got {split!r}")
@@ -383,6 +397,7 @@ def export_language_model(
             guide,
             {"obs": targets, "token": positions},
             split,
+            None if vocabulary is None else [[vocabulary[int(i)] for i in targets]],
             observations="tokens of the stream in stream order; coordinate = stream index",
             batch_size=int(data.shape[1]),
             bptt=int(windows[0].length),
@@ -390,6 +405,15 @@ def export_language_model(
         optimization=optimization,
         optimization_dims=trace_dims,
     )
+
+
+def _sentences(
+    tokens: Tensor, lengths: Tensor | None, batch_first: bool, vocabulary: Sequence[str]
+) -> list[list[str]]:
+    """The words of each padded sequence of a batch, its padding left out."""
+    rows = (tokens if batch_first else tokens.t()).cpu().tolist()
+    sizes = [len(row) for row in rows] if lengths is None else lengths.cpu().tolist()
+    return [[vocabulary[i] for i in row[:size]] for row, size in zip(rows, sizes, strict=True)]
 
 
 def export_classifier(
@@ -427,6 +451,11 @@ def export_classifier(
             draws.add(weights, log_q, prior, ll, sampled)
     observed = labels.cpu().numpy()
     sequence = np.arange(labels.numel())
+    text = None
+    if vocabulary is not None:
+        text = _sentences(tokens, lengths, getattr(model, "batch_first", False), vocabulary)
+        if label_names is not None:  # the label's name too: ids alone may name other classes
+            text = [[*words, label_names[int(y)]] for words, y in zip(text, observed, strict=True)]
     return to_datatree(
         **draws.groups(),
         observed_data={"obs": observed},
@@ -437,6 +466,7 @@ def export_classifier(
             guide,
             {"obs": observed, "sequence": sequence},
             split,
+            text,
             observations="sequences in batch order",
         ),
     )

@@ -27,6 +27,7 @@ different sizes) gets the variable's name in front: ``rnn2__weight_hh_l0__unit``
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ __all__ = [
     "observations_fingerprint",
     "site_layouts",
     "site_name",
+    "text_fingerprint",
     "variable_name",
 ]
 
@@ -185,3 +187,12 @@ def observations_fingerprint(*arrays: np.ndarray) -> str:
         digest.update(f"{canonical.dtype.str}{canonical.shape};".encode())
         digest.update(canonical.tobytes())
     return digest.hexdigest()
+
+
+def text_fingerprint(texts: Sequence[Sequence[str]]) -> str:
+    """sha256 of the observed text itself, one list of token strings per sequence (a language
+    model's stream is one sequence): two exports whose texts differ word for word but encode to
+    the same ids (each run's vocabulary numbers its own words) share the ids' fingerprint, not
+    this one."""
+    table = [[str(token) for token in text] for text in texts]
+    return hashlib.sha256(json.dumps(table, ensure_ascii=True).encode("ascii")).hexdigest()

@@ -165,6 +165,8 @@ class SVITrainer(TrainerCheckpoints):
             checkpoint=self.checkpoint_path,
         )
         self._pending: dict | None = None  # a checkpoint waiting for its weights to score
+        # JSON-safe values the caller wants in every checkpoint (a run's vocabulary fingerprint)
+        self.checkpoint_tags: dict = {}
 
     # ------------------------------------------------------------------------------------
     def parameters(self) -> list[torch.nn.Parameter]:

@@ -47,6 +47,7 @@ class TrainerCheckpoints:
 
     def _payload(self) -> dict:
         return {
+            **self.checkpoint_tags,
             **self._parameters(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
