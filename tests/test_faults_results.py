@@ -271,7 +271,6 @@ def test_each_tasks_monitor_names_what_its_validation_reports(task, tmp_path, ca
     assert reported == {name}
 
 
-
 # --- 5. a divergence message says what exists and what to do -----------------------------------
 
 DIVERGING = {
