@@ -285,6 +285,12 @@ DIVERGING = {
         ["--task", "forecast", "--set", "data.target=y", "--set", "trainer.optimizer=sgd",
          "--set", "trainer.lr=1e4", "--set", "model.hidden_size=8"],
     ),
+    # two epochs of one window each: no streak of 5, the validation NLL alone stops it
+    "forecast at SGD lr 1e4, 2 epochs": (
+        "s.csv",
+        ["--task", "forecast", "--set", "data.target=y", "--set", "trainer.optimizer=sgd",
+         "--set", "trainer.lr=1e4", "--set", "model.hidden_size=8", "--epochs", "2"],
+    ),
 }  # fmt: skip
 
 

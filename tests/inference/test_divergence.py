@@ -132,7 +132,20 @@ def test_a_deferred_verdict_waits_for_validation():
         guard.update(value, "epoch 4, window 2")
     with pytest.raises(DivergenceError, match=r"validation NLL 1000 at epoch 4 confirms it"):
         guard.settle(1e3, "epoch 4")
-    assert DivergenceGuard(ceiling=1.0, defer=True).settle(9.0, "epoch 5") is False  # none due
+    assert DivergenceGuard(ceiling=10.0, defer=True).settle(9.0, "epoch 5") is False  # none due
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_a_validation_above_the_ceiling_stops_without_a_streak(defer):
+    """One window an epoch never builds a streak; a blown-up validation still stops the run."""
+    guard = DivergenceGuard(ceiling=14.19, patience=5, unit="value", defer=defer)
+    guard.update(3.0e14, "epoch 1, window 1")  # one update: no verdict yet
+    assert guard.verdict is None
+    with pytest.raises(DivergenceError, match=r"validation NLL 3.7e\+14 per value at epoch 2, abo"):
+        guard.settle(3.7e14, "epoch 2")
+    with pytest.raises(DivergenceError, match=r"validation NLL nan per value"):
+        DivergenceGuard(defer=defer, unit="value").settle(float("nan"), "epoch 1")
+    assert DivergenceGuard(ceiling=14.19, defer=defer).settle(14.19, "epoch 1") is False
 
 
 def _spiky_series(rows: int = 240) -> torch.Tensor:

@@ -172,7 +172,19 @@ class DivergenceGuard:
     def settle(self, valid_nll: float | None, where: str) -> bool:
         """After validation: raise on a deferred verdict unless ``valid_nll`` (per item) is
         finite and within the guard's ceiling; True when a verdict was dropped (training goes
-        on, the streak starts again)."""
+        on, the streak starts again).
+
+        A validation NLL that is not finite, or above the ceiling, stops training by itself,
+        streak or not: with few updates per epoch (a short series, one window an epoch) the
+        streak may never reach ``patience`` while the weights have long blown up."""
+        if valid_nll is not None and self.verdict is None:
+            value = float(valid_nll)
+            if not math.isfinite(value) or (self.ceiling is not None and value > self.ceiling):
+                limit = "" if self.ceiling is None else f", above the ceiling of {self.ceiling:.4g}"
+                raise DivergenceError(
+                    f"training diverged: validation NLL {value:.4g} per {self.unit} at {where}"
+                    f"{limit}; {_aftermath(self.checkpoint)}"
+                )
         if self.verdict is None:
             return False
         healthy = (
