@@ -298,7 +298,7 @@ class EvaluationConfig:
     A forecaster's multi-step backtest over the split: ``horizon`` steps (none: the season,
     or 10 without one, at most the split's rows) from an origin every ``backtest_stride`` rows
     (none: at most 50 origins), ``backtest_samples`` paths per origin for the model and each of
-    the classical ``baselines`` (``auto``: all but ARIMA with a season over 12; none: ``[]``).
+    the classical ``baselines`` (``auto``: all, ARIMA only without a season; none: ``[]``).
     """
 
     split: str = "test"
@@ -323,7 +323,7 @@ class EvaluationConfig:
     horizon: int | None = None
     backtest_stride: int | None = None
     backtest_samples: int = 200
-    # auto: all of CLASSICAL_BASELINES but ARIMA with a season over 12, whose fits take minutes
+    # auto: all of CLASSICAL_BASELINES, but ARIMA only without a season (seasonal fits are slow)
     baselines: tuple[str, ...] = ("auto",)
 
     def __post_init__(self) -> None:

@@ -25,8 +25,10 @@ from torch import Tensor
 
 from bayesrnn.app.backtest_plan import BacktestPlan, backtest_plan
 from bayesrnn.app.config import CLASSICAL_BASELINES, RunConfig
+from bayesrnn.app.run_dir import JobError
 from bayesrnn.app.run_forecast import SeriesScaling
-from bayesrnn.app.setup import seed_everything
+from bayesrnn.app.setup import load_data, seed_everything
+from bayesrnn.data.series import SeriesCorpus
 from bayesrnn.evaluation.backtest import rolling_origin
 from bayesrnn.evaluation.classical import (
     ARIMA,
@@ -36,7 +38,7 @@ from bayesrnn.evaluation.classical import (
     Persistence,
     SeasonalNaive,
 )
-from bayesrnn.evaluation.forecast_paths import sample_paths
+from bayesrnn.evaluation.forecast_paths import PathSampler
 
 __all__ = [
     "MODEL_NAME",
@@ -44,6 +46,7 @@ __all__ = [
     "baseline_forecasters",
     "chosen_baselines",
     "horizon_backtest",
+    "run_corpus",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,9 +54,9 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "bayesrnn"
 SCALING_SEASON = 1  # MASE and MSIS divide by the naive one-step error (M4's yearly, weekly)
 _SELECTION_SHARE = 0.8  # without a validation split, the trend is chosen on the last 20%
-# Seasonal ARIMA fits grow with the season: ~30 s each for 52 weeks of co2 (18 orders searched),
-# against 4 s for the whole search with sunspots' 11 years
-AUTO_ARIMA_SEASON = 12
+# Seasonal ARIMA fits are slow: its 18 orders took 17 s on 84 monthly rows with season 12 and
+# ~30 s each on co2's weekly rows with season 52, against 2 s in all without a season (sunspots)
+AUTO_ARIMA_SEASON = 1
 
 
 class RunForecaster:
@@ -63,8 +66,9 @@ class RunForecaster:
     scaled with the run's own training statistics (``scaling``), with the covariate rows
     ``covariates[:T]`` (model units, the corpus's layout) beside them, and the paths read
     ``covariates[T:T + H]`` at the forecast steps. Returns (S, H, D) in the data's units.
-    Each call reseeds torch from ``seed + T``, so an origin's paths do not depend on which
-    other origins were forecast before it.
+    A :class:`~bayesrnn.evaluation.forecast_paths.PathSampler` draws the S weight sets once and
+    carries each path's state from origin to origin, reading only the rows a history adds to
+    the last one. Each call reseeds torch from ``seed + T`` first.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class RunForecaster:
         self.num_samples = num_samples
         self.covariates = covariates
         self.seed = seed
+        self.sampler = PathSampler(model, guide, num_samples)
 
     def __call__(self, history: Tensor, horizon: int) -> Tensor:
         targets = history if history.dim() == 2 else history.unsqueeze(-1)
@@ -99,9 +104,7 @@ class RunForecaster:
             rows = torch.cat([rows, self.covariates[:length].double()], -1)
             future = self.covariates[length : length + horizon].float()
         seed_everything(self.seed + length)
-        paths = sample_paths(
-            self.model, self.guide, rows.float(), horizon, self.num_samples, covariates=future
-        )
+        paths = self.sampler(rows.float(), horizon, covariates=future)
         paths = self.scaling.raw(paths.cpu())
         return paths if history.dim() == 2 else paths[..., 0]
 
@@ -131,7 +134,7 @@ _BUILDERS: dict[str, Callable[[np.ndarray, np.ndarray, int, int], GaussianForeca
 
 def chosen_baselines(names: tuple[str, ...], season: int) -> tuple[tuple[str, ...], dict]:
     """The baselines ``evaluation.baselines`` names (``("auto",)``: every classical one, ARIMA
-    only with a season of at most 12) and notes on any that ``auto`` left out."""
+    only without a season) and notes on any that ``auto`` left out."""
     if tuple(names) != ("auto",):
         return tuple(names), {}
     if season > AUTO_ARIMA_SEASON:
@@ -261,3 +264,17 @@ def _plain(value: object) -> object:
     if isinstance(value, np.datetime64):
         return str(value.astype("datetime64[D]"))
     return value.item() if isinstance(value, np.generic) else value
+
+
+def run_corpus(run) -> SeriesCorpus:
+    """A trained run's series, read again, checked to be the one it was trained on."""
+    corpus = load_data(run.config)
+    scaling: SeriesScaling = run.series
+    if tuple(corpus.columns) != scaling.columns or not torch.allclose(
+        corpus.mean.double(), scaling.mean, rtol=1e-6, atol=0
+    ):
+        raise JobError(
+            f"the data {run.config.data.source!r} now differs from the series {run.path} was "
+            "trained on (other columns or training statistics)"
+        )
+    return corpus
