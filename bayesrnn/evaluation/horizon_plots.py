@@ -71,7 +71,8 @@ def plot_horizon_scores(
             figure = Figure(figsize=(10.0, 4.0), layout="constrained")
             left, right = figure.subplots(1, 2)
         else:
-            left, right = _axes_pair(ax, "CRPS and coverage")
+            pair = list(ax.ravel()) if isinstance(ax, np.ndarray) else ax  # figure.subplots(1, 2)
+            left, right = _axes_pair(pair, "CRPS and coverage")
             figure = left.get_figure(root=True)
         palette = sns.color_palette(n_colors=max(10, len(curves)))
         for index, (name, (crps, coverage)) in enumerate(curves.items()):
