@@ -70,7 +70,8 @@ def backtest_plan(config: RunConfig, corpus) -> BacktestPlan:
     rows = sizes[ev.split]
     if config.data.season is not None:
         season, source = config.data.season, f"{config.data.season} (data.season)"
-        if ev.baselines and season > start // 2:
+        seasonal = {"auto", "seasonal_naive", "ets", "arima"} & set(ev.baselines)
+        if seasonal and season > start // 2:
             raise ConfigError(
                 f"data.season={season} is longer than half the {start} rows before the "
                 f"{ev.split} split: the seasonal baselines need two seasons to fit; lower it"
