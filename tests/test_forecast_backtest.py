@@ -259,3 +259,19 @@ def test_transformed_draws_are_each_draws_quantiles_mapped_back():
             np.testing.assert_allclose(
                 samples[5 * s : 5 * s + 5, n, 0].numpy(), np.exp(model_units * 0.25 + 3.0)
             )
+
+
+def test_each_target_column_gets_its_own_baseline():
+    from bayesrnn.app.forecast_backtest import baseline_forecasters
+    from bayesrnn.evaluation.classical import Persistence
+
+    fit = torch.tensor([[1.0, 10.0], [3.0, 40.0], [2.0, 20.0], [5.0, 70.0]], dtype=torch.float64)
+    forecasters, errors = baseline_forecasters(
+        ("persistence", "seasonal_naive"), fit, 3, season=1, num_samples=5
+    )
+    assert errors == {"seasonal_naive": "left out: with season 1 it is persistence"}
+    paths = forecasters["persistence"](fit, 2)
+    assert paths.shape == (5, 2, 2)
+    for column in range(2):
+        expected = Persistence(fit[:, column], num_samples=5)(fit[:, column], 2)
+        torch.testing.assert_close(paths[..., column], expected)
