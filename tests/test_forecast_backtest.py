@@ -275,3 +275,13 @@ def test_each_target_column_gets_its_own_baseline():
     for column in range(2):
         expected = Persistence(fit[:, column], num_samples=5)(fit[:, column], 2)
         torch.testing.assert_close(paths[..., column], expected)
+
+
+def test_evaluate_refuses_a_horizon_longer_than_the_split_before_writing(monthly, capsys):
+    out, _, _ = monthly
+    before = sorted(p.name for p in out.iterdir())
+    argv = ("evaluate", "--out", str(out), "--quiet", "--set", "evaluation.horizon=19")
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "evaluation.horizon=19 is longer than the test split (18 rows)" in err
+    assert sorted(p.name for p in out.iterdir()) == before
