@@ -133,14 +133,21 @@ def test_the_network_never_sees_the_rows_after_an_origin(monthly):
     assert (moved.mean(0) - clean[0].mean(0)).abs().min() > 1.0
 
 
-@pytest.mark.parametrize("guide", ["mean_field", "none"])
-def test_a_carried_state_gives_the_paths_of_the_whole_history(monthly, tmp_path, guide):
+@pytest.mark.parametrize(
+    ("guide", "extra"),
+    [
+        ("mean_field", None),  # one weight draw per path
+        ("none", ["--set", "model.prior=none"]),  # shared weights: a batch of sequences
+        ("gal", ["--set", "guide.dropout_hidden=0.5"]),  # masks held from origin to origin
+    ],
+)
+def test_a_carried_state_gives_the_paths_of_the_whole_history(monthly, tmp_path, guide, extra):
     _, _, csv = monthly
-    if guide == "mean_field":
+    if extra is None:
         run = bayesrnn.load_run(monthly[0])
-    else:  # shared weights: one network, a batch of sequences
-        out = tmp_path / "plain"
-        args = run_args(csv, out, "--set", "guide.name=none", "--set", "model.prior=none")
+    else:
+        out = tmp_path / guide
+        args = run_args(csv, out, "--set", f"guide.name={guide}", *extra)
         assert bayesrnn.app.cli.main(["train", *args[1:]]) == 0
         run = bayesrnn.load_run(out)
     rows = run_corpus(run).full()
