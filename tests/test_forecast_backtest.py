@@ -292,3 +292,29 @@ def test_evaluate_refuses_a_horizon_longer_than_the_split_before_writing(monthly
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "evaluation.horizon=19 is longer than the test split (18 rows)" in err
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_forecaster_failing_in_the_backtest_is_reported_not_fatal(monthly, monkeypatch):
+    from bayesrnn.app.summary import summarise
+    from bayesrnn.evaluation.classical import Climatology
+
+    run = bayesrnn.load_run(monthly[0])
+
+    def broken(self, history, horizon):
+        raise ValueError("no climate\nhere")
+
+    monkeypatch.setattr(Climatology, "predict", broken)
+    result = run.backtest(2, stride=6, num_samples=4, baselines=["persistence", "climatology"])
+    assert list(result["methods"]) == ["bayesrnn", "persistence"]
+    assert result["baseline_errors"] == {"climatology": "failed in the backtest: no climate here"}
+
+    def infinite(self, history, horizon):
+        return torch.full((4, horizon, 1), math.inf)
+
+    monkeypatch.setattr(RunForecaster, "__call__", infinite)
+    result = run.backtest(2, stride=6, num_samples=4, baselines=["persistence"])
+    assert list(result) == ["error"] and "non-finite paths" in result["error"]
+    metrics = {"test": {"baselines": {"persistence": {"crps": 1.0}, "climatology": {"crps": 2.0}},
+                        "steps": 3, "mc_samples": 2, "crps": 1.0, "nll": 1.0, "rmse": 1.0,
+                        "coverage_50": 0.5, "coverage_90": 0.9, "horizons": result}}  # fmt: skip
+    assert "  backtest: the network's paths could not be scored: " in summarise(metrics, "out")

@@ -196,7 +196,8 @@ def horizon_backtest(
     ``season_source``, ``scaling_season``, ``methods`` (``{name: metrics}``, the network first
     as ``"bayesrnn"``, each with per-horizon lists ``crps``, ``mae``, ``rmse``, ``mase``,
     ``msis``, ``coverage_50``, ``coverage_90``; baselines with ``fitted``), ``ranking`` (names by
-    CRPS at h = 1 and averaged over h) and ``baseline_errors`` (baselines left out, and why).
+    CRPS at h = 1 and averaged over h) and ``baseline_errors`` (baselines left out, and why);
+    only ``error`` when the network's own paths could not be scored (non-finite values).
     """
     ev = config.evaluation
     plan = plan or backtest_plan(config, corpus)
@@ -230,9 +231,19 @@ def horizon_backtest(
         f"every {plan.stride} row(s); {network.num_samples} paths; season {plan.season}; "
         f"{', '.join(forecasters)}"
     )
-    methods = rolling_origin(
-        series, forecasters, plan.start, plan.horizon, plan.stride, season=SCALING_SEASON
-    )
+    methods = {}
+    for name, forecaster in forecasters.items():
+        try:
+            methods[name] = rolling_origin(
+                series, forecaster, plan.start, plan.horizon, plan.stride, season=SCALING_SEASON
+            )
+        except ValueError as error:  # e.g. non-finite paths: that forecaster is left out
+            why = " ".join(str(error).split())
+            if name == MODEL_NAME:  # the run's other results stand; this one says why not
+                log(f"backtest failed: {why}")
+                return {"error": f"the network's paths could not be scored: {why}"}
+            errors[name] = f"failed in the backtest: {why}"
+            baselines.pop(name)
     log(
         f"backtest took {time.perf_counter() - fitted:.1f} s (baselines fitted in "
         f"{fitted - began:.1f} s)"

@@ -113,15 +113,18 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
         run / "intervals.png",
     )
     horizons = horizon_backtest(s.model, s.guide, corpus, s.config, log=log)
-    plot_horizon_scores(
-        horizons["methods"],
-        run / "horizons.png",
-        title=(
-            f"{corpus.name}: {horizons['horizon']}-step forecasts from {horizons['origins']} "
-            f"origins of {ev.split} ({MODEL_NAME} and baselines, data units)"
-        ),
-    )
-    files = ["forecast.png", "pit.png", "intervals.png", "horizons.png"]
+    files = ["forecast.png", "pit.png", "intervals.png"]
+    if "methods" in horizons:
+        plot_horizon_scores(
+            horizons["methods"],
+            run / "horizons.png",
+            title=(
+                f"{corpus.name}: {horizons['horizon']}-step forecasts from "
+                f"{horizons['origins']} origins of {ev.split} ({MODEL_NAME} and baselines, "
+                "data units)"
+            ),
+        )
+        files.append("horizons.png")
     metrics = {
         key: scores_mc[key] for key in ("crps", "nll", "rmse", "mae", "coverage_50", "coverage_90")
     }

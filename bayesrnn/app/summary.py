@@ -118,6 +118,8 @@ def _rank_phrase(horizons: dict[str, Any], which: str, crps_of) -> str:
 
 def _horizon_lines(horizons: dict[str, Any]) -> list[str]:
     """The multi-step backtest: where it looked and where the network ranks by CRPS."""
+    if "error" in horizons:
+        return [f"  backtest: {horizons['error']}"]
     methods = horizons["methods"]
 
     def first(name: str) -> float:
