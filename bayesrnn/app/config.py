@@ -31,6 +31,7 @@ TASK_MONITORS = {
     "classify": ("valid_accuracy", "valid_nll"),
     "forecast": ("valid_nll",),
 }
+CLASSICAL_BASELINES = ("persistence", "seasonal_naive", "climatology", "ets", "arima")
 SERIES_SOURCES = ("sunspots", "co2")  # statsmodels' bundled series (the timeseries extra)
 DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
 LIKELIHOODS = ("gaussian", "student_t")
@@ -80,7 +81,9 @@ class DataConfig:
     informs row t + 1), ``future_covariates`` columns known in advance (calendar features,
     planned promotions: they enter at the row they apply to), ``time`` a column of times
     (for plots and outputs, not a feature), ``transform`` of the positive targets before
-    scaling (none, log, sqrt, boxcox with λ fitted on the training split).
+    scaling (none, log, sqrt, boxcox with λ fitted on the training split), ``season`` the
+    period in rows of the seasonal baselines (none: inferred from dated times, weekly 52,
+    monthly 12, quarterly 4, daily 7, else 1).
     """
 
     source: str = "embedded"
@@ -94,10 +97,12 @@ class DataConfig:
     future_covariates: tuple[str, ...] = ()
     time: str | None = None
     transform: str = "none"
+    season: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("data.level", self.level, LEVELS)
         _check_choice("data.transform", self.transform, TRANSFORMS)
+        _check_optional_positive("data.season", self.season)
         _check_optional_positive("data.max_vocab", self.max_vocab)
         _check_optional_positive("data.max_examples", self.max_examples)
 
@@ -297,6 +302,10 @@ class EvaluationConfig:
     share the network runs among the S decoder draws (cheaper, more Monte Carlo variance).
     ``ood_oov``: a language model's out-of-distribution sentence scores leave out the
     predictions that read or predict ``<unk>`` ("exclude") or score them ("include").
+    A forecaster's multi-step backtest over the split: ``horizon`` steps (none: the season,
+    or 10 without one, at most the split's rows) from an origin every ``backtest_stride`` rows
+    (none: at most 50 origins), ``backtest_samples`` paths per origin for the model and each of
+    the classical ``baselines`` (``auto``: all, ARIMA only without a season; none: ``[]``).
     """
 
     split: str = "test"
@@ -318,9 +327,22 @@ class EvaluationConfig:
     mc_decoder: str = "weights"
     mc_recurrent_draws: int | None = None
     ood_oov: str = "exclude"
+    horizon: int | None = None
+    backtest_stride: int | None = None
+    backtest_samples: int = 200
+    # auto: all of CLASSICAL_BASELINES, but ARIMA only without a season (seasonal fits are slow)
+    baselines: tuple[str, ...] = ("auto",)
 
     def __post_init__(self) -> None:
         _check_choice("evaluation.split", self.split, ("valid", "test"))
+        for name in ("horizon", "backtest_stride", "backtest_samples"):
+            _check_optional_positive(f"evaluation.{name}", getattr(self, name))
+        if "auto" in self.baselines and len(self.baselines) > 1:
+            raise ConfigError("evaluation.baselines=auto stands alone; or list the baselines")
+        for name in self.baselines:
+            _check_choice("evaluation.baselines", name, ("auto", *CLASSICAL_BASELINES))
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ConfigError(f"evaluation.baselines names one twice: {list(self.baselines)}")
         _check_choice("evaluation.ood_oov", self.ood_oov, OOV_POLICIES)
         _check_choice("evaluation.mc_decoder", self.mc_decoder, DECODER_CHOICES)
         _check_optional_positive("evaluation.mc_recurrent_draws", self.mc_recurrent_draws)

@@ -38,6 +38,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "evaluation.mc_samples": (1, 100_000),
     "evaluation.n_bins": (1, 10_000),
     "evaluation.export_samples": (1, 100_000),
+    "evaluation.horizon": (1, 100_000),
+    "evaluation.backtest_stride": (1, 1_000_000),
+    "evaluation.backtest_samples": (1, 100_000),
+    "data.season": (1, 100_000),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from bayesrnn.app.forecast_backtest import MODEL_NAME, horizon_backtest
 from bayesrnn.app.run_dir import RunDir
 from bayesrnn.app.setup import Log, Setup, seed_everything
 from bayesrnn.data.series import SeriesCorpus
@@ -66,12 +67,14 @@ def _public(metrics: dict) -> dict:
 
 def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
     """Posterior-mean and MC forecasts of the evaluation split, their scores (CRPS, NLL, RMSE,
-    MAE, central-interval coverage and width, PIT histogram) and the baselines' scores."""
+    MAE, central-interval coverage and width, PIT histogram) and the baselines' scores; the
+    multi-step backtest of the network and the classical baselines (``horizons``)."""
     from bayesrnn.evaluation.forecast_plots import (
         plot_forecast_fan,
         plot_interval_reliability,
         plot_pit_histogram,
     )
+    from bayesrnn.evaluation.horizon_plots import plot_horizon_scores
 
     ev, corpus = s.config.evaluation, s.corpus
     d = corpus.targets
@@ -109,7 +112,19 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
         },
         run / "intervals.png",
     )
+    horizons = horizon_backtest(s.model, s.guide, corpus, s.config, log=log)
     files = ["forecast.png", "pit.png", "intervals.png"]
+    if "methods" in horizons:
+        plot_horizon_scores(
+            horizons["methods"],
+            run / "horizons.png",
+            title=(
+                f"{corpus.name}: {horizons['horizon']}-step forecasts from "
+                f"{horizons['origins']} origins of {ev.split} ({MODEL_NAME} and baselines, "
+                "data units)"
+            ),
+        )
+        files.append("horizons.png")
     metrics = {
         key: scores_mc[key] for key in ("crps", "nll", "rmse", "mae", "coverage_50", "coverage_90")
     }
@@ -121,5 +136,6 @@ def evaluate_forecaster(s: Setup, run: RunDir, log: Log) -> dict:
         "posterior_mean": _public(scores_mean),
         "mc": _public(scores_mc),
         "baselines": {name: _public(scores) for name, scores in naive.items()},
+        "horizons": horizons,
     }
     return {ev.split: metrics, "plots": files}

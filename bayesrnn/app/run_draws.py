@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from bayesrnn.data.transforms import TargetUnits
 from bayesrnn.evaluation.posterior_quality import (
     categorical_distances,
     categorical_scores,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # the app imports this package: no import of it at load time
 __all__ = ["CATEGORICAL_TASKS", "SPLITS", "RunPredictive", "run_predictive"]
 
 SPLITS = ("valid", "test")
+QUANTILES_PER_DRAW = 20  # samples per draw of a transformed target, in the data's units
 CATEGORICAL_TASKS = ("classify", "lm")
 
 
@@ -42,7 +44,10 @@ class RunPredictive:
     probabilities, one row per predicted position of the split's stream), or a Forecast of
     (S, N, D) Gaussian/Student-t parameters in the data's units (``task="forecast"``; its
     ``likelihood`` names the family); ``observed``: the N labels (or next symbols), or the
-    (N, D) observed values.
+    (N, D) observed values. A forecaster whose targets were transformed (``data.transform``)
+    has no Gaussian or Student-t in the data's units: its ``draws`` are then (S·K, N, D)
+    samples in the data's units, the K = 20 quantiles (k + ½)/K of each draw's predictive
+    mapped back (``samples_per_draw`` = K; the NLL of :meth:`scores` is then NaN).
     ``chains``: the number of MCMC chains the draws come from in order (None when the guide
     reports none).
     """
@@ -53,11 +58,13 @@ class RunPredictive:
     draws: Tensor | Forecast
     observed: Tensor
     chains: int | None = None
+    samples_per_draw: int = 1
 
     @property
     def num_samples(self) -> int:
+        """The number of posterior draws (weight sets) behind ``draws``."""
         loc = self.draws.loc if isinstance(self.draws, Forecast) else self.draws
-        return int(loc.shape[0])
+        return int(loc.shape[0]) // self.samples_per_draw
 
     def distances(
         self, reference: RunPredictive, levels: Sequence[float] = (0.5, 0.9)
@@ -120,7 +127,10 @@ def run_predictive(
             draws, observed = _language_model_draws(run, split, plan.count)
         else:
             raise JobError(f"run_predictive cannot read a {task} run ({run.path})")
-    return RunPredictive(task, run.config.guide.name, split, draws, observed, plan.chains)
+    per_draw = (
+        QUANTILES_PER_DRAW if task == "forecast" and run.config.data.transform != "none" else 1
+    )
+    return RunPredictive(task, run.config.guide.name, split, draws, observed, plan.chains, per_draw)
 
 
 @dataclass(frozen=True)
@@ -191,8 +201,10 @@ def _classifier_draws(run, split: str, count: int) -> tuple[Tensor, Tensor]:
     return probs / probs.sum(-1, keepdim=True), part.labels.clone()
 
 
-def _forecast_draws(run, split: str, count: int) -> tuple[Forecast, Tensor]:
-    """Forecast (S, N, D) of ``split``'s steps in the data's units, and the observed values."""
+def _forecast_draws(run, split: str, count: int) -> tuple[Forecast | Tensor, Tensor]:
+    """Forecast (S, N, D) of ``split``'s steps in the data's units, and the observed values;
+    for a transformed target, (S·K, N, D) samples in the data's units instead (see
+    :class:`RunPredictive`)."""
     from bayesrnn.app.forecast_task import forecast_range, in_units
     from bayesrnn.app.setup import load_data, seed_everything
     from bayesrnn.evaluation.forecast import predict_series
@@ -202,10 +214,25 @@ def _forecast_draws(run, split: str, count: int) -> tuple[Forecast, Tensor]:
     rows, start = forecast_range(corpus, split)
     seed_everything(config.trainer.seed + 1)
     draws = predict_series(run.model, run.guide, rows, start, count)
+    observed = corpus.observed(start, rows.shape[0])
+    if corpus.transform.kind != "none":
+        return transformed_draws(draws.map(lambda t: t.cpu()), corpus.target_units), observed
     forecast = in_units(draws.map(lambda t: t.cpu()), corpus)
-    d = forecast.loc.shape[-1]
-    observed = rows[start:, :d].double() * corpus.scale[:d] + corpus.mean[:d]
     return forecast.map(lambda t: t.double()), observed
+
+
+def transformed_draws(
+    draws: Forecast, units: TargetUnits, per_draw: int = QUANTILES_PER_DRAW
+) -> Tensor:
+    """Samples (S·K, N, D) in the data's units of draws (S, N, D) over the model's units: the
+    K quantiles (k + ½)/K of each draw's predictive, mapped back through the increasing
+    x = g⁻¹(z·scale + mean), which keeps quantiles. Each draw's law is thereby represented
+    with no Monte Carlo noise; the samples of draw s are rows s·K … s·K + K − 1."""
+    levels = (torch.arange(per_draw, dtype=torch.float64) + 0.5) / per_draw
+    shape = (per_draw, *([1] * draws.loc.dim()))
+    quantiles = draws.map(torch.Tensor.double).icdf(levels.view(shape))  # (K, S, N, D)
+    samples = units.to_data(quantiles).transpose(0, 1)  # (S, K, N, D)
+    return samples.reshape(-1, *samples.shape[2:])
 
 
 def _language_model_draws(run, split: str, count: int) -> tuple[Tensor, Tensor]:

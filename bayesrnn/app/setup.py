@@ -12,6 +12,7 @@ from typing import Any
 import pyro
 import torch
 
+from bayesrnn.app.backtest_plan import backtest_plan
 from bayesrnn.app.checkpoint_schema import check_checkpoint
 from bayesrnn.app.config import (
     DATA_SOURCES,
@@ -328,6 +329,8 @@ def check_fits(config: RunConfig, corpus, splits: tuple[str, ...]) -> None:
                 + (" or trainer.bptt" if split == "train" else "")
                 + (" or raise evaluation.max_tokens" if cut and split != "train" else "")
             )
+    if config.task == "forecast" and config.evaluation.split in splits:
+        backtest_plan(config, corpus)  # a horizon or season the split cannot hold: refused now
 
 
 def _short_series(

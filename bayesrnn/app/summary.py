@@ -94,7 +94,7 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
 
 def _forecast_lines(split: str, result: dict[str, Any]) -> list[str]:
     base = result["baselines"]
-    return [
+    lines = [
         f"  {split} ({result['steps']} steps, MC {result['mc_samples']} samples): CRPS "
         f"{fmt(result['crps'])}, NLL {fmt(result['nll'])}, RMSE {fmt(result['rmse'])}",
         f"  interval coverage: 50% -> {fmt(result['coverage_50'])}, 90% -> "
@@ -102,3 +102,38 @@ def _forecast_lines(split: str, result: dict[str, Any]) -> list[str]:
         f"  baselines CRPS: persistence {fmt(base['persistence']['crps'])}, climatology "
         f"{fmt(base['climatology']['crps'])}",
     ]
+    if isinstance(result.get("horizons"), dict):
+        lines += _horizon_lines(result["horizons"])
+    return lines
+
+
+def _rank_phrase(horizons: dict[str, Any], which: str, crps_of) -> str:
+    """'2 of 5 (CRPS 14.2; best arima 11.0)' for the network in one ranking."""
+    order = horizons["ranking"][which]
+    model = next(iter(horizons["methods"]))
+    best = order[0]
+    rest = "best" if best == model else f"best {best} {fmt(crps_of(best))}"
+    return f"{order.index(model) + 1} of {len(order)} (CRPS {fmt(crps_of(model))}; {rest})"
+
+
+def _horizon_lines(horizons: dict[str, Any]) -> list[str]:
+    """The multi-step backtest: where it looked and where the network ranks by CRPS."""
+    if "error" in horizons:
+        return [f"  backtest: {horizons['error']}"]
+    methods = horizons["methods"]
+
+    def first(name: str) -> float:
+        return methods[name]["crps"][0]
+
+    def mean(name: str) -> float:
+        return sum(methods[name]["crps"]) / len(methods[name]["crps"])
+
+    lines = [
+        f"  backtest: {horizons['horizon']}-step paths from {horizons['origins']} origins "
+        f"(every {horizons['stride']} rows), season {horizons['season_source']}",
+        f"  rank among {', '.join(methods)}: h=1 {_rank_phrase(horizons, 'h1', first)}; "
+        f"mean over h=1..{horizons['horizon']} {_rank_phrase(horizons, 'mean', mean)}",
+    ]
+    for name, why in horizons.get("baseline_errors", {}).items():
+        lines.append(f"  baseline {name}: {why}")
+    return lines

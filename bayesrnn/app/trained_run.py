@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bayesrnn.app.backtest_plan import backtest_plan
 from bayesrnn.app.config import RunConfig
+from bayesrnn.app.forecast_backtest import horizon_backtest, run_corpus
 from bayesrnn.app.ood_task import (
     OODReport,
     compare_texts,
@@ -123,6 +125,52 @@ class TrainedRun:
         """
         seed_everything(self.config.trainer.seed + 1)
         return forecast_run(self, horizon, num_samples, history, covariates)
+
+    def backtest(
+        self,
+        horizon: int | None = None,
+        *,
+        stride: int | None = None,
+        num_samples: int | None = None,
+        baselines: tuple[str, ...] | list[str] | None = None,
+        season: int | None = None,
+        split: str | None = None,
+    ) -> dict:
+        """Multi-step forecasts from rolling origins of the evaluation ``split``, scored per
+        horizon for the network and the classical ``baselines``: what ``metrics.json`` holds as
+        ``test.horizons``. At each origin the network reads the rows before it only (its state
+        warmed up on them) and draws ``num_samples`` paths of ``horizon`` steps.
+
+        Each argument left None is the run's ``evaluation.horizon``, ``backtest_stride``,
+        ``backtest_samples``, ``baselines`` (names among persistence, seasonal_naive,
+        climatology, ets, arima; ``("auto",)``) and ``split``, and ``data.season``. Returns
+        ``methods`` (``{name: {"crps": [H floats], "mae", "rmse", "mase", "msis",
+        "coverage_50", "coverage_90"}}``, the network as ``"bayesrnn"``), ``ranking``,
+        ``origin_rows``, ``season`` and its source; nothing is written.
+        """
+        if self.config.task != "forecast":
+            raise JobError(f"backtest needs a forecasting run; this is a {self.config.task} run")
+        ev = {
+            key: value
+            for key, value in (
+                ("horizon", horizon),
+                ("backtest_stride", stride),
+                ("backtest_samples", num_samples),
+                ("baselines", None if baselines is None else tuple(baselines)),
+                ("split", split),
+            )
+            if value is not None
+        }
+        data = {} if season is None else {"season": season}
+        config = dataclasses.replace(
+            self.config,
+            evaluation=dataclasses.replace(self.config.evaluation, **ev),
+            data=dataclasses.replace(self.config.data, **data),
+        )
+        corpus = run_corpus(self)
+        return horizon_backtest(
+            self.model, self.guide, corpus, config, backtest_plan(config, corpus), log=quiet_log
+        )
 
     @property
     def metrics(self) -> dict | None:

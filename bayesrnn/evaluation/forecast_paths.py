@@ -50,7 +50,7 @@ from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout
 from bayesrnn.models.rnn import BayesianRNNBase
 
-__all__ = ["sample_paths"]
+__all__ = ["PathSampler", "sample_paths"]
 
 _WEIGHT_BUDGET = 2**22  # weight values per batched call of draws
 
@@ -103,17 +103,21 @@ def _check_covariates(model, covariates: object, horizon: int) -> Tensor | None:
 
 
 @contextlib.contextmanager
-def held_masks(model: torch.nn.Module) -> Iterator[None]:
+def held_masks(
+    model: torch.nn.Module, caches: dict[int, dict[int, dict[str, Tensor]]] | None = None
+) -> Iterator[None]:
     """Masks drawn once per sequence and held across calls: every RNN layer of ``model`` draws
     its locked masks on its first call (one per sequence, whatever its ``mask_scope``) and reuses
     them on every later call with the same batch, so a path stepped one call at a time keeps the
-    masks it ran its history with."""
+    masks it ran its history with. ``caches`` (filled here) keeps the masks for a later
+    ``held_masks`` of the same model."""
     layers = [m for m in model.modules() if isinstance(m, BayesianRNNBase)]
     before = [(m, m.regularisers) for m in layers]
+    caches = {} if caches is None else caches
     try:
-        for layer in layers:
+        for index, layer in enumerate(layers):
             layer.regularisers = dataclasses.replace(layer.regularisers, mask_scope="sequence")
-            cache: dict[int, dict[str, Tensor]] = {}
+            cache = caches.setdefault(index, {})
             draw = layer.draw_masks
 
             def held(batch: int, like: Tensor, draw=draw, cache=cache) -> dict[str, Tensor]:
@@ -174,22 +178,35 @@ def _draws_q_directly(guide) -> bool:
     return is_mean_field(guide) or (isinstance(guide, SharpenedGuide) and not guide.training)
 
 
-def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) -> Tensor:
-    """Paths of one batch: (paths, H, D)."""
-    d, batch_first = model.output_size, bool(getattr(model, "batch_first", False))
-    run = poutine.condition(model, data=weights)
-    rows = history.unsqueeze(1)  # (N, 1, F): one sequence
-    if per_draw:  # the draws carry the batch; the history is one sequence they share
-        inputs = rows.transpose(0, 1) if batch_first else rows
-    else:  # shared weights: one sequence per path
-        rows = rows.expand(-1, paths, -1)
-        inputs = rows.transpose(0, 1) if batch_first else rows
-    forecast, state = run(inputs)
+def _chunk(rows: Tensor, paths: int, per_draw: bool, first: bool, batch_first: bool) -> Tensor:
+    """Rows (n, F) of the history as the model's input: one sequence the draws share on the
+    first call of a per-draw batch, else one sequence per path (the draws' dim in front when
+    the draws carry the batch)."""
+    sequences = rows.unsqueeze(1)  # (n, 1, F)
+    if per_draw and (first or paths == 1):  # one draw is no draw dim (the layers trim it)
+        return sequences.transpose(0, 1) if batch_first else sequences
+    if per_draw:  # (draws, T, B=1, F) or batch-first (draws, B=1, T, F)
+        expanded = sequences.unsqueeze(0).expand(paths, -1, -1, -1)
+        return expanded.transpose(1, 2) if batch_first else expanded
+    expanded = sequences.expand(-1, paths, -1)
+    return expanded.transpose(0, 1) if batch_first else expanded
+
+
+def _advance(run, rows: Tensor, state, paths: int, per_draw: bool, batch_first: bool):
+    """Read the history rows (n, F) from ``state`` (None: the first row): the forecast of the
+    next row per path, (paths, D), and the state after them, one per path."""
+    forecast, state = run(_chunk(rows, paths, per_draw, state is None, batch_first), state=state)
     if per_draw:  # layers without draws of their own ran the history once: one state per path
         state = _per_path(state, paths)
+    return _last_step(forecast, batch_first, paths), state
+
+
+def _rollout(run, last: Forecast, state, covariates, horizon, paths, per_draw, batch_first):
+    """Sample H steps from the forecast ``last`` (paths, D) and ``state``, each fed back as
+    the next input: (paths, H, D). ``state`` itself is left as it was."""
     sampled = []
     for h in range(horizon):
-        y = _last_step(forecast, batch_first, paths).distribution().sample()  # (paths, D)
+        y = last.distribution().sample()  # (paths, D)
         sampled.append(y)
         if h == horizon - 1:
             break
@@ -201,7 +218,16 @@ def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) ->
         else:
             step = row.unsqueeze(0) if not batch_first else row.unsqueeze(1)
         forecast, state = run(step, state=state)
-    paths_ = torch.stack(sampled, 1)
+        last = _last_step(forecast, batch_first, paths)
+    return torch.stack(sampled, 1)
+
+
+def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) -> Tensor:
+    """Paths of one batch: (paths, H, D)."""
+    d, batch_first = model.output_size, bool(getattr(model, "batch_first", False))
+    run = poutine.condition(model, data=weights)
+    last, state = _advance(run, history, None, paths, per_draw, batch_first)
+    paths_ = _rollout(run, last, state, covariates, horizon, paths, per_draw, batch_first)
     return paths_.reshape(paths, horizon, d)
 
 
@@ -231,35 +257,118 @@ def sample_paths(
     history = history.to(device)
     covariates = None if covariates is None else covariates.to(device, history.dtype)
     args = series_inputs(model, history)
-    was_training = (model.training, getattr(guide, "training", False))
-    model.eval()
-    if isinstance(guide, torch.nn.Module):
-        guide.eval()
-    try:
-        with torch.no_grad(), mc_dropout(model):
-            if not isinstance(guide, EnsembleGuide) and draws_share_weights(guide, *args):
-                weights = sample_weights(guide, *args)
-                with held_masks(model):
-                    return _run_paths(
-                        model, weights, history, covariates, horizon, num_samples, False
-                    )
-            per_call = max(1, _WEIGHT_BUDGET // max(1, _weights_per_draw(guide, args)))
-            parts = []
-            for first in range(0, num_samples, per_call):
-                paths = range(first, min(num_samples, first + per_call))
-                weights = _weight_draws(guide, paths, args)
-                with held_masks(model):
-                    parts.append(
-                        _run_paths(model, weights, history, covariates, horizon, len(paths), True)
-                    )
-            return torch.cat(parts)
-    finally:
-        model.train(was_training[0])
-        if isinstance(guide, torch.nn.Module):
-            guide.train(was_training[1])
+    with _evaluating(model, guide):
+        if not isinstance(guide, EnsembleGuide) and draws_share_weights(guide, *args):
+            weights = sample_weights(guide, *args)
+            with held_masks(model):
+                return _run_paths(model, weights, history, covariates, horizon, num_samples, False)
+        per_call = max(1, _WEIGHT_BUDGET // max(1, _weights_per_draw(guide, args)))
+        parts = []
+        for first in range(0, num_samples, per_call):
+            paths = range(first, min(num_samples, first + per_call))
+            weights = _weight_draws(guide, paths, args)
+            with held_masks(model):
+                parts.append(
+                    _run_paths(model, weights, history, covariates, horizon, len(paths), True)
+                )
+        return torch.cat(parts)
 
 
 def _weights_per_draw(guide, args: tuple) -> int:
     if isinstance(guide, EnsembleGuide):
         return sum(guide.weights[s][0].numel() for s in guide.site_names)
     return sum(v.numel() for v in sample_weights(guide, *args).values())
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module, guide) -> Iterator[None]:
+    """Evaluation mode and no gradients, with the model's dropout masks on (MC dropout)."""
+    was_training = (model.training, getattr(guide, "training", False))
+    model.eval()
+    if isinstance(guide, torch.nn.Module):
+        guide.eval()
+    try:
+        with torch.no_grad(), mc_dropout(model):
+            yield
+    finally:
+        model.train(was_training[0])
+        if isinstance(guide, torch.nn.Module):
+            guide.train(was_training[1])
+
+
+class PathSampler:
+    """Sample paths from origin after origin of one series, carrying the state between them.
+
+    :func:`sample_paths` reads a whole history for every forecast; a backtest forecasts from
+    origins t₁ < t₂ < … of one series, and rereading rows 1 … t each time costs O(t) per
+    origin. A sampler draws its ``num_samples`` weight sets (and dropout masks) once, on its
+    first call, and keeps each path's state after the rows it has read: a call whose history
+    extends the last one's reads only the new rows, then samples ``horizon`` steps from a copy
+    of that state. The paths of each call are those of :func:`sample_paths` on the same history
+    with the sampler's weight draws (the same draws at every origin); a history that does not
+    extend the last one is read from its first row. Arguments and units are
+    :func:`sample_paths`'; draws come from torch's global generator.
+    """
+
+    def __init__(self, model, guide, num_samples: int) -> None:
+        self.model, self.guide = model, guide
+        self.num_samples = _check_int("num_samples", num_samples)
+        check_member_draws(guide, self.num_samples)
+        self._parts: list[dict] | None = None  # per batch of paths: weights, masks, state
+        self._read: Tensor | None = None  # the history rows read so far
+
+    def _draw(self, args: tuple) -> list[dict]:
+        guide, count = self.guide, self.num_samples
+        if not isinstance(guide, EnsembleGuide) and draws_share_weights(guide, *args):
+            weights = sample_weights(guide, *args)
+            return [{"weights": weights, "paths": count, "per_draw": False, "masks": {}}]
+        per_call = max(1, _WEIGHT_BUDGET // max(1, _weights_per_draw(guide, args)))
+        return [
+            {
+                "weights": _weight_draws(guide, paths, args),
+                "paths": len(paths),
+                "per_draw": True,
+                "masks": {},
+            }
+            for paths in (
+                range(first, min(count, first + per_call)) for first in range(0, count, per_call)
+            )
+        ]
+
+    def __call__(self, history: Tensor, horizon: int, covariates: Tensor | None = None) -> Tensor:
+        """``num_samples`` paths (S, H, D) of the ``horizon`` rows after ``history`` (N, F)."""
+        model = self.model
+        horizon = _check_int("horizon", horizon)
+        history = _check_history(model, history)
+        covariates = _check_covariates(model, covariates, horizon)
+        device = module_device(model, self.guide)
+        history = history.to(device)
+        covariates = None if covariates is None else covariates.to(device, history.dtype)
+        batch_first = bool(getattr(model, "batch_first", False))
+        read = self._read
+        extends = (
+            read is not None
+            and history.shape[0] >= read.shape[0]
+            and torch.equal(history[: read.shape[0]], read)
+        )
+        with _evaluating(model, self.guide):
+            if self._parts is None:
+                self._parts = self._draw(series_inputs(model, history))
+            new = history[read.shape[0] :] if extends else history
+            out = []
+            for part in self._parts:
+                run = poutine.condition(model, data=part["weights"])
+                paths, per_draw = part["paths"], part["per_draw"]
+                with held_masks(model, part["masks"]):
+                    if new.shape[0]:
+                        state = part.get("state") if extends else None
+                        part["last"], part["state"] = _advance(
+                            run, new, state, paths, per_draw, batch_first
+                        )
+                    sampled = _rollout(
+                        run, part["last"], part["state"], covariates, horizon, paths,
+                        per_draw, batch_first,
+                    )  # fmt: skip
+                out.append(sampled.reshape(paths, horizon, model.output_size))
+        self._read = history.clone()
+        return torch.cat(out)
