@@ -147,9 +147,10 @@ def draws_for(method: str, samples: int) -> int:
     return {"ensemble": 5, "none": 1}.get(method, samples)
 
 
-def score(method: str, run: Path, prepared: dict, samples: int) -> dict:
+def score(method: str, run: Path, prepared: dict, samples: int, keep: Path | None = None) -> dict:
     """Every score of ``sentence_ood.LM_SCORES``, with ``<unk>`` positions left out and kept,
-    from one MC pass over each side (so the two policies see the same draws)."""
+    from one MC pass over each side (so the two policies see the same draws); ``keep`` gets
+    each sentence's scores (``<unk>`` left out), for looking into them."""
     import bayesrnn
 
     trained = bayesrnn.load_run(run)
@@ -175,6 +176,15 @@ def score(method: str, run: Path, prepared: dict, samples: int) -> dict:
                 values, stream, batch, vocab.eos_id, MIN_WORDS, skip, per_draw
             )
         report = sentence_ood_report(scored["in"], scored["out"])
+        if keep is not None and oov == "exclude":
+            torch.save(
+                {
+                    side: {name: sc.score(name) for name in sc.names}
+                    | {"predicted": sc.predicted, "kept": sc.kept}
+                    for side, sc in scored.items()
+                },
+                keep,
+            )
         result[oov] = {
             "scores": {
                 name: {key: report[name][key] for key in ("auroc", "mean_in", "mean_out")}
@@ -254,7 +264,9 @@ def main() -> None:
         if target.is_file():
             continue
         seconds = train(method, work / "runs" / method, prepared, args.epochs, args.seed)
-        result = score(method, work / "runs" / method, prepared, args.samples)
+        keep = work / "sentences" / f"{method}.pt"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        result = score(method, work / "runs" / method, prepared, args.samples, keep)
         result |= {"train_seconds": seconds, "settings": vars(args)}
         target.write_text(json.dumps(result, indent=1))
         print(json.dumps({k: result[k] for k in ("method", "exclude")}), flush=True)
