@@ -128,7 +128,7 @@ def train(method: str, run: Path, prepared: dict, epochs: int, seed: int) -> flo
     return time.perf_counter() - start
 
 
-def _side(trained, text: str, samples: int) -> tuple[torch.Tensor, dict, torch.Tensor, int]:
+def text_pass(trained, text: str, samples: int) -> tuple[torch.Tensor, dict, torch.Tensor, int]:
     """One MC pass over a text as ``TrainedRun.ood`` makes it: its stream, every per-token
     value, each draw's log p of each predicted token, and the parallel sequences it used."""
     tr = trained.config.trainer
@@ -164,8 +164,8 @@ def score(method: str, run: Path, prepared: dict, samples: int, keep: Path | Non
     vocab = trained.vocabulary
     start = time.perf_counter()
     sides = {
-        "in": _side(trained, prepared["inside"], draws),
-        "out": _side(trained, prepared["outside"], draws),
+        "in": text_pass(trained, prepared["inside"], draws),
+        "out": text_pass(trained, prepared["outside"], draws),
     }
     result["score_seconds"] = time.perf_counter() - start
     for oov in ("exclude", "include"):
