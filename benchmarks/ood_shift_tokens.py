@@ -10,6 +10,11 @@ bins for both sides) each side's mean mutual information and observed-token reve
 the token-level AUROC of each (reviews positive). If within every bin the reviews score at
 least as high, the overall deficit is the mix of word frequencies, not the text.
 
+The same comparison in bins of KL(p̄ ‖ unigram), how far the predictive is from the training
+text's word frequencies (add-one smoothed; bins at PTB's quartiles), asks the next question:
+do the draws agree more on the reviews because there every draw falls back on the word
+frequencies, which all of them learned alike?
+
 Run after ``ood_shift.py`` (it reuses its data and run folders):
 ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ood_shift_tokens.py --methods gal ensemble``
 """
@@ -24,10 +29,14 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from ood_shift import draws_for, prepare, text_pass  # the sibling script
+from ood_shift import draws_for, prepare  # the sibling scripts
+from ood_shift_analysis import spearman
 
+from bayesrnn.app.ood_task import file_batch_size
+from bayesrnn.app.setup import seed_everything
 from bayesrnn.evaluation.ood import auroc
-from bayesrnn.evaluation.sentence_ood import oov_positions
+from bayesrnn.evaluation.sentence_ood import StreamDraws, oov_positions
+from bayesrnn.inference import evaluate_stream
 
 BINS = (1, 10, 100, 1000, 10**9)  # training counts: [1, 10), [10, 100), ...
 SHOWN = ("mutual_information", "observed_token_rmi", "observed_nll", "predictive_entropy")
@@ -41,28 +50,51 @@ def _predicted(stream: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def tokens(trained, text: str, samples: int, counts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each scored prediction's values and its predicted word's training count."""
-    stream, values, _, batch = text_pass(trained, text, samples)
+    """Each scored prediction's values, its predicted word's training count and the KL of its
+    predictive from the training unigram (the pass of ``ood_shift.text_pass``, one more
+    column)."""
+    tr = trained.config.trainer
+    stream = trained.encode(text)
+    batch = file_batch_size(stream.numel(), tr.eval_batch_size, tr.bptt)
+    smoothed = (counts + 1).double()
+    unigram = (smoothed / smoothed.sum()).log()
+    kl = []
+
+    def window(targets, log_probs, draw_log_probs):
+        recorder(targets, log_probs, draw_log_probs)
+        lp = log_probs.double()
+        kl.append(torch.linalg.vecdot(lp.exp(), lp - unigram).reshape(-1))
+
+    seed_everything(tr.seed + 2)
+    with StreamDraws(trained.model) as recorder:
+        evaluate_stream(
+            trained.model,
+            trained.guide,
+            stream,
+            batch_size=batch,
+            bptt=tr.bptt,
+            num_samples=samples,
+            on_window=window,
+            redraw="stream",
+        )
+    values, _ = recorder.values()
+    values["kl_to_unigram"] = torch.cat(kl)
     positions = _predicted(stream, batch)
     keep = ~oov_positions(stream, trained.vocabulary.unk_id)[positions]
-    out = {name: values[name][keep] for name in SHOWN}
+    out = {name: values[name][keep] for name in (*SHOWN, "kl_to_unigram")}
     out["count"] = counts[stream[positions][keep]]
     return out
 
 
-def compare(inside: dict, outside: dict) -> dict:
-    result: dict = {
-        "median_count": {
-            "in": float(inside["count"].median()),
-            "out": float(outside["count"].median()),
-        },
-        "overall": {name: auroc(inside[name], outside[name]) for name in SHOWN},
-        "bins": [],
-    }
-    for low, high in itertools.pairwise(BINS):
-        a = (inside["count"] >= low) & (inside["count"] < high)
-        b = (outside["count"] >= low) & (outside["count"] < high)
-        row: dict = {"counts": [low, high], "tokens": {"in": int(a.sum()), "out": int(b.sum())}}
+def _binned(inside: dict, outside: dict, key: str, edges) -> list[dict]:
+    rows = []
+    for low, high in itertools.pairwise(edges):
+        a = (inside[key] >= low) & (inside[key] < high)
+        b = (outside[key] >= low) & (outside[key] < high)
+        row: dict = {
+            key: [float(low), float(high)],
+            "tokens": {"in": int(a.sum()), "out": int(b.sum())},
+        }
         if a.sum() >= 20 and b.sum() >= 20:
             for name in SHOWN:
                 row[name] = {
@@ -70,8 +102,26 @@ def compare(inside: dict, outside: dict) -> dict:
                     "mean_out": float(outside[name][b].mean()),
                     "auroc": auroc(inside[name][a], outside[name][b]),
                 }
-        result["bins"].append(row)
-    return result
+        rows.append(row)
+    return rows
+
+
+def compare(inside: dict, outside: dict) -> dict:
+    quartiles = torch.quantile(inside["kl_to_unigram"], torch.tensor([0.25, 0.5, 0.75]).double())
+    return {
+        "median_count": {
+            "in": float(inside["count"].median()),
+            "out": float(outside["count"].median()),
+        },
+        "mean_kl_to_unigram": {
+            "in": float(inside["kl_to_unigram"].mean()),
+            "out": float(outside["kl_to_unigram"].mean()),
+        },
+        "overall": {name: auroc(inside[name], outside[name]) for name in SHOWN},
+        "spearman_mi_kl_in": spearman(inside["mutual_information"], inside["kl_to_unigram"]),
+        "bins": _binned(inside, outside, "count", BINS),
+        "kl_bins": _binned(inside, outside, "kl_to_unigram", [0.0, *quartiles.tolist(), 1e9]),
+    }
 
 
 def main() -> None:
