@@ -150,7 +150,7 @@ def draws_for(method: str, samples: int) -> int:
 def score(method: str, run: Path, prepared: dict, samples: int, keep: Path | None = None) -> dict:
     """Every score of ``sentence_ood.LM_SCORES``, with ``<unk>`` positions left out and kept,
     from one MC pass over each side (so the two policies see the same draws); ``keep`` gets
-    each sentence's scores (``<unk>`` left out), for looking into them."""
+    each sentence's scores and ``<unk>`` share (``<unk>`` left out; kept: ``-include``)."""
     import bayesrnn
 
     trained = bayesrnn.load_run(run)
@@ -176,14 +176,19 @@ def score(method: str, run: Path, prepared: dict, samples: int, keep: Path | Non
                 values, stream, batch, vocab.eos_id, MIN_WORDS, skip, per_draw
             )
         report = sentence_ood_report(scored["in"], scored["out"])
-        if keep is not None and oov == "exclude":
+        if keep is not None:
             torch.save(
                 {
                     side: {name: sc.score(name) for name in sc.names}
                     | {"predicted": sc.predicted, "kept": sc.kept}
+                    | {
+                        "unk_share": sentence_unk_shares(
+                            sc, vocab.unk_id, stream=sides[side][0], eos_id=vocab.eos_id
+                        )
+                    }
                     for side, sc in scored.items()
                 },
-                keep,
+                keep if oov == "exclude" else keep.with_name(f"{keep.stem}-include.pt"),
             )
         result[oov] = {
             "scores": {
@@ -264,7 +269,9 @@ def main() -> None:
         if target.is_file():
             continue
         seconds = train(method, work / "runs" / method, prepared, args.epochs, args.seed)
-        keep = work / "sentences" / f"{method}.pt"
+        shape = (args.sentences, args.samples)
+        suffix = "" if shape == (400, 50) else f"-{shape[0]}x{shape[1]}"
+        keep = work / "sentences" / f"{method}{suffix}.pt"
         keep.parent.mkdir(parents=True, exist_ok=True)
         result = score(method, work / "runs" / method, prepared, args.samples, keep)
         result |= {"train_seconds": seconds, "settings": vars(args)}

@@ -1,8 +1,10 @@
-"""Look into ``ood_shift.py``'s per-sentence scores (``<unk>`` positions left out): for each
+"""Look into ``ood_shift.py``'s per-sentence scores (``<unk>`` positions left out, or kept in the
+``-include`` files): for each
 method, the AUROC of each sentence-level score without the length normalisation, the AUROC of
 the scored length alone, and within PTB each score's Spearman correlation with the sentence's
 mean predictive entropy and observed NLL (does a score follow how broad or how surprised the
-model is, rather than how much its draws disagree?).
+model is, rather than how much its draws disagree?), and within each text each score's
+correlation with the sentence's ``<unk>`` share (does it count unknown words?).
 
 Run after ``ood_shift.py``: ``.venv/bin/python benchmarks/ood_shift_analysis.py``
 """
@@ -43,7 +45,15 @@ def analyse(saved: dict) -> dict:
         whole_in = inside[name] * inside["predicted"]
         whole_out = outside[name] * outside["predicted"]
         out[f"auroc_{name}_unnormalised"] = auroc(whole_in, whole_out)
-    names = [n for n in inside if n not in ("predicted", "kept")]
+    names = [n for n in inside if n not in ("predicted", "kept", "unk_share")]
+    if "unk_share" in inside:  # does a score count unknown words? rank correlation per text
+        out["spearman_with_unk_share"] = {
+            name: {
+                "in": spearman(inside[name], inside["unk_share"]),
+                "out": spearman(outside[name], outside["unk_share"]),
+            }
+            for name in names
+        }
     out["spearman_in_ptb"] = {
         name: {
             "with_entropy": spearman(inside[name], inside["predictive_entropy"]),
