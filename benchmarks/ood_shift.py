@@ -4,10 +4,11 @@ reviews.
 Each method trains a 2 x 200 LSTM language model (Zaremba's small shape) on the first
 ``--train-fraction`` of the PTB training lines through the ``bayesrnn train`` command, then scores
 ``--sentences`` PTB test sentences (in distribution) against as many sentence-polarity snippets
-(Pang & Lee's rt-polarity movie reviews, out of distribution) with ``TrainedRun.ood``: AUROC of
-the per-sentence predictive entropy and mutual information (MC over ``--samples`` draws), once
-with the predictions that read or predict ``<unk>`` left out (the package's default) and once
-with them scored, beside the AUROC of the per-sentence ``<unk>`` share alone.
+(Pang & Lee's rt-polarity movie reviews, out of distribution) as ``TrainedRun.ood`` does: AUROC of
+every per-sentence score of ``bayesrnn.evaluation.sentence_ood.LM_SCORES`` (MC over ``--samples``
+draws, an ensemble's five members, the deterministic network's one), once with the predictions
+that read or predict ``<unk>`` left out (the package's default) and once with them scored, from
+one pass over each text, beside the AUROC of the per-sentence ``<unk>`` share alone.
 
 One process per method, resumable: a method whose result JSON exists is skipped, a method whose
 run directory finished training is scored without retraining. The data slices and the run
@@ -27,7 +28,20 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from bayesrnn.app.ood_task import MIN_WORDS, file_batch_size
 from bayesrnn.app.presets import gal_prior_scale
+from bayesrnn.app.setup import seed_everything
+from bayesrnn.evaluation.ood import auroc
+from bayesrnn.evaluation.sentence_ood import (
+    oov_positions,
+    sentence_ood_report,
+    sentence_unk_rate,
+    sentence_unk_shares,
+    stream_token_values,
+    tokens_to_sentences,
+)
 
 GAL_RATES = {"embedding": 0.1, "input": 0.4, "hidden": 0.2, "output": 0.4}
 MIXTURE = ["model.prior=scale_mixture", 'model.deterministic=["decoder.bias"]']
@@ -114,49 +128,117 @@ def train(method: str, run: Path, prepared: dict, epochs: int, seed: int) -> flo
     return time.perf_counter() - start
 
 
-def score(method: str, run: Path, prepared: dict, samples: int) -> dict:
+def text_pass(trained, text: str, samples: int) -> tuple[torch.Tensor, dict, torch.Tensor, int]:
+    """One MC pass over a text as ``TrainedRun.ood`` makes it: its stream, every per-token
+    value, each draw's log p of each predicted token, and the parallel sequences it used."""
+    tr = trained.config.trainer
+    stream = trained.encode(text)
+    batch = file_batch_size(stream.numel(), tr.eval_batch_size, tr.bptt)
+    seed_everything(tr.seed + 2)
+    values, draws = stream_token_values(
+        trained.model, trained.guide, stream, num_samples=samples, batch_size=batch, bptt=tr.bptt
+    )
+    return stream, values, draws, batch
+
+
+def draws_for(method: str, samples: int) -> int:
+    """MC draws per method: an ensemble's are its members (each once, the same scores as any
+    multiple), the deterministic network's one; the others ``samples``."""
+    return {"ensemble": 5, "none": 1}.get(method, samples)
+
+
+def score(method: str, run: Path, prepared: dict, samples: int, keep: Path | None = None) -> dict:
+    """Every score of ``sentence_ood.LM_SCORES``, with ``<unk>`` positions left out and kept,
+    from one MC pass over each side (so the two policies see the same draws); ``keep`` gets
+    each sentence's scores and ``<unk>`` share (``<unk>`` left out; kept: ``-include``)."""
     import bayesrnn
 
     trained = bayesrnn.load_run(run)
     history = json.loads((run / "history.json").read_text())
-    result: dict = {"method": method, "valid_perplexity": history.get("valid_perplexity")}
+    draws = draws_for(method, samples)
+    result: dict = {
+        "method": method,
+        "valid_perplexity": history.get("valid_perplexity"),
+        "num_samples": draws,
+    }
+    vocab = trained.vocabulary
+    start = time.perf_counter()
+    sides = {
+        "in": text_pass(trained, prepared["inside"], draws),
+        "out": text_pass(trained, prepared["outside"], draws),
+    }
+    result["score_seconds"] = time.perf_counter() - start
     for oov in ("exclude", "include"):
-        start = time.perf_counter()
-        report = trained.ood(
-            text=prepared["outside"], in_text=prepared["inside"], num_samples=samples, oov=oov
-        )
-        m = report.metrics
+        scored = {}
+        for side, (stream, values, per_draw, batch) in sides.items():
+            skip = oov_positions(stream, vocab.unk_id) if oov == "exclude" else None
+            scored[side] = tokens_to_sentences(
+                values, stream, batch, vocab.eos_id, MIN_WORDS, skip, per_draw
+            )
+        report = sentence_ood_report(scored["in"], scored["out"])
+        if keep is not None:
+            torch.save(
+                {
+                    side: {name: sc.score(name) for name in sc.names}
+                    | {"predicted": sc.predicted, "kept": sc.kept}
+                    | {
+                        "unk_share": sentence_unk_shares(
+                            sc, vocab.unk_id, stream=sides[side][0], eos_id=vocab.eos_id
+                        )
+                    }
+                    for side, sc in scored.items()
+                },
+                keep if oov == "exclude" else keep.with_name(f"{keep.stem}-include.pt"),
+            )
         result[oov] = {
-            "auroc_entropy": m["scores"]["predictive_entropy"]["auroc"],
-            "auroc_mutual_information": m["scores"]["mutual_information"]["auroc"],
-            "mean_mi": {
-                "in": m["scores"]["mutual_information"]["mean_in"],
-                "out": m["scores"]["mutual_information"]["mean_out"],
+            "scores": {
+                name: {key: report[name][key] for key in ("auroc", "mean_in", "mean_out")}
+                for name in report
             },
-            "sentences": m["sentences"],
-            "positions_excluded": m["positions_excluded"],
-            "seconds": time.perf_counter() - start,
+            "sentences": {side: len(scored[side]) for side in scored},
+            "positions_excluded": {side: scored[side].excluded for side in scored},
         }
-        result["unk_rate"] = m["unk_rate"]
-        result["auroc_unk_share"] = m["unk_share_baseline"]["auroc"]
+        if oov == "exclude":
+            shares = {
+                side: sentence_unk_shares(
+                    scored[side], vocab.unk_id, stream=sides[side][0], eos_id=vocab.eos_id
+                )
+                for side in scored
+            }
+            result["auroc_unk_share"] = auroc(shares["in"], shares["out"])
+    result["unk_rate"] = {
+        side: sentence_unk_rate(sides[side][0], vocab.unk_id, vocab.eos_id) for side in sides
+    }
     return result
 
 
+SHOWN = (
+    "predictive_entropy",
+    "mutual_information",
+    "expected_pairwise_kl",
+    "reverse_mutual_information",
+    "observed_nll",
+    "observed_token_rmi",
+    "observed_sentence_rmi",
+    "observed_sentence_information_gain",
+    "observed_sentence_epkl",
+)
+
+
 def markdown(results: list[dict]) -> str:
-    head = (
-        "| method | valid ppl (last) | AUROC entropy (excl. / incl. <unk>) | AUROC MI (excl. / "
-        "incl.) | MI in → out (excl.) | train s |\n|---|---:|---:|---:|---:|---:|\n"
-    )
+    """AUROC of each score per method, ``<unk>`` positions excluded / included."""
+    head = "| score | " + " | ".join(r["method"] for r in results) + " |\n"
+    head += "|---|" + "---:|" * len(results) + "\n"
     rows = []
-    for r in results:
-        ex, inc = r["exclude"], r["include"]
-        ppl = r.get("valid_perplexity") or [float("nan")]
-        rows.append(
-            f"| {r['method']} | {ppl[-1]:.1f} | {ex['auroc_entropy']:.3f} / "
-            f"{inc['auroc_entropy']:.3f} | {ex['auroc_mutual_information']:.3f} / "
-            f"{inc['auroc_mutual_information']:.3f} | {ex['mean_mi']['in']:.4f} → "
-            f"{ex['mean_mi']['out']:.4f} | {r['train_seconds']:.0f} |"
-        )
+    for name in SHOWN:
+        cells = [
+            f"{r['exclude']['scores'][name]['auroc']:.3f} / "
+            f"{r['include']['scores'][name]['auroc']:.3f}"
+            for r in results
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    ppl = " | ".join(f"{(r.get('valid_perplexity') or [float('nan')])[-1]:.1f}" for r in results)
+    rows.append(f"| valid perplexity | {ppl} |")
     base = results[0] if results else None
     tail = (
         f"\n<unk> rate: PTB {base['unk_rate']['in']:.3f}, reviews {base['unk_rate']['out']:.3f}; "
@@ -171,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/bayesrnn-ood-shift"))
-    parser.add_argument("--out", default="benchmarks/results/ood-shift")
+    parser.add_argument("--out", default="benchmarks/results/ood-shift/text-scores")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-fraction", type=float, default=0.1)
@@ -187,10 +269,14 @@ def main() -> None:
         if target.is_file():
             continue
         seconds = train(method, work / "runs" / method, prepared, args.epochs, args.seed)
-        result = score(method, work / "runs" / method, prepared, args.samples)
+        shape = (args.sentences, args.samples)
+        suffix = "" if shape == (400, 50) else f"-{shape[0]}x{shape[1]}"
+        keep = work / "sentences" / f"{method}{suffix}.pt"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        result = score(method, work / "runs" / method, prepared, args.samples, keep)
         result |= {"train_seconds": seconds, "settings": vars(args)}
         target.write_text(json.dumps(result, indent=1))
-        print(json.dumps({k: result[k] for k in ("method", "exclude", "include")}), flush=True)
+        print(json.dumps({k: result[k] for k in ("method", "exclude")}), flush=True)
     done = [
         json.loads((out / f"{m}.json").read_text())
         for m in METHODS

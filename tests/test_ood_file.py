@@ -18,6 +18,7 @@ from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.app.setup import Setup, build, quiet_log
 from bayesrnn.data import ClassificationCorpus, ClassificationSplit, Vocabulary
 from bayesrnn.evaluation.sentence_ood import (
+    LM_SCORES,
     SentenceScores,
     oov_positions,
     sentence_ood_report,
@@ -187,7 +188,8 @@ def test_evaluate_ood_writes_a_new_folder_with_the_comparison(trained, tmp_path,
     assert report["sentences"]["out"] == 2 and report["sentences_skipped"]["out"] == 2
     assert {"auroc", "aupr", "fpr95"} <= set(report["unk_share_baseline"])
     assert report["sentences"]["in"] + report["sentences_skipped"]["in"] == 30
-    for name in ("predictive_entropy", "mutual_information"):
+    assert tuple(report["scores"]) == LM_SCORES
+    for name in LM_SCORES:
         assert {"auroc", "aupr", "fpr95", "mean_in", "mean_out"} <= set(report["scores"][name])
     assert "reversed" in metrics["test"]  # the default OOD set is still reported beside FILE
     assert (out / "eval-2" / "ood_entropy.png").read_bytes().startswith(PNG_MAGIC)
@@ -259,7 +261,8 @@ def test_run_ood_returns_the_report_with_its_scores(trained, tmp_path):
     assert report["name"] == "foreign.txt" and report["sentences"]["out"] == 12
     assert report["oov"] == "include" and report["positions_excluded"] == {"in": 0, "out": 0}
     assert report["unk_rate"]["out"] == pytest.approx(36 / 48)
-    for name in ("predictive_entropy", "mutual_information"):
+    assert tuple(report["scores"]) == LM_SCORES
+    for name in LM_SCORES:
         inside, outside = report.inside.score(name), report.outside.score(name)
         assert report["scores"][name]["auroc"] == pytest.approx(
             _pairwise_auroc(inside, outside), abs=1e-12
@@ -273,8 +276,9 @@ def test_run_ood_returns_the_report_with_its_scores(trained, tmp_path):
     assert report.plot(ax=ax) is own and ax.get_legend() is not None
     # the test split scored the same way as the same text: identical scores, AUROC exactly 1/2
     same = run.ood(text=(data / "test.txt").read_text(), num_samples=2)
-    assert torch.equal(same.inside.predictive_entropy, same.outside.predictive_entropy)
-    assert same["scores"]["predictive_entropy"]["auroc"] == 0.5
+    for name in LM_SCORES:
+        assert torch.equal(same.inside.score(name), same.outside.score(name))
+        assert same["scores"][name]["auroc"] == 0.5
     # every prediction of that text reads or predicts an unknown word: nothing left to score
     with pytest.raises(JobError, match="no sentence could be scored"):
         run.ood(ood)

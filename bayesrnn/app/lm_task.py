@@ -3,7 +3,7 @@ the reversed-text test, dynamic evaluation and the pruning curve."""
 
 from __future__ import annotations
 
-from bayesrnn.app.ood_task import PLOT_NAME, OODText, compare, lm_report_sentences
+from bayesrnn.app.ood_task import PLOT_NAME, OODText, compare, lm_sentences
 from bayesrnn.app.run_data import checkpoint_tags
 from bayesrnn.app.run_dir import (
     RunDir,
@@ -132,7 +132,9 @@ def evaluate_language_model(
     out["plots"] = files
     if ood is not None:
         log(f"scoring {ood.name} ({ood.lines} lines) against {ev.split}, sentence by sentence")
-        compared = compare(s, ood, lm_report_sentences(s, stream, report.mc), stream)
+        # the split again, every draw kept for the whole text, as the named text is scored
+        inside = lm_sentences(s, stream, batch_size=s.config.trainer.eval_batch_size)
+        compared = compare(s, ood, inside, stream)
         out["ood_file"] = compared.metrics
         compared.plot(run / PLOT_NAME)
         out["plots"].append(PLOT_NAME)

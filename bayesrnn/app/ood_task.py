@@ -7,7 +7,9 @@ alone can separate the two, so the report also gives the AUROC of that share per
 baseline a model's uncertainty has to beat). A language model's predictions that read or predict
 ``<unk>`` are left out of both sides' scores unless ``evaluation.ood_oov="include"``
 (:mod:`bayesrnn.evaluation.sentence_ood`). Both sides are scored with the MC predictive of
-``evaluation.mc_samples`` draws; see :mod:`bayesrnn.evaluation.sentence_ood` for the scores.
+``evaluation.mc_samples`` draws, in a pass of their own (each draw kept for the whole text, so
+that sentence-level scores compare whole sentences under one network); see
+:mod:`bayesrnn.evaluation.sentence_ood` for the scores.
 Fortunato's reversed test text is a separate comparison (``evaluation.reversed_text``), reported
 under the split's ``"reversed"`` key whether or not FILE is given.
 """
@@ -32,13 +34,11 @@ from bayesrnn.evaluation import plot_entropy_histograms
 from bayesrnn.evaluation.ood import ood_report
 from bayesrnn.evaluation.sentence_ood import (
     SentenceScores,
-    oov_positions,
     sentence_ood_report,
     sentence_unk_rate,
     sentence_unk_shares,
     sequence_sentence_scores,
     stream_sentence_scores,
-    tokens_to_sentences,
 )
 
 __all__ = ["MIN_WORDS", "OODReport", "OODText", "encode_ood_text", "read_ood_file"]
@@ -188,19 +188,6 @@ def lm_sentences(s: Setup, stream: Tensor, batch_size: int | None = None) -> Sen
         unk_id=s.corpus.vocab.unk_id,
         oov=ev.ood_oov,
     )
-
-
-def lm_report_sentences(s: Setup, stream: Tensor, mc) -> SentenceScores:
-    """The split's sentences from the evaluation's own MC pass (a ``StreamReport``, cut in
-    ``trainer.eval_batch_size`` sequences), so the split is not scored twice."""
-    values = {
-        "predictive_entropy": mc.token_entropy,
-        "mutual_information": mc.token_mutual_information,
-    }
-    batch = s.config.trainer.eval_batch_size
-    vocab = s.corpus.vocab
-    skip = oov_positions(stream, vocab.unk_id) if s.config.evaluation.ood_oov == "exclude" else None
-    return tokens_to_sentences(values, stream, batch, vocab.eos_id, MIN_WORDS, skip)
 
 
 def classifier_sentences(s: Setup, sequences: list[Tensor]) -> SentenceScores:

@@ -73,7 +73,13 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
             f"  OOD {ood['name']} ({ood['sentences']['out']} sentences) vs {ood['split']} "
             f"({ood['sentences']['in']}): AUROC entropy "
             f"{fmt(scores['predictive_entropy']['auroc'])}, mutual information "
-            f"{fmt(scores['mutual_information']['auroc'])}; <unk> rate "
+            f"{fmt(scores['mutual_information']['auroc'])}"
+            + (
+                f", observed sentence RMI {fmt(scores['observed_sentence_rmi']['auroc'])}"
+                if "observed_sentence_rmi" in scores
+                else ""
+            )
+            + f"; <unk> rate "
             f"{fmt(ood['unk_rate']['out'])} vs {fmt(ood['unk_rate']['in'])} (AUROC of that "
             f"rate alone {fmt(ood.get('unk_share_baseline', {}).get('auroc'))}; <unk> "
             f"positions: {ood.get('oov', 'include')})"

@@ -259,8 +259,12 @@ class TrainedRun:
     ) -> OODReport:
         """Score a foreign text (the file ``path``, or ``text``; one sentence per line) as
         out-of-distribution against the run's evaluation split (or ``in_text``), sentence by
-        sentence: AUROC, AUPR, FPR95 of predictive entropy and mutual information, each side's
-        ``<unk>`` rate and how well that rate alone separates them. MC with ``num_samples`` draws
+        sentence: AUROC, AUPR, FPR95 of each score (a language model's
+        :data:`~bayesrnn.evaluation.sentence_ood.LM_SCORES`: predictive entropy, mutual
+        information and the other next-token measures, and the observed-text scores that compare
+        the draws' likelihoods of the sentences themselves; a classifier's entropy and mutual
+        information), each side's ``<unk>`` rate and how well that rate alone separates them.
+        MC with ``num_samples`` draws
         (default: ``evaluation.mc_samples``); ``oov`` ("exclude" or "include", default
         ``evaluation.ood_oov``): whether a language model's predictions that read or predict
         ``<unk>`` are scored. Writes nothing; ``report.plot(path)`` (or ``ax=``) draws the entropy

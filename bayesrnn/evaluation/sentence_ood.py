@@ -8,8 +8,27 @@ the comparison fair: the hidden state runs on from the previous sentence of the 
 
 A sentence classifier scores each sentence on its own: the entropy of its class distribution.
 
-Scores, higher = more likely out-of-distribution: ``predictive_entropy`` (nats, the MC
-predictive's entropy) and ``mutual_information`` (its epistemic part, zero without MC draws).
+Scores, higher = more likely out-of-distribution, all in nats (:data:`SCORES` for every model,
+:data:`LM_SCORES` for a language model); the epistemic ones are zero without MC draws:
+
+* ``predictive_entropy`` (the MC predictive's entropy) and ``mutual_information`` (its
+  epistemic part), ``expected_pairwise_kl`` and ``reverse_mutual_information``: each sentence's
+  mean over its positions of a property of the *next-token distributions*, an expectation over
+  the tokens the model would predict there, whatever the text says next;
+* ``observed_nll``: the mean of −log p̄(y_t) of the tokens that occur (total, not epistemic);
+* ``observed_token_rmi``: the mean over the sentence's tokens of the Jensen gap
+  log mean_m p_m(y_t) − mean_m log p_m(y_t) at the token that occurs;
+* ``observed_sentence_rmi``, ``observed_sentence_information_gain``,
+  ``observed_sentence_epkl``: the same measures of the whole sentence, from each draw's
+  log-likelihood of it (the sum over its scored tokens under that draw), divided by the number
+  of scored tokens (Malinin & Gales 2021's length normalisation);
+  :mod:`bayesrnn.evaluation.text_uncertainty` derives them.
+
+The sentence-level scores need each draw to be one network for the whole sentence, so a
+language model's text is scored with every draw kept for the whole stream: its weights drawn
+once, and its masks (dropout drawn inside the model) drawn again from the same random state in
+every window (:class:`StreamDraws`). Masks drawn per time step (naive dropout, zoneout) then
+repeat with the window's period.
 
 Out-of-vocabulary words: a foreign text is often full of words the run's vocabulary maps to
 ``<unk>``, and ``<unk>`` is a frequent, confidently predicted token in training text, so the
@@ -23,14 +42,19 @@ that rate alone separates the two texts (:func:`sentence_unk_shares`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from bayesrnn.data import pad_batch
 from bayesrnn.evaluation.ood import ood_report
-from bayesrnn.evaluation.stream_report import stream_report
+from bayesrnn.evaluation.stream_draws import StreamDraws, stream_token_values
+from bayesrnn.evaluation.text_uncertainty import (
+    observed_expected_pairwise_kl,
+    observed_information_gain,
+    observed_reverse_mutual_information,
+)
 from bayesrnn.evaluation.uncertainty import (
     categorical_entropy,
     expected_entropy,
@@ -39,9 +63,13 @@ from bayesrnn.evaluation.uncertainty import (
 from bayesrnn.inference import predict_sequences
 
 __all__ = [
+    "LM_SCORES",
     "OOV_POLICIES",
     "SCORES",
+    "SENTENCE_SCORES",
+    "TOKEN_SCORES",
     "SentenceScores",
+    "StreamDraws",
     "check_oov_policy",
     "oov_positions",
     "sentence_ood_report",
@@ -50,10 +78,29 @@ __all__ = [
     "sentence_unk_shares",
     "sequence_sentence_scores",
     "stream_sentence_scores",
+    "stream_token_values",
     "tokens_to_sentences",
 ]
 
-SCORES = ("predictive_entropy", "mutual_information")
+SCORES = ("predictive_entropy", "mutual_information")  # every model's, a classifier's too
+TOKEN_SCORES = (
+    *SCORES,
+    "expected_pairwise_kl",
+    "reverse_mutual_information",
+    "observed_nll",
+    "observed_token_rmi",
+)  # a language model's per-token values, averaged per sentence
+SENTENCE_SCORES = (
+    "observed_sentence_rmi",
+    "observed_sentence_information_gain",
+    "observed_sentence_epkl",
+)  # from each draw's log-likelihood of the whole sentence
+LM_SCORES = (*TOKEN_SCORES, *SENTENCE_SCORES)
+_OF_SENTENCE = {
+    "observed_sentence_rmi": observed_reverse_mutual_information,
+    "observed_sentence_information_gain": observed_information_gain,
+    "observed_sentence_epkl": observed_expected_pairwise_kl,
+}
 OOV_POLICIES = ("exclude", "include")
 
 
@@ -67,14 +114,22 @@ class SentenceScores:
     kept: Tensor  # (N,) indices into the text's sentences
     sentences: int  # all sentences of the text, scored or not
     excluded: int = 0  # predicted positions left out because they read or predict <unk>
+    others: dict[str, Tensor] = field(default_factory=dict)  # (N,) each: a language model's
 
     def __len__(self) -> int:
         return int(self.kept.numel())
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The scores these sentences have, in :data:`LM_SCORES` order."""
+        return (*SCORES, *(name for name in LM_SCORES if name in self.others))
+
     def score(self, name: str) -> Tensor:
-        if name not in SCORES:
-            raise ValueError(f"unknown score {name!r}; known: {', '.join(SCORES)}")
-        return getattr(self, name)
+        if name in SCORES:
+            return getattr(self, name)
+        if name not in self.others:
+            raise ValueError(f"unknown score {name!r}; known: {', '.join(self.names)}")
+        return self.others[name]
 
 
 def sentence_spans(stream: Tensor, eos_id: int) -> Tensor:
@@ -123,6 +178,7 @@ def tokens_to_sentences(
     eos_id: int,
     min_words: int = 2,
     skip: Tensor | None = None,
+    draw_log_likelihoods: Tensor | None = None,
 ) -> SentenceScores:
     """Per-sentence means of per-token values in ``evaluate_stream``'s order.
 
@@ -131,14 +187,31 @@ def tokens_to_sentences(
     ``(i % B) * steps + i // B + 1``. ``skip`` (a bool per stream position, e.g.
     :func:`oov_positions`) leaves those predictions out. A sentence is scored when it has
     ``min_words`` tokens besides its ``<eos>`` and at least one of its tokens was predicted
-    (and not skipped).
+    (and not skipped). ``token_values`` holds :data:`SCORES` and any others of
+    :data:`TOKEN_SCORES`; ``draw_log_likelihoods`` (M, predictions), each draw's log p of each
+    predicted token, adds :data:`SENTENCE_SCORES` from each draw's sum over a sentence's
+    scored tokens.
     """
     steps = stream.numel() // batch_size
     count = (steps - 1) * batch_size
-    for name in SCORES:
-        if token_values[name].numel() != count:
+    unknown = set(token_values) - set(TOKEN_SCORES)
+    if unknown or set(SCORES) - set(token_values):
+        raise ValueError(
+            f"token values must include {', '.join(SCORES)} and be among "
+            f"{', '.join(TOKEN_SCORES)}; got {', '.join(sorted(token_values))}"
+        )
+    given = dict(token_values)
+    if draw_log_likelihoods is not None:
+        if draw_log_likelihoods.dim() != 2:
             raise ValueError(
-                f"{name} has {token_values[name].numel()} values; a stream of {stream.numel()} "
+                "draw_log_likelihoods must have shape (draws, predictions), got "
+                f"{tuple(draw_log_likelihoods.shape)}"
+            )
+        given["draw_log_likelihoods"] = draw_log_likelihoods[0]
+    for name, value in given.items():
+        if value.numel() != count:
+            raise ValueError(
+                f"{name} has {value.numel()} values; a stream of {stream.numel()} "
                 f"tokens in {batch_size} sequences has {count} predictions"
             )
     index = torch.arange(count)
@@ -158,19 +231,28 @@ def tokens_to_sentences(
     predicted = torch.bincount(sentence_of, minlength=n)
     keep = (_words(stream, spans, eos_id) >= min_words) & (predicted > 0)
     kept = torch.nonzero(keep).reshape(-1)
+    tokens = predicted[kept].to(torch.float64)
     means = {}
-    for name in SCORES:
+    for name, value in token_values.items():
         sums = torch.zeros(n, dtype=torch.float64).index_add(
-            0, sentence_of, token_values[name].to(torch.float64)[index]
+            0, sentence_of, value.to(torch.float64)[index]
         )
-        means[name] = sums[kept] / predicted[kept].to(torch.float64)
+        means[name] = sums[kept] / tokens
+    if draw_log_likelihoods is not None:
+        draws = draw_log_likelihoods.to(torch.float64)
+        sums = torch.zeros(draws.shape[0], n, dtype=torch.float64).index_add(
+            1, sentence_of, draws[:, index]
+        )[:, kept]
+        for name, measure in _OF_SENTENCE.items():
+            means[name] = measure(sums) / tokens
     return SentenceScores(
-        predictive_entropy=means["predictive_entropy"],
-        mutual_information=means["mutual_information"],
+        predictive_entropy=means.pop("predictive_entropy"),
+        mutual_information=means.pop("mutual_information"),
         predicted=predicted[kept],
         kept=kept,
         sentences=n,
         excluded=int(count - used.sum()),
+        others=means,
     )
 
 
@@ -187,24 +269,16 @@ def stream_sentence_scores(
     unk_id: int | None = None,
     oov: str = "include",
 ) -> SentenceScores:
-    """Score each sentence of a token stream under a language model (MC with ``num_samples``
-    draws, the posterior mean with None), the stream cut as ``evaluate_stream`` cuts it;
-    ``oov="exclude"`` leaves out the predictions that read or predict ``unk_id``."""
+    """Score each sentence of a token stream under a language model (:data:`LM_SCORES`; MC
+    with ``num_samples`` draws, the posterior mean with None), the stream cut as
+    ``evaluate_stream`` cuts it; ``oov="exclude"`` leaves out the predictions that read or
+    predict ``unk_id``."""
     check_oov_policy(oov)
-    if stream.numel() < 2 * batch_size:
-        raise ValueError(
-            f"a stream of {stream.numel()} tokens cannot be cut into {batch_size} sequences of "
-            "at least 2 tokens"
-        )
-    report = stream_report(
+    values, draws = stream_token_values(
         model, guide, stream, num_samples=num_samples, batch_size=batch_size, bptt=bptt
     )
-    values = {
-        "predictive_entropy": report.token_entropy,
-        "mutual_information": report.token_mutual_information,
-    }
     skip = oov_positions(stream, unk_id) if oov == "exclude" else None
-    return tokens_to_sentences(values, stream, batch_size, eos_id, min_words, skip)
+    return tokens_to_sentences(values, stream, batch_size, eos_id, min_words, skip, draws)
 
 
 def sequence_sentence_scores(
@@ -288,13 +362,14 @@ def sentence_unk_shares(
 
 
 def sentence_ood_report(inside: SentenceScores, outside: SentenceScores) -> dict[str, dict]:
-    """AUROC, AUPR (outside = positive) and FPR95 of each score, with each side's mean."""
+    """AUROC, AUPR (outside = positive) and FPR95 of each score both sides have, with each
+    side's mean."""
     if not len(inside) or not len(outside):
         raise ValueError(
             f"both sides need scored sentences (in: {len(inside)}, out: {len(outside)})"
         )
     out = {}
-    for name in SCORES:
+    for name in (n for n in inside.names if n in outside.names):
         s_in, s_out = inside.score(name), outside.score(name)
         out[name] = ood_report(s_in, s_out) | {
             "mean_in": float(s_in.mean()),
