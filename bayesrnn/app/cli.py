@@ -123,12 +123,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     from bayesrnn.app.config import ConfigError
     from bayesrnn.app.trained_run import load_run
+    from bayesrnn.data.input_files import read_input_bytes
 
     if args.samples < 0:
         raise ConfigError(f"--samples must be >= 0, got {args.samples}")
     path = Path(args.file).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; score takes a text file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input_bytes(path, "file").decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text (byte offset {error.start})") from None
     run = load_run(args.out, device=args.device)
@@ -148,19 +151,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _read_covariates(path: str, names: tuple[str, ...]):
-    """The covariate columns ``names`` of a CSV file, in file order."""
+    """The covariate columns ``names`` of a CSV file, in file order, as float64 (checked like
+    the training data: a regular file, no NUL byte, every value a number a float64 holds)."""
+    from pathlib import Path
+
     import pandas
 
     from bayesrnn.app.config import ConfigError
+    from bayesrnn.data.checksums import DataError
+    from bayesrnn.data.series import series_matrix
+    from bayesrnn.data.series_csv import csv_values, read_csv_table
 
-    try:
-        frame = pandas.read_csv(path)
-    except (pandas.errors.EmptyDataError, pandas.errors.ParserError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {path} as CSV: {_one_line(error)}") from None
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"--covariates {file} is a folder; name a CSV file")
+    frame = read_csv_table(file, "--covariates file")
     missing = [name for name in names if name not in frame.columns]
     if missing:
         raise ConfigError(f"{path} has no column {missing}; the run's covariates are {list(names)}")
-    return frame[list(names)]
+    try:
+        values = series_matrix(csv_values(frame, list(names), file.name), names)
+    except DataError as error:
+        raise DataError(f"{file.name}: {error}") from None
+    return pandas.DataFrame(values, columns=list(names))
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:

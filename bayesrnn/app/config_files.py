@@ -32,6 +32,8 @@ from bayesrnn.app.config import (
 )
 from bayesrnn.app.presets import PRESETS
 from bayesrnn.data.atomic import atomic_write
+from bayesrnn.data.checksums import DataError
+from bayesrnn.data.input_files import read_input_bytes
 from bayesrnn.inference.trainer import TrainerConfig
 
 
@@ -161,13 +163,14 @@ def parse_override(text: str) -> dict[str, dict[str, Any]]:
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file is a ConfigError."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; --config takes a TOML file")
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_input_bytes(path, "config file").decode("utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"config file not found: {path}") from error
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder; --config takes a TOML file") from None
+    except DataError as error:  # not a regular file, or too large
+        raise ConfigError(str(error)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     except RecursionError:  # tomllib recurses per nested array or table

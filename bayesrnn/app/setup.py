@@ -20,6 +20,7 @@ from bayesrnn.app.config import (
     RunConfig,
     check_ensemble_draws,
 )
+from bayesrnn.app.memory_check import check_memory, model_values
 from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
     ClassificationCorpus,
@@ -381,6 +382,26 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     """Model and guide, seeded by the config; a bad combination is a ConfigError."""
     check_device(config)
     check_ensemble_draws(config)
+    what = (
+        f"model.hidden_size={config.model.hidden_size}, "
+        f"model.embedding_size={config.model.embedding_size}, "
+        f"model.num_layers={config.model.num_layers}, input size {size}"
+    )
+    try:
+        with torch.device("meta"):  # shapes only: counts the weights without allocating them
+            values = model_values(build_model(config, size, outputs))
+        check_memory(
+            values,
+            config.guide.name,
+            config.guide.members,
+            config.trainer.num_particles,
+            config.trainer.device,
+            what,
+        )
+    except ValueError as error:
+        raise ConfigError(f"cannot build model and guide: {error}") from error
+    except MemoryError as error:
+        raise ConfigError(str(error)) from None
     seed_everything(config.trainer.seed)
     try:
         model = build_model(config, size, outputs)
@@ -396,10 +417,7 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     except (RuntimeError, MemoryError) as error:  # e.g. hidden_size=10**10
         if isinstance(error, RuntimeError) and "alloc" not in str(error).lower():
             raise
-        raise ConfigError(
-            f"the model does not fit in memory (model.hidden_size={config.model.hidden_size}, "
-            f"model.embedding_size={config.model.embedding_size}, input size {size})"
-        ) from None
+        raise ConfigError(f"the model does not fit in memory ({what})") from None
     return model, guide
 
 

@@ -1,0 +1,93 @@
+"""Refusing a model that cannot fit in memory, from an estimate made before it is built.
+
+Building a network of 10¹¹ weights would stop with a MemoryError after minutes of swapping, or
+the kernel would kill the process; the estimate costs nothing. The rule (a floor, not a
+forecast):
+
+    bytes = 4 × W × (4 × g + P)
+
+W: the model's values, weight sites plus point-estimated parameters, counted on PyTorch's
+``meta`` device (shapes without storage); 4 bytes a float32; g: the guide's values per weight
+(2 for a Gaussian: μ and σ; 2 + ⌈√W⌉ for ``auto_low_rank``'s factor of Pyro's default rank;
+K for an ensemble of K members; 1 for gal, none and nuts); 4 × g: those values, their gradients
+and an optimiser's two moments; P: ``trainer.num_particles`` weight draws held in one step.
+The estimate is compared with the memory available now (``MemAvailable`` of /proc/meminfo,
+else the physical memory; the free memory of the GPU for a CUDA device).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+__all__ = ["available_bytes", "check_memory", "model_values", "training_bytes"]
+
+FLOAT_BYTES = 4
+
+
+def model_values(model: torch.nn.Module) -> int:
+    """W of the rule: every weight site's values plus every parameter's."""
+    from bayesrnn.models.bayesian import weight_sites
+
+    sites = sum(value.numel() for value in weight_sites(model).values())
+    return sites + sum(p.numel() for p in model.parameters())
+
+
+def guide_values_per_weight(guide: str, weights: int, members: int) -> int:
+    """g of the rule: how many values the guide holds for each weight."""
+    if guide in ("mean_field", "sharpened", "auto_normal"):
+        return 2
+    if guide == "auto_low_rank":
+        return 2 + math.ceil(math.sqrt(max(weights, 1)))
+    if guide == "ensemble":
+        return members
+    return 1
+
+
+def training_bytes(weights: int, guide: str, members: int, particles: int) -> int:
+    """The rule's bytes for ``weights`` values under ``guide``."""
+    g = guide_values_per_weight(guide, weights, members)
+    return FLOAT_BYTES * weights * (4 * g + particles)
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory free for the run on ``device`` now; None where it cannot be told."""
+    if device.startswith("cuda"):
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(count: float) -> str:
+    return f"{count / 2**30:,.1f} GiB"
+
+
+def check_memory(
+    weights: int, guide: str, members: int, particles: int, device: str, what: str
+) -> None:
+    """Raise a MemoryError naming the estimate when the rule's bytes exceed what is free."""
+    needed = training_bytes(weights, guide, members, particles)
+    free = available_bytes(device)
+    if free is None or needed <= free:
+        return
+    g = guide_values_per_weight(guide, weights, members)
+    raise MemoryError(
+        f"the model does not fit in memory ({what}): {weights:,} weights need about "
+        f"{_gib(needed)} to train with guide.name={guide} (4 bytes × weights × (4 × {g} + "
+        f"{particles} particles)), and {_gib(free)} is available on {device}"
+    )
