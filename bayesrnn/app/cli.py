@@ -281,6 +281,18 @@ HANDLERS = {
 }
 
 
+def _rank_speaks(error: BaseException) -> bool:
+    """Under torchrun every rank meets the same fault in the same inputs: rank 0 says it, once.
+    A lost peer is each rank's own news (rank 0 may be the one gone)."""
+    import os
+
+    from bayesrnn.inference.distributed import PeerLostError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or isinstance(error, PeerLostError):
+        return True
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
@@ -347,6 +359,31 @@ def _interrupts_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _warnings_held() -> Iterator[None]:
+    """Hold the libraries' warnings (numpy's overflow, xarray's) back until the command ends:
+    shown once it succeeds (or before a bug's traceback), dropped when it stops at a fault a
+    user can fix or at Ctrl-C, so that the one error line stands alone (such warnings are the
+    fault's symptoms: an overflow while scoring the very values the error names)."""
+    import warnings
+
+    held: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield
+            except (*_user_errors(), KeyboardInterrupt):
+                caught.clear()
+                raise
+            finally:
+                held = list(caught)
+    finally:
+        for warning in held:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno, warning.file
+            )
+
+
 def _exit_now(status: int) -> NoReturn:
     """Exit with ``status`` at once, skipping interpreter shutdown (files are closed by now).
 
@@ -406,11 +443,13 @@ def _command(argv: Sequence[str] | None) -> int:
         try:
             from bayesrnn.app.logs import cli_logging
 
-            with cli_logging(quiet=getattr(args, "quiet", False)):
+            with cli_logging(quiet=getattr(args, "quiet", False)), _warnings_held():
                 return HANDLERS[args.handler_name](args)
         except _user_errors() as error:
-            print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
             from bayesrnn.inference.distributed import PeerLostError
+
+            if _rank_speaks(error):
+                print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
 
             if argv is None and isinstance(error, PeerLostError):
                 _exit_now(2)  # skip the broken process group's destructors (they may abort)

@@ -55,6 +55,7 @@ from bayesrnn.app.setup import (
     setup,
     stderr_log,
 )
+from bayesrnn.data.atomic import temporary_path
 from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
@@ -390,15 +391,21 @@ def evaluate_run(
     with lock_run_dir(run.root, "bayesrnn evaluate"):
         unfinished = _unfinished(s.config, payload, log)
         target = _new_evaluation_dir(run, force, unfinished is not None)
-        target.root.mkdir(exist_ok=True)
-        try:
+        if target.root == run.root:
             metrics = _evaluate(
                 s, history, target, log, export=False, ood=named, unfinished=unfinished
             )
-        except BaseException:
-            if target.root != run.root:  # a new folder, half written: not a result
-                shutil.rmtree(target.root, ignore_errors=True)
-            raise
+        else:  # built under a temporary name, renamed once whole: a kill leaves no eval-N
+            scratch = RunDir(temporary_path(target.root))
+            scratch.root.mkdir()
+            try:
+                metrics = _evaluate(
+                    s, history, scratch, log, export=False, ood=named, unfinished=unfinished
+                )
+                os.rename(scratch.root, target.root)
+            except BaseException:
+                shutil.rmtree(scratch.root, ignore_errors=True)
+                raise
     metrics["written_to"] = str(target.root)
     return metrics
 
