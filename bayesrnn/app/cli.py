@@ -246,6 +246,23 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_limits(args: argparse.Namespace) -> int:
+    from bayesrnn.app.config_limits import describe_limits
+    from bayesrnn.data.input_files import MAX_INPUT_BYTES_ENV, input_limit
+
+    print("settings (section.key: allowed range; [ ] closed, ( ) open):")
+    print(textwrap.indent(describe_limits(), "  "))
+    print(
+        f"input files: regular files of at most {input_limit():,} bytes "
+        f"(set {MAX_INPUT_BYTES_ENV}, e.g. 8G, to change it)"
+    )
+    print(
+        "memory: a model is refused when 4 bytes x weights x (4 x guide values per weight + "
+        "trainer.num_particles) exceeds the memory available"
+    )
+    return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
     from bayesrnn.data import download_polarity, download_ptb
 
@@ -277,6 +294,7 @@ HANDLERS = {
     "forecast": _cmd_forecast,
     "compare": _cmd_compare,
     "presets": _cmd_presets,
+    "limits": _cmd_limits,
     "download": _cmd_download,
 }
 

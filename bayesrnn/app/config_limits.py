@@ -37,9 +37,12 @@ class Bound(NamedTuple):
         return above and below
 
     def __str__(self) -> str:
+        def number(value: float) -> str:
+            return str(value) if isinstance(value, int) else f"{value:g}"
+
         return (
-            f"{'(' if self.low_open else '['}{self.low:g}, "
-            f"{self.high:g}{')' if self.high_open else ']'}"
+            f"{'(' if self.low_open else '['}{number(self.low)}, "
+            f"{number(self.high)}{')' if self.high_open else ']'}"
         )
 
 
@@ -101,7 +104,7 @@ LIMITS: dict[str, Bound] = {
     "trainer.kl_weight": _POSITIVE_SCALE,
     "trainer.eval_batch_size": _SIZE,
     "trainer.checkpoint_every": _COUNT,
-    "trainer.max_windows": Bound(1, 1e12),
+    "trainer.max_windows": Bound(1, 10**12),
     "trainer.seed": _SEED,
     "trainer.divergence_factor": _POSITIVE_SCALE,
     "trainer.divergence_patience": _COUNT,
@@ -111,7 +114,7 @@ LIMITS: dict[str, Bound] = {
     "evaluation.n_bins": Bound(1, 10_000),
     "evaluation.pruning_fractions": Bound(0.0, 1.0),  # each fraction
     "evaluation.export_samples": Bound(1, 100_000),
-    "evaluation.max_tokens": Bound(1, 1e12),
+    "evaluation.max_tokens": Bound(1, 10**12),
     "evaluation.dynamic_lr": Bound(0.0, 1e9),
     "evaluation.mc_recurrent_draws": Bound(1, 100_000),
 }

@@ -73,8 +73,11 @@ def available_bytes(device: str) -> int | None:
         return None
 
 
-def _gib(count: float) -> str:
-    return f"{count / 2**30:,.1f} GiB"
+def _in_words(count: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{int(count)} bytes"
 
 
 def check_memory(
@@ -88,6 +91,6 @@ def check_memory(
     g = guide_values_per_weight(guide, weights, members)
     raise MemoryError(
         f"the model does not fit in memory ({what}): {weights:,} weights need about "
-        f"{_gib(needed)} to train with guide.name={guide} (4 bytes × weights × (4 × {g} + "
-        f"{particles} particles)), and {_gib(free)} is available on {device}"
+        f"{_in_words(needed)} to train with guide.name={guide} (4 bytes × weights × (4 × {g} + "
+        f"{particles} particles)), and {_in_words(free)} is available on {device}"
     )
