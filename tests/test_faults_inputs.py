@@ -231,6 +231,11 @@ def test_score_refuses_a_file_that_is_not_regular(name, area, fifo, capsys):
     assert_fault(capsys, area, ["score", "--out", str(area / "run"), target], "not a regular file")
 
 
+def test_compare_refuses_a_fifo(area, fifo, capsys):
+    argv = ["compare", str(area / "run"), str(fifo)]
+    assert_fault(capsys, area, argv, f"{fifo} is not a regular file")
+
+
 def test_evaluate_refuses_an_ood_fifo(area, fifo, capsys):
     argv = ["evaluate", "--out", str(area / "run"), "--quiet", "--ood", str(fifo)]
     assert_fault(capsys, area, argv, "not a regular file")

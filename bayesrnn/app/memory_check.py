@@ -11,6 +11,8 @@ W: the model's values, weight sites plus point-estimated parameters, counted on 
 (2 for a Gaussian: μ and σ; 2 + ⌈√W⌉ for ``auto_low_rank``'s factor of Pyro's default rank;
 K for an ensemble of K members; 1 for gal, none and nuts); 4 × g: those values, their gradients
 and an optimiser's two moments; P: ``trainer.num_particles`` weight draws held in one step.
+Evaluation and the export draw the weights one draw at a time (``posterior.nc`` keeps only
+chosen sites, not every weight), so no other draws count.
 The estimate is compared with the memory available now (``MemAvailable`` of /proc/meminfo,
 else the physical memory; the free memory of the GPU for a CUDA device).
 """
