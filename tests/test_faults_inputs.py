@@ -336,6 +336,47 @@ def test_values_at_the_magnitude_bound_scale_to_finite_float32():
     assert corpus.full().abs().max().item() == pytest.approx(1.0)  # ±1 standard deviation
 
 
+@pytest.fixture(scope="module")
+def covariate_run(tmp_path_factory):
+    """A forecaster that reads one covariate, trained for a few windows."""
+    folder = tmp_path_factory.mktemp("covariates")
+    rows = [f"{i},{10 + (i % 7)},{1 + (i % 5) / 10}" for i in range(80)]
+    (folder / "sales.csv").write_text("week,units,price\n" + "\n".join(rows) + "\n")
+    argv = [
+        "train", "--task", "forecast", "--data", str(folder / "sales.csv"),
+        "--out", str(folder / "run"), "--quiet", "--epochs", "1",
+        "--set", "data.target=units", "--set", "data.covariates=[price]",
+        "--set", "model.hidden_size=4", "--set", "trainer.max_windows=2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return folder / "run"
+
+
+# the covariate's training rows (70% of 80), whose mean and population deviation scale it
+TRAIN_PRICE = np.array([1 + (i % 5) / 10 for i in range(56)])
+COVARIATE_FAULTS = {
+    "FIFO": (None, "is a FIFO (named pipe), not a regular file"),
+    "1e308": ("price\n1.0\n1e308\n", "cov.csv: column 'price' row 1: 1e+308 is beyond"),
+    "NUL": ("price\n1.0\n1\x00\n", "a NUL byte in row 1 (line 3), column 'price'"),
+    "10**30": (f"price\n1\n{10**30}\n", "column 'price' row 1 (line 3) holds the integer"),
+    "1e39 (beyond float32 once scaled)": (
+        "price\n1.0\n1e39\n",
+        f"'price' row 1 lies {(1e39 - TRAIN_PRICE.mean()) / TRAIN_PRICE.std():.3g} training",
+    ),
+    "header only": ("price\n", "a header ['price'] and no rows"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COVARIATE_FAULTS))
+def test_forecast_covariates_at_the_edges_are_one_line(case, covariate_run, fifo, capsys):
+    text, fragment = COVARIATE_FAULTS[case]
+    path = fifo if text is None else fifo.parent / "cov.csv"
+    if text is not None:
+        path.write_bytes(text.encode())
+    argv = ["forecast", "--out", str(covariate_run), "--horizon", "2", "--covariates", str(path)]
+    assert_fault(capsys, covariate_run.parent, argv, fragment)
+
+
 # --- faults at a command's edges ----------------------------------------------------------------
 
 
