@@ -164,10 +164,14 @@ def test_the_memory_rule_counts_the_built_models_values():
 
 
 def test_the_memory_rule_in_numbers():
-    assert memory_check.training_bytes(1000, "mean_field", 5, 1) == 4 * 1000 * (4 * 2 + 1)
-    assert memory_check.training_bytes(1000, "ensemble", 5, 2) == 4 * 1000 * (4 * 5 + 2)
-    assert memory_check.training_bytes(100, "auto_low_rank", 5, 1) == 4 * 100 * (4 * 12 + 1)
-    assert memory_check.training_bytes(100, "gal", 5, 3) == 4 * 100 * (4 + 3)
+    def rule(*args, training=True):
+        return memory_check.required_bytes(*args, training=training)
+
+    assert rule(1000, "mean_field", 5, 1) == 4 * 1000 * (4 * 2 + 1)
+    assert rule(1000, "ensemble", 5, 2) == 4 * 1000 * (4 * 5 + 2)
+    assert rule(100, "auto_low_rank", 5, 1) == 4 * 100 * (4 * 12 + 1)  # g = 2 + √100
+    assert rule(100, "gal", 5, 3) == 4 * 100 * (4 + 3)
+    assert rule(1000, "mean_field", 5, 8, training=False) == 4 * 1000 * (2 + 1)
 
 
 def test_a_model_beyond_the_free_memory_is_refused_with_its_estimate(area, capsys, monkeypatch):
@@ -183,6 +187,14 @@ def test_a_model_beyond_the_free_memory_is_refused_with_its_estimate(area, capsy
     monkeypatch.setattr(memory_check, "available_bytes", lambda device: needed)
     code, _, err = cli(capsys, *_run(area, "--set", "evaluation.export=false"))
     assert code == 0, err  # the estimate itself fits
+    evaluating = 4 * weights * (2 + 1)  # a trained run needs less: no gradients or moments
+    monkeypatch.setattr(memory_check, "available_bytes", lambda device: evaluating)
+    code, _, err = cli(capsys, "evaluate", "--out", str(area / "run"), "--quiet")
+    assert code == 0, err
+    monkeypatch.setattr(memory_check, "available_bytes", lambda device: evaluating - 1)
+    argv = ["evaluate", "--out", str(area / "run"), "--quiet"]
+    line = assert_fault(capsys, area, argv, "to evaluate")
+    assert "(4 bytes × weights × (2 + 1 drawn network))" in line
 
 
 # --- inputs that are not regular files ----------------------------------------------------------

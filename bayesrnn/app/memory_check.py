@@ -4,15 +4,16 @@ Building a network of 10¹¹ weights would stop with a MemoryError after minutes
 the kernel would kill the process; the estimate costs nothing. The rule (a floor, not a
 forecast):
 
-    bytes = 4 × W × (4 × g + P)
+    training:             bytes = 4 × W × (4 × g + P)
+    evaluation or export: bytes = 4 × W × (g + 1)
 
 W: the model's values, weight sites plus point-estimated parameters, counted on PyTorch's
 ``meta`` device (shapes without storage); 4 bytes a float32; g: the guide's values per weight
 (2 for a Gaussian: μ and σ; 2 + ⌈√W⌉ for ``auto_low_rank``'s factor of Pyro's default rank;
 K for an ensemble of K members; 1 for gal, none and nuts); 4 × g: those values, their gradients
 and an optimiser's two moments; P: ``trainer.num_particles`` weight draws held in one step.
-Evaluation and the export draw the weights one draw at a time (``posterior.nc`` keeps only
-chosen sites, not every weight), so no other draws count.
+Evaluation and the export hold the guide's values and one drawn network at a time (their
+draws come one after another, and ``posterior.nc`` keeps only chosen sites, not every weight).
 The estimate is compared with the memory available now (``MemAvailable`` of /proc/meminfo,
 else the physical memory; the free memory of the GPU for a CUDA device).
 """
@@ -24,15 +25,15 @@ import os
 
 import torch
 
-__all__ = ["available_bytes", "check_memory", "model_values", "training_bytes"]
+from bayesrnn.models.bayesian import weight_sites
+
+__all__ = ["available_bytes", "check_memory", "model_values", "required_bytes"]
 
 FLOAT_BYTES = 4
 
 
 def model_values(model: torch.nn.Module) -> int:
     """W of the rule: every weight site's values plus every parameter's."""
-    from bayesrnn.models.bayesian import weight_sites
-
     sites = sum(value.numel() for value in weight_sites(model).values())
     return sites + sum(p.numel() for p in model.parameters())
 
@@ -48,10 +49,13 @@ def guide_values_per_weight(guide: str, weights: int, members: int) -> int:
     return 1
 
 
-def training_bytes(weights: int, guide: str, members: int, particles: int) -> int:
-    """The rule's bytes for ``weights`` values under ``guide``."""
+def required_bytes(
+    weights: int, guide: str, members: int, particles: int, *, training: bool
+) -> int:
+    """The rule's bytes for ``weights`` values under ``guide``, to train or to evaluate."""
     g = guide_values_per_weight(guide, weights, members)
-    return FLOAT_BYTES * weights * (4 * g + particles)
+    copies = 4 * g + particles if training else g + 1
+    return FLOAT_BYTES * weights * copies
 
 
 def available_bytes(device: str) -> int | None:
@@ -83,16 +87,25 @@ def _in_words(count: float) -> str:
 
 
 def check_memory(
-    weights: int, guide: str, members: int, particles: int, device: str, what: str
+    weights: int,
+    guide: str,
+    members: int,
+    particles: int,
+    device: str,
+    what: str,
+    *,
+    training: bool,
 ) -> None:
     """Raise a MemoryError naming the estimate when the rule's bytes exceed what is free."""
-    needed = training_bytes(weights, guide, members, particles)
+    needed = required_bytes(weights, guide, members, particles, training=training)
     free = available_bytes(device)
     if free is None or needed <= free:
         return
     g = guide_values_per_weight(guide, weights, members)
+    rule = f"4 × {g} + {particles} particles" if training else f"{g} + 1 drawn network"
     raise MemoryError(
         f"the model does not fit in memory ({what}): {weights:,} weights need about "
-        f"{_in_words(needed)} to train with guide.name={guide} (4 bytes × weights × (4 × {g} + "
-        f"{particles} particles)), and {_in_words(free)} is available on {device}"
+        f"{_in_words(needed)} to {'train' if training else 'evaluate'} with "
+        f"guide.name={guide} (4 bytes × weights × ({rule})), and {_in_words(free)} is "
+        f"available on {device}"
     )

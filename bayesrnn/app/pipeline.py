@@ -252,11 +252,11 @@ def _trained_data(run: RunDir, log: Log) -> RunData | None:
     return saved
 
 
-def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
+def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log, *, training: bool):
     """Load the data (with the run's vocabulary once it has one) and build the model, checking
     the data against the run's fingerprint: all before anything is written."""
     saved = _trained_data(run, log)
-    s = setup(config, log, None if saved is None else saved.vocabulary)
+    s = setup(config, log, None if saved is None else saved.vocabulary, training=training)
     check_fits(s.config, s.corpus, needed)  # with the windows fitted to a short series
     if saved is not None:
         changed = check_data(saved, s.corpus, needed, run)
@@ -282,7 +282,8 @@ def run_job(
     ranks = current_ranks()
     if not ranks.is_main:
         log = quiet_log  # one voice: rank 0 logs and writes, the others compute
-    s, saved = _prepare(config, run, _needed_splits(config, train=True, evaluate=evaluate), log)
+    needed = _needed_splits(config, train=True, evaluate=evaluate)
+    s, saved = _prepare(config, run, needed, log, training=True)
     command = "bayesrnn run" if evaluate else "bayesrnn train"
     with lock_run_dir(run.root, command) if ranks.is_main else contextlib.nullcontext():
         if ranks.is_main:
@@ -334,7 +335,8 @@ def _load_run(run: RunDir, overrides: dict | None, log: Log, *, evaluate: bool):
     config = _run_config(run, overrides)
     if not run.checkpoint.is_file():
         raise JobError(f"{run.root} has no checkpoint.pt: train it first (bayesrnn train/run)")
-    s, _ = _prepare(config, run, _needed_splits(config, train=False, evaluate=evaluate), log)
+    needed = _needed_splits(config, train=False, evaluate=evaluate)
+    s, _ = _prepare(config, run, needed, log, training=False)
     payload = restore(s, run)
     history = payload["history"]
     history = history.to_dict() if isinstance(history, History) else dict(history)

@@ -378,8 +378,9 @@ def model_sizes(corpus, task: str) -> tuple[int, int | None]:
     return len(corpus.vocab), getattr(corpus, "n_classes", None)
 
 
-def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
-    """Model and guide, seeded by the config; a bad combination is a ConfigError."""
+def build(config: RunConfig, size: int, outputs: int | None, *, training: bool = True) -> tuple:
+    """Model and guide, seeded by the config; a bad combination, or a model too large for the
+    memory (``training``: to train it, else to evaluate it), is a ConfigError."""
     check_device(config)
     check_ensemble_draws(config)
     what = (
@@ -397,6 +398,7 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
             config.trainer.num_particles,
             config.trainer.device,
             what,
+            training=training,
         )
     except ValueError as error:
         raise ConfigError(f"cannot build model and guide: {error}") from error
@@ -421,16 +423,19 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     return model, guide
 
 
-def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> Setup:
+def setup(
+    config: RunConfig, log: Log, vocabulary: Vocabulary | None = None, *, training: bool = True
+) -> Setup:
     """Load data (encoded with ``vocabulary`` when given, a trained run's) and build model and
-    guide; a bad combination is a ConfigError."""
+    guide (for ``training``, or to evaluate a trained one); a bad combination is a
+    ConfigError."""
     check_device(config)
     corpus = load_data(config)
     if vocabulary is not None:
         corpus = reencode_corpus(corpus, vocabulary)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
     config = fit_windows(config, corpus, log)
-    model, guide = build(config, *model_sizes(corpus, config.task))
+    model, guide = build(config, *model_sizes(corpus, config.task), training=training)
     return Setup(config, corpus, model, guide)
 
 
