@@ -258,7 +258,8 @@ def _cmd_limits(args: argparse.Namespace) -> int:
     )
     print(
         "memory: a model is refused when 4 bytes x weights x (4 x guide values per weight + "
-        "trainer.num_particles) exceeds the memory available"
+        "trainer.num_particles) to train, or 4 bytes x weights x (guide values per weight + 1) "
+        "to evaluate, exceeds the memory available"
     )
     return 0
 
