@@ -123,8 +123,8 @@ def test_a_value_beyond_each_range_is_one_line_naming_the_range(key, area, capsy
 
 BRIEF_CASES = {
     "hidden size 2**62": ("model.hidden_size=4611686018427387904", "must lie in [1, 1048576]"),
-    "embedding 1e23": ("model.embedding_size=1e23", "model.embedding_size"),
-    "n_bins 1e8": ("evaluation.n_bins=1e8", "evaluation.n_bins"),
+    "embedding 1e23": ("model.embedding_size=1e23", "embedding_size must be an integer in [1, "),
+    "n_bins 1e8": ("evaluation.n_bins=1e8", "evaluation.n_bins must be an integer in [1, 10000]"),
     "infinite init range": ("model.init_range=inf", "model.init_range must lie in [0, 10]"),
     "NaN prior scale": ("model.prior_sigma1=nan", "model.prior_sigma1 must lie in (0, 1e+06]"),
     "dropout of one": ("model.locked_hidden=1", "model.locked_hidden must lie in [0, 1)"),
@@ -140,6 +140,15 @@ BRIEF_CASES = {
 def test_named_out_of_range_values(case, area, capsys):
     setting, fragment = BRIEF_CASES[case]
     assert_fault(capsys, area, _run(area, "--set", setting), fragment)
+
+
+def test_the_limits_command_prints_every_range(capsys, monkeypatch):
+    monkeypatch.delenv("BAYESRNN_MAX_INPUT_BYTES", raising=False)
+    code, out, _ = cli(capsys, "limits")
+    assert code == 0
+    for key, bound in LIMITS.items():
+        assert f"  {key}: {bound}\n" in out
+    assert f"at most {DEFAULT_MAX_INPUT_BYTES:,} bytes" in out
 
 
 def test_every_preset_lies_within_the_ranges():

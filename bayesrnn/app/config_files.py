@@ -30,6 +30,7 @@ from bayesrnn.app.config import (
     ModelConfig,
     RunConfig,
 )
+from bayesrnn.app.config_limits import LIMITS
 from bayesrnn.app.presets import PRESETS
 from bayesrnn.data.atomic import atomic_write
 from bayesrnn.data.checksums import DataError
@@ -49,6 +50,11 @@ _SECTION_CLASSES: dict[str, type] = {
     "trainer": TrainerConfig,
     "evaluation": EvaluationConfig,
 }
+
+
+def _range_of(key: str) -> str:
+    """`` in [low, high]`` for a key with a range, for type errors to name it too."""
+    return f" in {LIMITS[key]}" if key in LIMITS else ""
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -81,11 +87,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer{_range_of(key)}, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number{_range_of(key)}, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
