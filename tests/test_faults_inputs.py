@@ -410,17 +410,28 @@ def test_an_export_the_disk_has_no_room_for_is_refused_before_writing(area, caps
     assert "posterior-2.nc needs about" in line and "0.0 MiB free" in line, line
 
 
-def test_a_failing_netcdf_writer_is_one_line_and_leaves_nothing(area, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (OSError(28, "Can't close file (file write failed: time = ..., errno = 28)"),
+         "(No space left on device); nothing of it is left"),
+        (RuntimeError("Can't write data (file write failed: errno = 28)"),
+         "(Can't write data (file write failed: errno = 28)); nothing of it is left"),
+    ],
+)  # fmt: skip
+def test_a_failing_netcdf_writer_is_one_line_and_leaves_nothing(
+    error, shown, area, capsys, monkeypatch
+):
     import xarray as xr
 
     def full_disk(self, path, **options):
         Path(path).write_bytes(b"\x89HDF\r\n partial")
-        raise RuntimeError("Can't write data (file write failed: errno = 28, No space left)")
+        raise error
 
     monkeypatch.setattr(xr.DataTree, "to_netcdf", full_disk)
     argv = ["export", "--out", str(area / "run"), "--quiet"]
     line = assert_fault(capsys, area, argv, "posterior-2.nc was not written")
-    assert "No space left" in line
+    assert line.endswith(shown), line
 
 
 def test_the_export_size_estimate_covers_the_file(workspace):
@@ -429,7 +440,7 @@ def test_the_export_size_estimate_covers_the_file(workspace):
     path = workspace / "run" / "posterior.nc"
     with xr.open_datatree(path, engine="h5netcdf") as tree:
         estimate = export_size(tree.load())
-    assert path.stat().st_size <= estimate <= path.stat().st_size + 5 * 2**20
+    assert path.stat().st_size <= estimate <= path.stat().st_size + 300 * 2**10
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -431,7 +431,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 130
     if argv is None:
         _ignore_interrupts()
+        if _failed_netcdf_write():
+            _exit_now(status)  # the half-closed file's teardown would print a traceback
     return status
+
+
+def _failed_netcdf_write() -> bool:
+    """Whether a ``posterior.nc`` write failed in this process (see bayesrnn.app.export)."""
+    export = sys.modules.get("bayesrnn.app.export")
+    return bool(export is not None and getattr(export, "_FAILED_WRITES", None))
 
 
 def _ignore_interrupts() -> None:
