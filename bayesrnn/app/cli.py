@@ -123,12 +123,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     from bayesrnn.app.config import ConfigError
     from bayesrnn.app.trained_run import load_run
+    from bayesrnn.data.input_files import read_input_bytes
 
     if args.samples < 0:
         raise ConfigError(f"--samples must be >= 0, got {args.samples}")
     path = Path(args.file).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; score takes a text file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input_bytes(path, "file").decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text (byte offset {error.start})") from None
     run = load_run(args.out, device=args.device)
@@ -148,19 +151,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _read_covariates(path: str, names: tuple[str, ...]):
-    """The covariate columns ``names`` of a CSV file, in file order."""
+    """The covariate columns ``names`` of a CSV file, in file order, as float64 (checked like
+    the training data: a regular file, no NUL byte, every value a number a float64 holds)."""
+    from pathlib import Path
+
     import pandas
 
     from bayesrnn.app.config import ConfigError
+    from bayesrnn.data.checksums import DataError
+    from bayesrnn.data.series import series_matrix
+    from bayesrnn.data.series_csv import csv_values, read_csv_table
 
-    try:
-        frame = pandas.read_csv(path)
-    except (pandas.errors.EmptyDataError, pandas.errors.ParserError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {path} as CSV: {_one_line(error)}") from None
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"--covariates {file} is a folder; name a CSV file")
+    frame = read_csv_table(file, "--covariates file")
     missing = [name for name in names if name not in frame.columns]
     if missing:
         raise ConfigError(f"{path} has no column {missing}; the run's covariates are {list(names)}")
-    return frame[list(names)]
+    try:
+        values = series_matrix(csv_values(frame, list(names), file.name), names)
+    except DataError as error:
+        raise DataError(f"{file.name}: {error}") from None
+    return pandas.DataFrame(values, columns=list(names))
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
@@ -233,6 +246,24 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_limits(args: argparse.Namespace) -> int:
+    from bayesrnn.app.config_limits import describe_limits
+    from bayesrnn.data.input_files import MAX_INPUT_BYTES_ENV, input_limit
+
+    print("settings (section.key: allowed range; [ ] closed, ( ) open):")
+    print(textwrap.indent(describe_limits(), "  "))
+    print(
+        f"input files: regular files of at most {input_limit():,} bytes "
+        f"(set {MAX_INPUT_BYTES_ENV}, e.g. 8G, to change it)"
+    )
+    print(
+        "memory: a model is refused when 4 bytes x weights x (4 x guide values per weight + "
+        "trainer.num_particles) to train, or 4 bytes x weights x (guide values per weight + 1) "
+        "to evaluate, exceeds the memory available"
+    )
+    return 0
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
     from bayesrnn.data import download_polarity, download_ptb
 
@@ -264,8 +295,21 @@ HANDLERS = {
     "forecast": _cmd_forecast,
     "compare": _cmd_compare,
     "presets": _cmd_presets,
+    "limits": _cmd_limits,
     "download": _cmd_download,
 }
+
+
+def _rank_speaks(error: BaseException) -> bool:
+    """Under torchrun every rank meets the same fault in the same inputs: rank 0 says it, once.
+    A lost peer is each rank's own news (rank 0 may be the one gone)."""
+    import os
+
+    from bayesrnn.inference.runtime.distributed import PeerLostError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or isinstance(error, PeerLostError):
+        return True
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _one_line(error: BaseException) -> str:
@@ -334,6 +378,31 @@ def _interrupts_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _warnings_held() -> Iterator[None]:
+    """Hold the libraries' warnings (numpy's overflow, xarray's) back until the command ends:
+    shown once it succeeds (or before a bug's traceback), dropped when it stops at a fault a
+    user can fix or at Ctrl-C, so that the one error line stands alone (such warnings are the
+    fault's symptoms: an overflow while scoring the very values the error names)."""
+    import warnings
+
+    held: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield
+            except (*_user_errors(), KeyboardInterrupt):
+                caught.clear()
+                raise
+            finally:
+                held = list(caught)
+    finally:
+        for warning in held:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno, warning.file
+            )
+
+
 def _exit_now(status: int) -> NoReturn:
     """Exit with ``status`` at once, skipping interpreter shutdown (files are closed by now).
 
@@ -362,7 +431,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 130
     if argv is None:
         _ignore_interrupts()
+        if _failed_netcdf_write():
+            _exit_now(status)  # the half-closed file's teardown would print a traceback
     return status
+
+
+def _failed_netcdf_write() -> bool:
+    """Whether a ``posterior.nc`` write failed in this process (see bayesrnn.app.export)."""
+    export = sys.modules.get("bayesrnn.app.export")
+    return bool(export is not None and getattr(export, "_FAILED_WRITES", None))
 
 
 def _ignore_interrupts() -> None:
@@ -393,11 +470,13 @@ def _command(argv: Sequence[str] | None) -> int:
         try:
             from bayesrnn.app.logs import cli_logging
 
-            with cli_logging(quiet=getattr(args, "quiet", False)):
+            with cli_logging(quiet=getattr(args, "quiet", False)), _warnings_held():
                 return HANDLERS[args.handler_name](args)
         except _user_errors() as error:
-            print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
             from bayesrnn.inference.runtime.distributed import PeerLostError
+
+            if _rank_speaks(error):
+                print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
 
             if argv is None and isinstance(error, PeerLostError):
                 _exit_now(2)  # skip the broken process group's destructors (they may abort)

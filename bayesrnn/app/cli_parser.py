@@ -331,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("name", nargs="?", metavar="NAME")
     presets.set_defaults(handler_name="presets")
 
+    limits = commands.add_parser(
+        "limits",
+        help="the range of every numeric setting, and the limits on input files",
+        description="Every numeric setting (--set section.key=value) with its allowed range; "
+        "the most bytes an input file may hold; the memory rule a model must pass.",
+    )
+    limits.set_defaults(handler_name="limits")
+
     download = commands.add_parser(
         "download",
         help="fetch Penn Treebank or the polarity data (needs a network)",

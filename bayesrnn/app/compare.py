@@ -155,6 +155,8 @@ def _export_path(run: str | os.PathLike[str]) -> Path:
         return run.posterior
     if path.is_file():
         return path
+    if path.exists():  # a FIFO or a device: h5py would block on it or read without end
+        raise JobError(f"{path} is not a regular file; name a run directory or an ArviZ file")
     raise JobError(f"{path}: no such run directory or ArviZ file")
 
 

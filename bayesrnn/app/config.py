@@ -505,10 +505,11 @@ _DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
 
 def _check_trainer(trainer: TrainerConfig) -> None:
-    """What TrainerConfig leaves to the run: a seed torch accepts, a device name torch knows."""
+    """What TrainerConfig leaves to the run: an integer seed (its range is in LIMITS), a device
+    name torch knows."""
     seed = trainer.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"trainer.seed must be an integer in [0, 2**32), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"trainer.seed must be an integer, got {seed!r}")
     if not isinstance(trainer.device, str) or not _DEVICE.fullmatch(trainer.device):
         raise ConfigError(
             f"trainer.device must be cpu, cuda, cuda:N or mps, got {trainer.device!r}"

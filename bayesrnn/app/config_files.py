@@ -30,8 +30,11 @@ from bayesrnn.app.config import (
     ModelConfig,
     RunConfig,
 )
+from bayesrnn.app.config_limits import LIMITS
 from bayesrnn.app.presets import PRESETS
 from bayesrnn.data.atomic import atomic_write
+from bayesrnn.data.checksums import DataError
+from bayesrnn.data.input_files import read_input_bytes
 from bayesrnn.inference.training.trainer import TrainerConfig
 
 
@@ -47,6 +50,11 @@ _SECTION_CLASSES: dict[str, type] = {
     "trainer": TrainerConfig,
     "evaluation": EvaluationConfig,
 }
+
+
+def _range_of(key: str) -> str:
+    """`` in [low, high]`` for a key with a range, for type errors to name it too."""
+    return f" in {LIMITS[key]}" if key in LIMITS else ""
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -79,11 +87,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer{_range_of(key)}, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number{_range_of(key)}, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -161,13 +169,14 @@ def parse_override(text: str) -> dict[str, dict[str, Any]]:
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file is a ConfigError."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; --config takes a TOML file")
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_input_bytes(path, "config file").decode("utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"config file not found: {path}") from error
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder; --config takes a TOML file") from None
+    except DataError as error:  # not a regular file, or too large
+        raise ConfigError(str(error)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     except RecursionError:  # tomllib recurses per nested array or table

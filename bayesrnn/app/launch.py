@@ -9,7 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
-from bayesrnn.app.config import RunConfig
+from bayesrnn.app.config import ConfigError, RunConfig
+from bayesrnn.app.setup import check_device
 
 __all__ = ["join_process_group", "leave_process_group"]
 
@@ -21,9 +22,16 @@ def join_process_group(config: RunConfig) -> RunConfig:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or dist.is_initialized():
         return config
+    check_device(config)  # before torch.cuda is touched: one line, not a traceback per rank
     device = config.trainer.device
     if device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"torchrun started local rank {local}, but torch sees "
+                f"{torch.cuda.device_count()} CUDA device(s) on this machine: start at most "
+                "that many processes per node (--nproc-per-node)"
+            )
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
         dist.init_process_group("nccl")

@@ -29,6 +29,8 @@ from torch import Tensor
 from bayesrnn.app.run_dir import JobError
 from bayesrnn.app.setup import Setup, padding_id, seed_everything
 from bayesrnn.data import Vocabulary, tokenize_text
+from bayesrnn.data.checksums import DataError
+from bayesrnn.data.input_files import read_input_bytes
 from bayesrnn.data.tokenizers import TOKENIZERS
 from bayesrnn.evaluation import plot_entropy_histograms
 from bayesrnn.evaluation.ood import ood_report
@@ -57,7 +59,9 @@ def read_ood_file(path: str | os.PathLike[str]) -> str:
     if not file.is_file():
         raise JobError(f"--ood {file}: not a regular file (a folder?); name a UTF-8 text file")
     try:
-        data = file.read_bytes()
+        data = read_input_bytes(file, "--ood file")
+    except DataError as error:
+        raise JobError(str(error)) from None
     except OSError as error:
         raise JobError(f"--ood {file}: cannot be read ({error.strerror or error})") from None
     nul = data.find(b"\x00")

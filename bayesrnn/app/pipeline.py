@@ -63,6 +63,7 @@ from bayesrnn.app.setup import (
     setup,
     stderr_log,
 )
+from bayesrnn.data.atomic import temporary_path
 from bayesrnn.evaluation import (
     plot_elbo_trace,
 )
@@ -265,14 +266,16 @@ def _trained_data(run: RunDir, log: Log) -> RunData | None:
     return saved
 
 
-def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log):
+def _prepare(config: RunConfig, run: RunDir, needed: tuple[str, ...], log: Log, *, training: bool):
     """Load the data (with the run's vocabulary once it has one) and build the model, checking
     the data against the run's fingerprint: all before anything is written."""
     saved = _trained_data(run, log)
-    s = (
-        setup(config, log)
-        if saved is None
-        else setup(config, log, saved.vocabulary, series=saved.series)
+    s = setup(
+        config,
+        log,
+        None if saved is None else saved.vocabulary,
+        series=None if saved is None else saved.series,
+        training=training,
     )
     check_fits(s.config, s.corpus, needed)  # with the windows fitted to a short series
     if saved is not None:  # a vocabulary that is not the checkpoint's, before the data it encodes
@@ -301,7 +304,8 @@ def run_job(
     ranks = current_ranks()
     if not ranks.is_main:
         log = quiet_log  # one voice: rank 0 logs and writes, the others compute
-    s, saved = _prepare(config, run, _needed_splits(config, train=True, evaluate=evaluate), log)
+    needed = _needed_splits(config, train=True, evaluate=evaluate)
+    s, saved = _prepare(config, run, needed, log, training=True)
     command = "bayesrnn run" if evaluate else "bayesrnn train"
     made_dir = not run.root.exists()
     created: list[Path] = []  # files this command wrote that no earlier start had
@@ -363,7 +367,8 @@ def _load_run(run: RunDir, overrides: dict | None, log: Log, *, evaluate: bool):
     config = _run_config(run, overrides)
     if not run.checkpoint.is_file():
         raise JobError(f"{run.root} has no checkpoint.pt: train it first (bayesrnn train/run)")
-    s, _ = _prepare(config, run, _needed_splits(config, train=False, evaluate=evaluate), log)
+    needed = _needed_splits(config, train=False, evaluate=evaluate)
+    s, _ = _prepare(config, run, needed, log, training=False)
     payload = restore(s, run)
     history = payload["history"]
     history = history.to_dict() if isinstance(history, History) else dict(history)
@@ -420,15 +425,21 @@ def evaluate_run(
     with lock_run_dir(run.root, "bayesrnn evaluate"):
         unfinished = _unfinished(s.config, payload, log)
         target = _new_evaluation_dir(run, force, unfinished is not None)
-        target.root.mkdir(exist_ok=True)
-        try:
+        if target.root == run.root:
             metrics = _evaluate(
                 s, history, target, log, export=False, ood=named, unfinished=unfinished
             )
-        except BaseException:
-            if target.root != run.root:  # a new folder, half written: not a result
-                shutil.rmtree(target.root, ignore_errors=True)
-            raise
+        else:  # built under a temporary name, renamed once whole: a kill leaves no eval-N
+            scratch = RunDir(temporary_path(target.root))
+            scratch.root.mkdir()
+            try:
+                metrics = _evaluate(
+                    s, history, scratch, log, export=False, ood=named, unfinished=unfinished
+                )
+                os.rename(scratch.root, target.root)
+            except BaseException:
+                shutil.rmtree(scratch.root, ignore_errors=True)
+                raise
     metrics["written_to"] = str(target.root)
     return metrics
 

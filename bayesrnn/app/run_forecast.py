@@ -129,6 +129,20 @@ def _run_history(run, scaling: SeriesScaling) -> tuple[Tensor, np.ndarray]:
     return full, corpus.full_times()
 
 
+def _in_float32(scaled: Tensor, columns: tuple[str, ...], what: str) -> Tensor:
+    """Scaled rows as the float32 the model reads; a value that does not fit (it lies beyond
+    ~10³⁸ training standard deviations) is a ValueError naming its column and row."""
+    rows = scaled.float()
+    beyond = ~torch.isfinite(rows)
+    if bool(beyond.any()):
+        row, col = (int(i) for i in beyond.nonzero()[0])
+        raise ValueError(
+            f"{what} column {columns[col]!r} row {row} lies {float(scaled[row, col]):.3g} training "
+            "standard deviations from the training mean, beyond float32; rescale or drop it"
+        )
+    return rows
+
+
 def forecast_run(
     run,
     horizon: int,
@@ -165,13 +179,15 @@ def forecast_run(
             raise ValueError(
                 f"covariates must have one row per forecast step ({horizon}), got {extra.shape[0]}"
             )
-        scaled_covariates = scaling.scaled(extra, scaling.targets).float()
+        scaled_covariates = _in_float32(
+            scaling.scaled(extra, scaling.targets), scaling.covariates, "covariates"
+        )
     elif covariates is not None:
         raise ValueError("the run reads no covariates; leave covariates out")
     paths = sample_paths(
         run.model,
         run.guide,
-        scaling.scaled(raw).float(),
+        _in_float32(scaling.scaled(raw), scaling.columns, "history"),
         horizon,
         num_samples,
         covariates=scaled_covariates,

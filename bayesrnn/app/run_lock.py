@@ -8,6 +8,7 @@ error a second process gets. Platforms without ``fcntl`` run unlocked.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -34,12 +35,19 @@ def _holder(path: Path) -> str:
 
 
 def remove_stale_temporaries(root: Path) -> list[str]:
-    """Delete the half-written files of killed writers (only safe while holding the lock)."""
+    """Delete the half-written files and evaluation folders of killed writers (only safe while
+    holding the lock)."""
     removed = []
     for path in root.iterdir():
-        if is_temporary(path) and not path.is_symlink() and path.is_file():
+        if not is_temporary(path) or path.is_symlink():
+            continue
+        if path.is_file():
             path.unlink(missing_ok=True)
-            removed.append(path.name)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue
+        removed.append(path.name)
     return removed
 
 

@@ -21,6 +21,7 @@ from bayesrnn.app.config import (
     RunConfig,
     check_ensemble_draws,
 )
+from bayesrnn.app.memory_check import check_memory, model_values
 from bayesrnn.app.run_data import check_checkpoint_vocabulary
 from bayesrnn.app.run_dir import JobError, RunDir
 from bayesrnn.data import (
@@ -382,10 +383,32 @@ def model_sizes(corpus, task: str) -> tuple[int, int | None]:
     return len(corpus.vocab), getattr(corpus, "n_classes", None)
 
 
-def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
-    """Model and guide, seeded by the config; a bad combination is a ConfigError."""
+def build(config: RunConfig, size: int, outputs: int | None, *, training: bool = True) -> tuple:
+    """Model and guide, seeded by the config; a bad combination, or a model too large for the
+    memory (``training``: to train it, else to evaluate it), is a ConfigError."""
     check_device(config)
     check_ensemble_draws(config)
+    what = (
+        f"model.hidden_size={config.model.hidden_size}, "
+        f"model.embedding_size={config.model.embedding_size}, "
+        f"model.num_layers={config.model.num_layers}, input size {size}"
+    )
+    try:
+        with torch.device("meta"):  # shapes only: counts the weights without allocating them
+            values = model_values(build_model(config, size, outputs))
+        check_memory(
+            values,
+            config.guide.name,
+            config.guide.members,
+            config.trainer.num_particles,
+            config.trainer.device,
+            what,
+            training=training,
+        )
+    except ValueError as error:
+        raise ConfigError(f"cannot build model and guide: {error}") from error
+    except MemoryError as error:
+        raise ConfigError(str(error)) from None
     seed_everything(config.trainer.seed)
     try:
         model = build_model(config, size, outputs)
@@ -401,10 +424,7 @@ def build(config: RunConfig, size: int, outputs: int | None) -> tuple:
     except (RuntimeError, MemoryError) as error:  # e.g. hidden_size=10**10
         if isinstance(error, RuntimeError) and "alloc" not in str(error).lower():
             raise
-        raise ConfigError(
-            f"the model does not fit in memory (model.hidden_size={config.model.hidden_size}, "
-            f"model.embedding_size={config.model.embedding_size}, input size {size})"
-        ) from None
+        raise ConfigError(f"the model does not fit in memory ({what})") from None
     return model, guide
 
 
@@ -413,9 +433,12 @@ def setup(
     log: Log,
     vocabulary: Vocabulary | None = None,
     series: Mapping | None = None,
+    *,
+    training: bool = True,
 ) -> Setup:
     """Load data (encoded with ``vocabulary`` when given, a trained run's; a series scaled with
-    ``series``, a trained run's scaling) and build model and guide; a bad combination is a
+    ``series``, a trained run's scaling) and build model and guide (for ``training``, or to
+    evaluate a trained one); a bad combination is a
     ConfigError."""
     check_device(config)
     corpus = load_data(config)
@@ -425,7 +448,7 @@ def setup(
         corpus = rescale_series(corpus, series)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
     config = fit_windows(config, corpus, log)
-    model, guide = build(config, *model_sizes(corpus, config.task))
+    model, guide = build(config, *model_sizes(corpus, config.task), training=training)
     return Setup(config, corpus, model, guide)
 
 

@@ -328,7 +328,7 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
         )
     saved = read_run_data(run)
     if saved is None:  # an older run: the vocabulary comes from its data
-        s = setup(config, quiet_log)
+        s = setup(config, quiet_log, training=False)
         tokenizer = getattr(s.corpus, "tokenizer", "whitespace")
         labels = getattr(s.corpus, "label_names", None)
         series = SeriesScaling.of_corpus(s.corpus) if config.task == "forecast" else None
@@ -337,7 +337,7 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
             sizes = (len(saved.series["columns"]), saved.series["targets"])
         else:
             sizes = (len(saved.vocabulary), saved.n_classes)
-        model, guide = build(config, *sizes)
+        model, guide = build(config, *sizes, training=False)
         s = Setup(config, _VocabularyOnly(saved.vocabulary), model, guide)
         tokenizer, labels = saved.tokenizer, saved.label_names
         series = None if saved.series is None else SeriesScaling(saved.series)

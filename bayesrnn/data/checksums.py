@@ -61,8 +61,10 @@ class DataError(ValueError):
 
 def sha256_file(path: str | Path) -> str:
     """Return the hex sha256 of a file, read in chunks so large files need little memory."""
+    from bayesrnn.data.input_files import open_regular  # it imports DataError from here
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, "data file") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

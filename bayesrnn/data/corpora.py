@@ -14,6 +14,7 @@ from typing import Literal
 from torch import Tensor
 
 from bayesrnn.data.checksums import DataError, DataNotFoundError, verify_sha256
+from bayesrnn.data.input_files import read_input_bytes
 from bayesrnn.data.streams import check_token_ids
 from bayesrnn.data.tokenizers import SPACE_SYMBOL, char_tokens, split_lines, word_tokens
 from bayesrnn.data.vocab import EOS, UNK, Vocabulary
@@ -114,12 +115,12 @@ def _check_level(level: str) -> None:
 
 
 def _read_text(path: Path, encoding: str = "utf-8") -> str:
-    # newline="" keeps "\r" so byte-level line structure is ours to interpret.
+    # decoded whole, without newline translation: "\r" is ours to interpret.
     if path.is_dir():
         raise DataError(f"{path} is a folder where a text file was expected")
+    data = read_input_bytes(path, "data file")
     try:
-        with open(path, encoding=encoding, newline="") as handle:
-            return handle.read()
+        return data.decode(encoding)
     except UnicodeDecodeError as error:
         raise DataError(
             f"{path} is not {encoding} text (byte {error.object[error.start]:#04x} at offset "

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from bayesrnn.data.checksums import DataNotFoundError, verify_sha256
+from bayesrnn.data.input_files import read_input_bytes
 from bayesrnn.data.tokenizers import split_lines, word_tokens
 from bayesrnn.data.vocab import PAD, UNK, Vocabulary
 
@@ -76,7 +77,7 @@ def _find_polarity_folder(root: Path) -> Path:
 
 def _read_snippets(path: Path) -> list[list[str]]:
     # cp1252, and "\n" only: 0x85 is "…" here, and as latin-1 NEL it would split lines.
-    text = path.read_bytes().decode("cp1252")
+    text = read_input_bytes(path, "data file").decode("cp1252")
     return [word_tokens(line) for line in split_lines(text)]
 
 

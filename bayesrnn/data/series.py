@@ -30,21 +30,27 @@ import torch
 from torch import Tensor
 
 from bayesrnn.data.checksums import DataError, DataNotFoundError
+from bayesrnn.data.series_csv import csv_values, read_csv_table
 from bayesrnn.data.transforms import SeriesTransform, TargetUnits, check_domain
 
 __all__ = [
     "DEFAULT_FRACTIONS",
+    "MAX_MAGNITUDE",
     "MIN_SPLIT_ROWS",
     "STATSMODELS_SERIES",
     "SeriesCorpus",
     "load_csv_series",
     "load_statsmodels_series",
+    "series_matrix",
     "split_series",
 ]
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 MIN_SPLIT_ROWS = 2  # one row to predict from and one to predict, in every split
+# The largest magnitude a series value may have: the training statistics square the values,
+# and (1e150)² summed over up to 1e8 rows stays below float64's 1.8e308.
+MAX_MAGNITUDE = 1e150
 STATSMODELS_SERIES = ("sunspots", "co2")
 _EXTRA_HINT = "install the timeseries extra: pip install 'bayesrnn[timeseries]'"
 
@@ -190,7 +196,9 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _as_matrix(values: object, columns: Sequence[str]) -> np.ndarray:
+def series_matrix(values: object, columns: Sequence[str]) -> np.ndarray:
+    """``values`` as a float64 (N, len(columns)) array whose every value is finite, at most
+    :data:`MAX_MAGNITUDE` in size and not subnormal; else a DataError naming column and row."""
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -209,7 +217,44 @@ def _as_matrix(values: object, columns: Sequence[str]) -> np.ndarray:
             f"column {columns[col]!r} has {int(missing[:, col].sum())} missing or non-finite "
             f"values (first at row {row}); fill or drop them before loading"
         )
+    magnitude = np.abs(array)
+    for test, why in (
+        (magnitude > MAX_MAGNITUDE, f"beyond ±{MAX_MAGNITUDE:g}: its square overflows float64"),
+        (
+            (magnitude > 0) & (magnitude < np.finfo(np.float64).tiny),
+            "subnormal (nonzero, below 2.2e-308): it has lost its precision",
+        ),
+    ):
+        if test.any():
+            row, col = (int(i) for i in np.argwhere(test)[0])
+            raise DataError(
+                f"column {columns[col]!r} row {row}: {float(array[row, col])!r} is {why}; "
+                "rescale the column (e.g. to other units) before loading"
+            )
     return array
+
+
+def _check_varies(raw: np.ndarray, columns: Sequence[str], targets: int, n_train: int) -> None:
+    """A target constant on train has no scale to learn (and persistence no spread)."""
+    for col in range(targets):
+        train = raw[:n_train, col]
+        if np.all(train == train[0]):
+            raise DataError(
+                f"column {columns[col]!r} is constant ({float(train[0])!r}) over the {n_train} "
+                f"training rows (rows 0 to {n_train - 1}): there is nothing to forecast"
+            )
+
+
+def _check_scaled(scaled: np.ndarray, raw: np.ndarray, columns: Sequence[str]) -> None:
+    """Every scaled value must fit the float32 the model reads, named by row."""
+    beyond = ~(np.abs(scaled) <= np.finfo(np.float32).max)
+    if beyond.any():
+        row, col = (int(i) for i in np.argwhere(beyond)[0])
+        raise DataError(
+            f"column {columns[col]!r} row {row}: {float(raw[row, col])!r} lies "
+            f"{abs(scaled[row, col]):.3g} training standard deviations from the training mean, "
+            "beyond float32; rescale or drop it"
+        )
 
 
 def split_series(
@@ -249,7 +294,7 @@ def split_series(
         )
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
-    array = _as_matrix(values, columns)
+    array = series_matrix(values, columns)
     raw_targets = torch.from_numpy(array[:, :targets].copy())
     if future:  # row t holds row t + 1's known value; the last row repeats its own
         array = array.copy()
@@ -267,6 +312,8 @@ def split_series(
     if stamps.shape != (total,):
         raise ValueError(f"times must have one entry per row ({total}), got {stamps.shape}")
     check_domain(transform, array[:, :targets], columns[:targets])
+    _check_varies(array, columns, targets, n_train)
+    raw = array
     chosen = SeriesTransform.fit(transform, array[:n_train, :targets], columns[:targets])
     if chosen.kind != "none":
         array = array.copy()
@@ -275,7 +322,9 @@ def split_series(
     mean = train.mean(0)
     scale = train.std(0)
     scale = np.where(scale > 0, scale, 1.0)
-    scaled = ((array - mean) / scale).astype(np.float32)
+    scaled = (array - mean) / scale
+    _check_scaled(scaled, raw, columns)
+    scaled = scaled.astype(np.float32)
     bounds = np.cumsum((0, *sizes))
     parts = {s: slice(int(bounds[i]), int(bounds[i + 1])) for i, s in enumerate(SPLITS)}
     return SeriesCorpus(
@@ -374,8 +423,10 @@ def load_csv_series(
     """
     pandas = _pandas()
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataNotFoundError(f"no CSV file at {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; name a CSV file")
     targets = [target] if isinstance(target, str) else list(target)
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
     known = [future_covariates] if isinstance(future_covariates, str) else list(future_covariates)
@@ -388,23 +439,12 @@ def load_csv_series(
         )
     if time is not None and time in wanted:
         raise ValueError(f"the time column {time!r} cannot also be a target or covariate")
-    try:
-        frame = pandas.read_csv(path)
-    except (pandas.errors.EmptyDataError, pandas.errors.ParserError, UnicodeDecodeError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"cannot read {path} as CSV: {message}") from error
+    frame = read_csv_table(path)
     available = [str(c) for c in frame.columns]
     absent = [c for c in [*wanted, *([time] if time else [])] if c not in available]
     if absent:
         raise DataError(f"{path.name}: no column {absent}; the file has columns {available}")
-    for column in wanted:
-        if not pandas.api.types.is_numeric_dtype(frame[column]):
-            bad = pandas.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()
-            example = frame[column][bad].iloc[0] if bad.any() else frame[column].iloc[0]
-            raise DataError(
-                f"{path.name}: column {column!r} is not numeric (e.g. {str(example)!r})"
-            )
-    values = frame[wanted].to_numpy(dtype=np.float64)
+    values = csv_values(frame, wanted, path.name)
     times = None if time is None else _times_of(frame[time], path.name, pandas)
     try:
         return split_series(
