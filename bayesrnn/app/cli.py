@@ -9,12 +9,21 @@ one line and status 130; only bugs show a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
+from bayesrnn.app.cli_faults import (
+    exit_now,
+    failed_netcdf_write,
+    ignore_interrupts,
+    interrupts_held,
+    one_line,
+    rank_speaks,
+    user_errors,
+    warnings_held,
+)
 from bayesrnn.app.cli_parser import build_parser, preset_lines
 from bayesrnn.app.summary import fmt, summarise
 
@@ -202,7 +211,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     try:
         result = run.forecast(horizon=args.horizon, num_samples=args.samples, covariates=covariates)
     except ValueError as error:
-        raise ConfigError(_one_line(error)) from None
+        raise ConfigError(one_line(error)) from None
     if args.output is not None:
         path = result.to_csv(args.output)
         print(f"wrote {path} ({args.horizon} steps, {args.samples} sample paths)")
@@ -300,48 +309,6 @@ HANDLERS = {
 }
 
 
-def _rank_speaks(error: BaseException) -> bool:
-    """Under torchrun every rank meets the same fault in the same inputs: rank 0 says it, once.
-    A lost peer is each rank's own news (rank 0 may be the one gone)."""
-    import os
-
-    from bayesrnn.inference.runtime.distributed import PeerLostError
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or isinstance(error, PeerLostError):
-        return True
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _one_line(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror and error.filename is not None:
-        where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
-        return f"{where}: {error.strerror}"
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Faults a user can fix: the package's own errors, and the OS refusing a file."""
-    from bayesrnn.app.config import ConfigError
-    from bayesrnn.app.pipeline import JobError
-    from bayesrnn.data import ChecksumError, DataError, DataNotFoundError, DownloadError
-    from bayesrnn.inference import NonFiniteLossError
-    from bayesrnn.inference.runtime.distributed import PeerLostError
-    from bayesrnn.inference.training.checkpoint import CheckpointError
-
-    return (
-        ConfigError,
-        JobError,
-        DataError,
-        DataNotFoundError,
-        ChecksumError,
-        DownloadError,
-        CheckpointError,
-        NonFiniteLossError,
-        PeerLostError,
-        OSError,
-    )
-
-
 # What each command imports: torch, pyro, xarray, seaborn, scipy. Ctrl-C inside an import can
 # leave a library half-initialised (its own try/except then fails with a NameError far away).
 _HEAVY_IMPORTS = {
@@ -353,69 +320,6 @@ _HEAVY_IMPORTS = {
     "forecast": ("bayesrnn.app.trained_run",),
     "compare": ("bayesrnn.app.compare", "arviz_stats", "xarray"),
 }
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C back during the block (imports), and raise it once the block is done."""
-    import signal
-    import threading
-
-    # not from a thread, and not when the process was started with Ctrl-C ignored (nohup, `&`)
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
-        yield
-        return
-    pending: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pending:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _warnings_held() -> Iterator[None]:
-    """Hold the libraries' warnings (numpy's overflow, xarray's) back until the command ends:
-    shown once it succeeds (or before a bug's traceback), dropped when it stops at a fault a
-    user can fix or at Ctrl-C, so that the one error line stands alone (such warnings are the
-    fault's symptoms: an overflow while scoring the very values the error names)."""
-    import warnings
-
-    held: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            try:
-                yield
-            except (*_user_errors(), KeyboardInterrupt):
-                caught.clear()
-                raise
-            finally:
-                held = list(caught)
-    finally:
-        for warning in held:
-            warnings.showwarning(
-                warning.message, warning.category, warning.filename, warning.lineno, warning.file
-            )
-
-
-def _exit_now(status: int) -> NoReturn:
-    """Exit with ``status`` at once, skipping interpreter shutdown (files are closed by now).
-
-    Returning 130 normally, 2 of 59 interrupts (SIGINT 0.1 s to 5.9 s into a run) still ended
-    with status −2, as if killed by SIGINT, after bayesrnn had caught the interrupt; with this
-    exit, none did. The cause is not pinned down: CPython's flag for an unhandled
-    KeyboardInterrupt, set inside an extension, is the suspect.
-    """
-    import os
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -430,24 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # between the command's own handler and here
         status = 130
     if argv is None:
-        _ignore_interrupts()
-        if _failed_netcdf_write():
-            _exit_now(status)  # the half-closed file's teardown would print a traceback
+        ignore_interrupts()
+        if failed_netcdf_write():
+            exit_now(status)  # the half-closed file's teardown would print a traceback
     return status
-
-
-def _failed_netcdf_write() -> bool:
-    """Whether a ``posterior.nc`` write failed in this process (see bayesrnn.app.export)."""
-    export = sys.modules.get("bayesrnn.app.export")
-    return bool(export is not None and getattr(export, "_FAILED_WRITES", None))
-
-
-def _ignore_interrupts() -> None:
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _command(argv: Sequence[str] | None) -> int:
@@ -455,7 +345,7 @@ def _command(argv: Sequence[str] | None) -> int:
 
     command = "bayesrnn"
     try:
-        with _interrupts_held():
+        with interrupts_held():
             parser = build_parser()
             try:
                 args = parser.parse_args(argv)
@@ -470,16 +360,16 @@ def _command(argv: Sequence[str] | None) -> int:
         try:
             from bayesrnn.app.logs import cli_logging
 
-            with cli_logging(quiet=getattr(args, "quiet", False)), _warnings_held():
+            with cli_logging(quiet=getattr(args, "quiet", False)), warnings_held():
                 return HANDLERS[args.handler_name](args)
-        except _user_errors() as error:
+        except user_errors() as error:
             from bayesrnn.inference.runtime.distributed import PeerLostError
 
-            if _rank_speaks(error):
-                print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
+            if rank_speaks(error):
+                print(f"{command}: error: {one_line(error)}", file=sys.stderr)
 
             if argv is None and isinstance(error, PeerLostError):
-                _exit_now(2)  # skip the broken process group's destructors (they may abort)
+                exit_now(2)  # skip the broken process group's destructors (they may abort)
             return 2
     except KeyboardInterrupt:
         resumable = command in ("bayesrnn run", "bayesrnn train")
@@ -493,7 +383,7 @@ def _command(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
         )
         if argv is None:  # the program itself, not a caller
-            _exit_now(130)
+            exit_now(130)
         return 130
 
 
