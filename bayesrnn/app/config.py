@@ -9,17 +9,16 @@ in :mod:`bayesrnn.app.config_files`.
 import math
 import re
 import typing
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bayesrnn.app.config_checks import ConfigError, check_choice, check_optional_positive
+from bayesrnn.app.config_evaluation import EvaluationConfig
 from bayesrnn.app.config_limits import limit_violation
 from bayesrnn.data.transforms import TRANSFORMS
-from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
 from bayesrnn.inference.estimators.mixture_kl import check_quadrature_order
 from bayesrnn.inference.guides.ensemble import check_members
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
-from bayesrnn.inference.prediction.mc_draws import DECODER_CHOICES
 from bayesrnn.inference.training.trainer import TrainerConfig
 
 NONE = "none"
@@ -31,7 +30,6 @@ TASK_MONITORS = {
     "classify": ("valid_accuracy", "valid_nll"),
     "forecast": ("valid_nll",),
 }
-CLASSICAL_BASELINES = ("persistence", "seasonal_naive", "climatology", "ets", "arima")
 SERIES_SOURCES = ("sunspots", "co2")  # statsmodels' bundled series (the timeseries extra)
 DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
 LIKELIHOODS = ("gaussian", "student_t")
@@ -59,10 +57,6 @@ RUNTIME_KEYS = frozenset({"trainer.device", "trainer.progress", "data.dir"})
 
 PTB_TRAIN_TOKENS = 929_589  # Mikolov's ptb.train.txt with <eos> (bayesrnn.data.load_ptb)
 POLARITY_TRAIN_EXAMPLES = 8_530  # 80% of 10,662 snippets (load_polarity's default split)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run: unknown key or preset, wrong type, inconsistent values."""
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -100,11 +94,11 @@ class DataConfig:
     season: int | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("data.level", self.level, LEVELS)
-        _check_choice("data.transform", self.transform, TRANSFORMS)
-        _check_optional_positive("data.season", self.season)
-        _check_optional_positive("data.max_vocab", self.max_vocab)
-        _check_optional_positive("data.max_examples", self.max_examples)
+        check_choice("data.level", self.level, LEVELS)
+        check_choice("data.transform", self.transform, TRANSFORMS)
+        check_optional_positive("data.season", self.season)
+        check_optional_positive("data.max_vocab", self.max_vocab)
+        check_optional_positive("data.max_examples", self.max_examples)
 
     @property
     def is_path(self) -> bool:
@@ -172,12 +166,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("embedding_size", "hidden_size", "num_layers"):
-            _check_optional_positive(f"model.{name}", getattr(self, name))
-        _check_choice("model.prior", self.prior, PRIORS)
-        _check_choice("model.prior_per", self.prior_per, MIXTURE_PER)
+            check_optional_positive(f"model.{name}", getattr(self, name))
+        check_choice("model.prior", self.prior, PRIORS)
+        check_choice("model.prior_per", self.prior_per, MIXTURE_PER)
         _check_prior_scale(self)
-        _check_choice("model.pooling", self.pooling, ("last", "mean"))
-        _check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
+        check_choice("model.pooling", self.pooling, ("last", "mean"))
+        check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
 
     def regularisers(self) -> dict[str, float | str]:
         return {name: getattr(self, name) for name in self.REGULARISERS}
@@ -219,7 +213,7 @@ class GuideConfig:
     target_accept: float = 0.8
 
     def __post_init__(self) -> None:
-        _check_choice("guide.name", self.name, GUIDE_NAMES)
+        check_choice("guide.name", self.name, GUIDE_NAMES)
         try:
             check_members(self.members)
         except ValueError as error:
@@ -228,14 +222,14 @@ class GuideConfig:
             value = getattr(self, name)
             if value is None:
                 raise ConfigError(f"guide.{name} must be a positive integer, got none")
-            _check_optional_positive(f"guide.{name}", value)
+            check_optional_positive(f"guide.{name}", value)
         steps = self.warmup_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"guide.warmup_steps must be an integer >= 0, got {steps!r}")
         accept = self.target_accept
         if isinstance(accept, bool) or not isinstance(accept, int | float) or not 0 < accept < 1:
             raise ConfigError(f"guide.target_accept must lie in (0, 1), got {accept!r}")
-        _check_choice("guide.kl", self.kl, KL_ESTIMATORS)
+        check_choice("guide.kl", self.kl, KL_ESTIMATORS)
         try:
             check_init_scale(self.init_scale)
         except ValueError as error:
@@ -285,88 +279,6 @@ class GuideConfig:
         return {}
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """What ``evaluate`` computes on ``split`` after training, and what ``export`` writes.
-
-    ``mc_samples``: draws averaged (in probability) for the MC predictive; ``n_bins`` and
-    ``bin_strategy``: calibration bins; ``reversed_text``: Fortunato's entropy gap and the OOD
-    AUROC; ``sharpened_bound``: the upper bound of a sharpened guide, a Monte Carlo estimate
-    over ``mc_samples`` (at least 2) paths with its standard error; ``pruning`` and
-    ``pruning_fractions``: the SNR curve on valid (Gaussian guides); ``export`` and
-    ``export_samples``: posterior.nc; ``max_tokens``: evaluate only the first N tokens;
-    ``dynamic_lr``: also evaluate dynamically with this lr (none: not at all).
-    ``mc_decoder`` and ``mc_recurrent_draws``: the language model's MC estimator
-    (:func:`bayesrnn.inference.evaluate_stream`'s ``decoder`` and ``recurrent_draws``):
-    ``"local"`` draws the logits given h (mean-field, untied decoder), and K recurrent draws
-    share the network runs among the S decoder draws (cheaper, more Monte Carlo variance).
-    ``ood_oov``: a language model's out-of-distribution sentence scores leave out the
-    predictions that read or predict ``<unk>`` ("exclude") or score them ("include").
-    A forecaster's multi-step backtest over the split: ``horizon`` steps (none: the season,
-    or 10 without one, at most the split's rows) from an origin every ``backtest_stride`` rows
-    (none: at most 50 origins), ``backtest_samples`` paths per origin for the model and each of
-    the classical ``baselines`` (``auto``: all, ARIMA only without a season; none: ``[]``).
-    """
-
-    split: str = "test"
-    mc_samples: int = 10
-    n_bins: int = 15
-    bin_strategy: str = "width"
-    reversed_text: bool = True
-    sharpened_bound: bool = True
-    pruning: bool = True
-    pruning_fractions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
-    export: bool = True
-    # arviz_stats' PSIS fits a Pareto tail of S/5 draws (S <= 225) and refuses fewer than 5, so
-    # loo/compare need S >= 25; 100 gives a tail of 20 and a k̂ threshold of 1 − 1/log10(S) = 0.5.
-    # `bayesrnn export --samples 100` of the default run (5,245 test tokens): 38 s against 9 s
-    # for 10 (one thread on 2 busy cores), beside ~220 s of training; Gal's 1x128 run: 48 s.
-    export_samples: int = 100
-    max_tokens: int | None = None
-    dynamic_lr: float | None = None
-    mc_decoder: str = "weights"
-    mc_recurrent_draws: int | None = None
-    ood_oov: str = "exclude"
-    horizon: int | None = None
-    backtest_stride: int | None = None
-    backtest_samples: int = 200
-    # auto: all of CLASSICAL_BASELINES, but ARIMA only without a season (seasonal fits are slow)
-    baselines: tuple[str, ...] = ("auto",)
-
-    def __post_init__(self) -> None:
-        _check_choice("evaluation.split", self.split, ("valid", "test"))
-        for name in ("horizon", "backtest_stride", "backtest_samples"):
-            _check_optional_positive(f"evaluation.{name}", getattr(self, name))
-        if "auto" in self.baselines and len(self.baselines) > 1:
-            raise ConfigError("evaluation.baselines=auto stands alone; or list the baselines")
-        for name in self.baselines:
-            _check_choice("evaluation.baselines", name, ("auto", *CLASSICAL_BASELINES))
-        if len(set(self.baselines)) != len(self.baselines):
-            raise ConfigError(f"evaluation.baselines names one twice: {list(self.baselines)}")
-        _check_choice("evaluation.ood_oov", self.ood_oov, OOV_POLICIES)
-        _check_choice("evaluation.mc_decoder", self.mc_decoder, DECODER_CHOICES)
-        _check_optional_positive("evaluation.mc_recurrent_draws", self.mc_recurrent_draws)
-        if self.mc_recurrent_draws is not None:
-            if self.mc_decoder != "local":
-                raise ConfigError("evaluation.mc_recurrent_draws needs evaluation.mc_decoder=local")
-            if self.mc_recurrent_draws > self.mc_samples:
-                raise ConfigError(
-                    f"evaluation.mc_recurrent_draws ({self.mc_recurrent_draws}) must not exceed "
-                    f"evaluation.mc_samples ({self.mc_samples})"
-                )
-        lr = self.dynamic_lr
-        if lr is not None and (
-            isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 <= lr < math.inf
-        ):
-            raise ConfigError(f"evaluation.dynamic_lr must be none or a number >= 0, got {lr!r}")
-        _check_choice("evaluation.bin_strategy", self.bin_strategy, ("width", "mass"))
-        for name in ("mc_samples", "n_bins", "export_samples"):
-            _check_optional_positive(f"evaluation.{name}", getattr(self, name))
-        _check_optional_positive("evaluation.max_tokens", self.max_tokens)
-        if any(not 0.0 <= f <= 1.0 for f in self.pruning_fractions):
-            raise ConfigError("evaluation.pruning_fractions must lie in [0, 1]")
-
-
 # The offline default. Measured on this corpus (135 windows an epoch): a 1x128 LSTM costs
 # ~0.23 CPU-s a window against ~0.75 for 1x256, so 4 epochs fit in a few minutes on 2 cores.
 # SGD at lr 1 matched Adam (lr 3e-3) over 2 epochs (1x256: valid perplexity 148 vs 154); the
@@ -396,7 +308,7 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("task", self.task, TASKS)
+        check_choice("task", self.task, TASKS)
         _check_trainer(self.trainer)
         _check_monitor(self)
         _check_local_decoder(self)
@@ -514,14 +426,3 @@ def _check_trainer(trainer: TrainerConfig) -> None:
         raise ConfigError(
             f"trainer.device must be cpu, cuda, cuda:N or mps, got {trainer.device!r}"
         )
-
-
-def _check_choice(name: str, value: object, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _check_optional_positive(name: str, value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from bayesrnn.app.backtest_plan import BacktestPlan, backtest_plan
-from bayesrnn.app.config import CLASSICAL_BASELINES, RunConfig
+from bayesrnn.app.config import RunConfig
+from bayesrnn.app.config_evaluation import CLASSICAL_BASELINES
 from bayesrnn.app.run_dir import JobError
 from bayesrnn.app.run_forecast import SeriesScaling
 from bayesrnn.app.setup import load_data, seed_everything
