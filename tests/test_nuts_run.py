@@ -111,6 +111,7 @@ def test_rerunning_a_finished_nuts_run_samples_nothing(nuts_run, capsys):
         ("guide.warmup_steps=-1", "guide.warmup_steps"),
         ("guide.num_samples=none", "guide.num_samples"),
         ("guide.target_accept=0", "guide.target_accept"),
+        ("guide.full_mass=2", "guide.full_mass must be true or false"),
         ("model.locked_hidden=0.2", "locked_hidden"),
     ],
 )
