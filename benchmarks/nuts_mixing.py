@@ -6,7 +6,8 @@ training data as one batch, each printed and written to ``--out``/results.json:
 1. the cost of one potential-energy gradient, jit-traced and eager;
 2. posterior modes: ``--modes`` prior draws, each optimised on the NUTS potential (Adam, then
    L-BFGS); per mode its potential U (minus the log joint density), the Hessian's spectrum
-   (the curvature NUTS's step size must resolve) and its test NLL; and the total variation
+   (the curvature NUTS's step size must resolve), its Laplace log mass (how much of the
+   posterior a Gaussian at the mode would hold) and its test NLL; and the total variation
    between the modes' test predictives (do the modes predict differently?);
 3. with ``--samples``: one NUTS chain from each mode, its metric the mode's Laplace covariance
    (the inverse Hessian, eigenvalues clamped at the prior precision 1), kept through warm-up
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -132,6 +134,14 @@ def laplace_covariance(h: torch.Tensor) -> torch.Tensor:
     finite optimiser can have small negative ones)."""
     values, vectors = torch.linalg.eigh(h)
     return (vectors * (1.0 / values.clamp(min=PRIOR_PRECISION))) @ vectors.T
+
+
+def laplace_log_mass(potential: float, eigenvalues: torch.Tensor) -> float:
+    """The log posterior mass of a mode's Laplace approximation, up to the shared evidence:
+    −U + (d/2) log 2π − ½ log det H, eigenvalues clamped as in :func:`laplace_covariance`."""
+    clamped = eigenvalues.double().clamp(min=PRIOR_PRECISION)
+    d = len(eigenvalues)
+    return -potential + 0.5 * d * math.log(2 * math.pi) - 0.5 * float(clamped.log().sum())
 
 
 def test_predictive(s, draws: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,6 +289,7 @@ def main() -> None:
                 "hessian_min": float(values.min()),
                 "hessian_max": float(values.max()),
                 "hessian_below_prior": int((values < PRIOR_PRECISION).sum()),
+                "laplace_log_mass": laplace_log_mass(float(eager(mode)), values),
                 "seconds": time.perf_counter() - began,
             }
         )
