@@ -262,6 +262,7 @@ def train_seconds(run_dir: str) -> float | None:
 
 
 MCMC_FACTS = (
+    "full_mass",
     "num_chains",
     "num_samples",
     "warmup_steps",
@@ -276,8 +277,9 @@ MCMC_FACTS = (
 def mcmc_facts(run_dir: str) -> dict | None:
     """A NUTS run's sampler facts from its ``metrics.json`` (seconds per iteration, tree
     depth, divergences, the largest r-hat and smallest ESS over the test log-likelihoods),
-    plus the r-hat and ESS of the log joint density of the draws (``rhat_lp``, ``ess_lp``);
-    None for other runs."""
+    plus the r-hat and ESS of the log joint density of the draws (``rhat_lp``, ``ess_lp``),
+    the step size warm-up chose (mean over chains) and the smallest chain's E-BFMI; None for
+    other runs."""
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     mcmc = metrics.get("mcmc")
     if not mcmc:
@@ -288,10 +290,24 @@ def mcmc_facts(run_dir: str) -> dict | None:
     facts = {key: mcmc.get(key) for key in MCMC_FACTS}
     iterations = mcmc["num_chains"] * (mcmc["num_samples"] + mcmc["warmup_steps"])
     facts["seconds_per_iteration"] = mcmc["seconds"] / iterations
-    lp = load_run(run_dir).guide.sample_stats["lp"].double().numpy()
+    stats = load_run(run_dir).guide.sample_stats
+    lp = stats["lp"].double().numpy()
     lp_facts = predictive_convergence({"lp": lp}, 0, lp.size)["predictive_quantities"]["lp"]
     facts["rhat_lp"], facts["ess_lp"] = finite(lp_facts["rhat_max"]), finite(lp_facts["ess_min"])
+    facts["step_size"] = float(stats["step_size"][:, 0].double().mean())
+    facts["bfmi_min"] = finite(min(bfmi(chain) for chain in stats["energy"].double().numpy()))
     return facts
+
+
+def bfmi(energy) -> float:
+    """E-BFMI of one chain's energies (Betancourt 2016): the mean squared change of the
+    energy between draws over its variance; below ~0.3 the momentum resampling cannot move
+    the chain through the energy levels fast enough (heavy tails, funnels)."""
+    import numpy as np
+
+    energy = np.asarray(energy, dtype=float)
+    spread = float(np.sum((energy - energy.mean()) ** 2))
+    return float(np.sum(np.diff(energy) ** 2) / spread) if spread > 0 else math.nan
 
 
 def finite(value: float | None) -> float | None:

@@ -111,6 +111,7 @@ def test_rerunning_a_finished_nuts_run_samples_nothing(nuts_run, capsys):
         ("guide.warmup_steps=-1", "guide.warmup_steps"),
         ("guide.num_samples=none", "guide.num_samples"),
         ("guide.target_accept=0", "guide.target_accept"),
+        ("guide.full_mass=2", "guide.full_mass must be true or false"),
         ("model.locked_hidden=0.2", "locked_hidden"),
     ],
 )
@@ -178,3 +179,32 @@ def test_a_nuts_language_model_run(tmp_path, capsys):
     assert math.isfinite(metrics["test"]["perplexity_mc"])
     assert metrics["mcmc"]["num_chains"] == 2 and metrics["mcmc"]["draws"] == 8
     assert (out / "posterior.nc").is_file()
+
+
+def test_guide_full_mass_reaches_the_sampler_and_the_metrics(tmp_path, capsys, monkeypatch):
+    import bayesrnn.app.nuts_task as nuts_task
+
+    seen = {}
+    real = nuts_task.run_nuts
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nuts_task, "run_nuts", recording)
+    out = tmp_path / "dense"
+    argv = [
+        "run",
+        "--preset",
+        "forecast",
+        "--out",
+        str(out),
+        *TINY,
+        "--set",
+        "guide.full_mass=true",
+    ]
+    argv += ["--set", "evaluation.export=false"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert seen["full_mass"] is True
+    assert json.loads((out / "metrics.json").read_text())["mcmc"]["full_mass"] is True

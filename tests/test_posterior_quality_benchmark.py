@@ -3,6 +3,7 @@
 import argparse
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,11 @@ def test_nuts_run_takes_no_epochs_and_is_reused_from_an_older_record(bench, tmp_
     (tmp_path / "symbols" / "gal.command.json").write_text(json.dumps(older))
     with pytest.raises(SystemExit, match="other settings"):
         bench.train("symbols", "gal", args, {})
+
+
+def test_bfmi_is_the_mean_squared_energy_change_over_the_energy_variance(bench):
+    # alternating energies: squared changes 1+1+1 = 3, squared deviations 4 x 0.25 = 1
+    assert bench.bfmi([0.0, 1.0, 0.0, 1.0]) == pytest.approx(3.0)
+    # a steady drift: three changes of 1 against squared deviations 1.5² + 0.5² + 0.5² + 1.5² = 5
+    assert bench.bfmi([0.0, 1.0, 2.0, 3.0]) == pytest.approx(3 / 5)
+    assert math.isnan(bench.bfmi([2.0, 2.0, 2.0]))

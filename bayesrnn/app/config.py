@@ -190,7 +190,9 @@ class GuideConfig:
     gal: ``dropout_embedding/input/hidden/output`` and ``mask_scope``; ensemble: ``members``,
     the K independently initialised MAP networks (a deep ensemble); nuts (no variational
     posterior: NUTS draws over the whole training data as one batch): ``num_chains``,
-    ``num_samples`` and ``warmup_steps`` per chain, ``max_tree_depth``, ``target_accept``.
+    ``num_samples`` and ``warmup_steps`` per chain, ``max_tree_depth``, ``target_accept``,
+    ``full_mass`` (adapt a dense mass matrix: correlated weights take shorter trees, at the cost
+    of estimating d² entries during warm-up, so give it a few hundred warm-up steps).
     """
 
     name: str = "mean_field"
@@ -211,6 +213,7 @@ class GuideConfig:
     warmup_steps: int = 100
     max_tree_depth: int = 10
     target_accept: float = 0.8
+    full_mass: bool = False
 
     def __post_init__(self) -> None:
         check_choice("guide.name", self.name, GUIDE_NAMES)

@@ -65,6 +65,7 @@ def _history(s: Setup, seconds: float, stats: dict[str, torch.Tensor], jit_compi
             "warmup_steps": g.warmup_steps,
             "max_tree_depth": g.max_tree_depth,
             "target_accept": g.target_accept,
+            "full_mass": g.full_mass,
             "weights": nuts_weight_count(s.model),
             "seconds": seconds,
             "jit_compile": jit_compile,
@@ -87,7 +88,8 @@ def train_nuts(s: Setup, run: RunDir, log: Log, payload: dict | None = None) -> 
     weights = nuts_weight_count(s.model)
     log(
         f"NUTS: {g.num_chains} chain(s) x ({g.warmup_steps} warm-up + {g.num_samples} draws) "
-        f"over {weights} weights, the whole training data as one batch"
+        f"over {weights} weights, the whole training data as one batch, "
+        f"{'dense' if g.full_mass else 'diagonal'} mass matrix"
     )
     seed_everything(tr.seed)
     result = run_nuts(
@@ -99,6 +101,7 @@ def train_nuts(s: Setup, run: RunDir, log: Log, payload: dict | None = None) -> 
         warmup_steps=g.warmup_steps,
         max_tree_depth=g.max_tree_depth,
         target_accept=g.target_accept,
+        full_mass=g.full_mass,
         progress=tr.progress,
     )
     s.guide.store(result.samples, result.stats)

@@ -169,6 +169,7 @@ def run_nuts(
     warmup_steps: int = 100,
     max_tree_depth: int = 10,
     target_accept: float = 0.8,
+    full_mass: bool = False,
     jit_compile: bool = True,
     progress: bool = True,
     initial_params: Mapping[str, torch.Tensor] | None = None,
@@ -182,6 +183,7 @@ def run_nuts(
     is the bayesrnn module whose weight sites give the prior starts; ``initial_params`` (each
     (chains, *shape)) replaces them. ``jit_compile`` traces the potential energy once: about twice
     as fast an iteration on small RNNs on a CPU; False runs the model eagerly at every step.
+    ``full_mass`` adapts a dense mass matrix during warm-up instead of a diagonal one.
     """
     kwargs = dict(kwargs or {})
     if initial_params is None:
@@ -197,7 +199,7 @@ def run_nuts(
         target_accept_prob=target_accept,
         jit_compile=jit_compile,
         ignore_jit_warnings=True,
-        full_mass=False,
+        full_mass=full_mass,
     )
     with warnings.catch_warnings():  # "chains will be drawn sequentially": said in the docs
         warnings.filterwarnings("ignore", message="num_chains=", category=UserWarning)

@@ -166,3 +166,32 @@ def test_sampled_posterior_rejects_bad_options(options, fragment):
     model = SequenceRegressor(1, 2, prior=GaussianPrior(1.0))
     with pytest.raises(ValueError, match=fragment):
         make_guide("nuts", model, **options)
+
+
+RHO = 0.998  # a narrow ridge: a diagonal metric needs ~sqrt((1+ρ)/(1-ρ)) ≈ 32 steps across
+
+
+def _ridge_model():
+    covariance = torch.tensor([[1.0, RHO], [RHO, 1.0]])
+    pyro.sample("x", dist.MultivariateNormal(torch.zeros(2), covariance))
+
+
+def test_a_dense_mass_matrix_learns_the_correlation_and_shortens_the_trees():
+    pyro.set_rng_seed(1)
+    result = run_nuts(
+        _ridge_model,
+        (),
+        num_chains=1,
+        num_samples=50,
+        warmup_steps=100,
+        full_mass=True,
+        initial_params={"x": torch.zeros(1, 2)},
+        progress=False,
+    )
+    draws = result.samples["x"].reshape(-1, 2).double()
+    assert 0.99 < float(torch.corrcoef(draws.T)[0, 1]) < 0.9999
+    # whitened by the dense metric the target is round: trees of one or two doublings. A
+    # diagonal metric cannot undo the correlation (measured: mean depth 4.5 with full_mass off,
+    # at 150 warm-up steps + 100 draws)
+    depth = float(result.stats["tree_depth"].mean())
+    assert depth < 2.8, depth
