@@ -22,7 +22,7 @@ import torch
 
 from bayesrnn.app.cli import main
 from bayesrnn.app.run_lock import lock_run_dir
-from tests.cli_helpers import cli
+from tests.cli_helpers import cli, private_copy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,11 +84,7 @@ def workspace(tmp_path_factory):
 def area(tmp_path, workspace):
     """A private copy of the workspace for a test that changes files (its run reads the copy's
     notes.txt)."""
-    copy = tmp_path / "w"
-    shutil.copytree(workspace, copy)
-    config = copy / "run" / "config.toml"
-    config.write_text(config.read_text().replace(str(workspace), str(copy)))
-    return copy
+    return private_copy(workspace, tmp_path)
 
 
 def _run(area: Path, *extra: str, out: str = "new") -> list[str]:

@@ -8,7 +8,6 @@ import collections
 import dataclasses
 import json
 import os
-import shutil
 import threading
 import typing
 import warnings
@@ -28,7 +27,7 @@ from bayesrnn.data.atomic import is_temporary, temporary_path
 from bayesrnn.data.checksums import DataError
 from bayesrnn.data.input_files import DEFAULT_MAX_INPUT_BYTES, input_limit
 from bayesrnn.data.series import MAX_MAGNITUDE, split_series
-from tests.cli_helpers import cli
+from tests.cli_helpers import cli, private_copy
 from tests.test_faults import SMALL, _sentences, assert_fault, snapshot
 
 
@@ -44,11 +43,7 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture
 def area(tmp_path, workspace):
-    copy = tmp_path / "w"
-    shutil.copytree(workspace, copy)
-    config = copy / "run" / "config.toml"
-    config.write_text(config.read_text().replace(str(workspace), str(copy)))
-    return copy
+    return private_copy(workspace, tmp_path)
 
 
 def _run(area: Path, *extra: str, out: str = "new") -> list[str]:

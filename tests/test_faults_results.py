@@ -13,7 +13,7 @@ import torch
 
 from bayesrnn.app.cli import main
 from bayesrnn.data import Vocabulary, rescale_series, split_series, vocabulary_fingerprint
-from tests.cli_helpers import TINY, cli
+from tests.cli_helpers import TINY, cli, private_copy
 from tests.test_faults import _sentences, assert_fault
 
 FORECAST = [
@@ -41,11 +41,7 @@ def series_workspace(tmp_path_factory):
 
 @pytest.fixture
 def series_area(tmp_path, series_workspace):
-    copy = tmp_path / "w"
-    shutil.copytree(series_workspace, copy)
-    config = copy / "run" / "config.toml"
-    config.write_text(config.read_text().replace(str(series_workspace), str(copy)))
-    return copy
+    return private_copy(series_workspace, tmp_path)
 
 
 def _resume(area: Path) -> list[str]:
@@ -138,11 +134,7 @@ def text_workspace(tmp_path_factory):
 
 @pytest.fixture
 def text_area(tmp_path, text_workspace):
-    copy = tmp_path / "w"
-    shutil.copytree(text_workspace, copy)
-    config = copy / "run" / "config.toml"
-    config.write_text(config.read_text().replace(str(text_workspace), str(copy)))
-    return copy
+    return private_copy(text_workspace, tmp_path)
 
 
 def _edit_vocabulary(area: Path, change) -> None:
