@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from bayesrnn.app import memory_check
-from bayesrnn.app.cli import _warnings_held, main
+from bayesrnn.app.cli import main
+from bayesrnn.app.cli_faults import warnings_held
 from bayesrnn.app.config import ConfigError
 from bayesrnn.app.config_files import _SECTION_CLASSES, resolve_config
 from bayesrnn.app.config_limits import LIMITS, Bound, describe_limits
@@ -488,11 +489,11 @@ def test_a_killed_evaluations_leftover_does_not_push_the_next_to_eval_3(area, ca
 def test_warnings_are_dropped_before_a_users_fault_and_kept_after_success():
     with warnings.catch_warnings(record=True) as shown:  # what reaches the user's stderr
         warnings.simplefilter("always")
-        with pytest.raises(ConfigError), _warnings_held():
+        with pytest.raises(ConfigError), warnings_held():
             warnings.warn("overflow encountered in reduce", RuntimeWarning, stacklevel=1)
             raise ConfigError("the fault")
         assert shown == []
-        with _warnings_held():
+        with warnings_held():
             warnings.warn("a note worth keeping", RuntimeWarning, stacklevel=1)
             assert shown == []  # held until the command ends
         assert [str(w.message) for w in shown] == ["a note worth keeping"]
