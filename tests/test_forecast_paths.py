@@ -413,3 +413,44 @@ def test_scaling_of_a_transformed_run_round_trips_in_data_units(kind, lmbda):
     torch.testing.assert_close(model_units[:, :1], expected_target)
     torch.testing.assert_close(model_units[:, 1:], (raw[:, 1:] - 10.0) / 4.0)
     torch.testing.assert_close(scaling.raw(model_units[:, :1]), raw[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Lags: a path builds its lag columns from its own earlier values
+
+
+class LaggedAR(nn.Module):
+    """A noise-free stub whose forecast is a·y_t + b·(lag 2) + c·(lag 5), read off the row."""
+
+    input_size, output_size, lags, batch_first = 3, 1, (2, 5), False
+
+    def forward(self, inputs, targets=None, state=None):
+        loc = 0.5 * inputs[..., :1] + 0.3 * inputs[..., 1:2] - 0.2 * inputs[..., 2:3]
+        return Forecast(loc, torch.full_like(loc, 1e-9)), state
+
+
+def test_a_path_builds_its_lag_columns_from_its_own_values():
+    from bayesrnn.data.lags import insert_lags
+
+    values = [1.0, -2.0, 4.0]
+    history = insert_lags(torch.tensor(values).double().unsqueeze(-1), 1, (2, 5))
+    model = LaggedAR()
+    paths = sample_paths(model, DeterministicGuide(model), history, 6, 3)[..., 0]
+    # by hand: the series padded in front with its first value, then the recursion
+    series = [values[0]] * 4 + values
+    for _ in range(6):
+        series.append(0.5 * series[-1] + 0.3 * series[-2] - 0.2 * series[-5])
+    expected = torch.tensor(series[-6:]).double()
+    for path in paths:
+        torch.testing.assert_close(path.double(), expected, atol=1e-6, rtol=0)
+
+
+def test_a_model_with_lags_counts_them_apart_from_its_covariates():
+    model = SequenceRegressor(4, 3, lags=(2, 3), prior=None)  # target, 2 lags, a covariate
+    history = torch.zeros(5, 4)
+    with pytest.raises(ValueError, match=r"\(2, 1\)"):
+        sample_paths(model, DeterministicGuide(model), history, 2, 3)
+    assert sample_paths(model, DeterministicGuide(model), history, 2, 3,
+                        covariates=torch.zeros(2, 1)).shape == (3, 2, 1)  # fmt: skip
+    with pytest.raises(ValueError, match="need input_size >= 3"):
+        SequenceRegressor(2, 3, lags=(2, 3))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bayesrnn.app.config_limits import limit_violation
+from bayesrnn.data.lags import check_lags
 from bayesrnn.data.transforms import TRANSFORMS
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
 from bayesrnn.inference.guides.ensemble import check_members
@@ -24,7 +25,7 @@ from bayesrnn.inference.trainer import TrainerConfig
 
 NONE = "none"
 TASKS = ("lm", "classify", "forecast")
-SERIES_SOURCES = ("sunspots", "co2")  # statsmodels' bundled series (the timeseries extra)
+SERIES_SOURCES = ("sunspots", "co2", "elnino")  # statsmodels' bundled series (the timeseries extra)
 DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
 LIKELIHOODS = ("gaussian", "student_t")
 LEVELS = ("word", "char")
@@ -68,12 +69,14 @@ class DataConfig:
     folder holding ptb/, ptb_char/ or rt-polarity/; ``level``: word or char for embedded and
     text files; ``max_vocab``: vocabulary cap; ``split_seed``: the polarity split;
     ``max_examples``: keep the first N sentences of each polarity split (quick runs);
-    forecasting: ``source`` sunspots, co2 or a CSV file, ``target`` its column to forecast
+    forecasting: ``source`` sunspots, co2, elnino or a CSV file, ``target`` its column to forecast
     (CSV only; ``a,b`` for several), ``covariates`` further input columns (read lagged: row t
     informs row t + 1), ``future_covariates`` columns known in advance (calendar features,
     planned promotions: they enter at the row they apply to), ``time`` a column of times
     (for plots and outputs, not a feature), ``transform`` of the positive targets before
-    scaling (none, log, sqrt, boxcox with λ fitted on the training split).
+    scaling (none, log, sqrt, boxcox with λ fitted on the training split), ``lags`` earlier
+    target values read as extra inputs (lag ℓ: the value ℓ steps before the one forecast; lag
+    1, the last value, is always read; e.g. ``2,3,11`` for two more years and the solar cycle).
     """
 
     source: str = "embedded"
@@ -87,10 +90,15 @@ class DataConfig:
     future_covariates: tuple[str, ...] = ()
     time: str | None = None
     transform: str = "none"
+    lags: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("data.level", self.level, LEVELS)
         _check_choice("data.transform", self.transform, TRANSFORMS)
+        try:
+            check_lags(self.lags)
+        except ValueError as error:
+            raise ConfigError(f"data.{error}") from None
         _check_optional_positive("data.max_vocab", self.max_vocab)
         _check_optional_positive("data.max_examples", self.max_examples)
 

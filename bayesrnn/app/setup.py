@@ -34,6 +34,7 @@ from bayesrnn.data import (
     load_text,
     reencode_corpus,
 )
+from bayesrnn.data.lags import with_lags
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.checkpoint import CheckpointError
 from bayesrnn.inference.distributed import current_ranks
@@ -129,11 +130,24 @@ def _load_series(config: RunConfig):
         raise ConfigError(f"--data {data.source}: {error}") from None
 
 
+def _with_lags(corpus, lags: tuple[int, ...]):
+    """The series with its lag columns; a lag the training split cannot show is an error."""
+    rows = corpus.sizes()["train"]
+    if lags and max(lags) >= rows:
+        raise ConfigError(
+            f"data.lags: lag {max(lags)} reaches back past the {rows} training rows of "
+            f"{corpus.name!r}; use lags below {rows}"
+        )
+    return with_lags(corpus, lags)
+
+
 def load_data(config: RunConfig):
     """The corpus named by ``config.data`` for ``config.task`` (a series for forecasting)."""
     data, source = config.data, config.data.source
     if config.task == "forecast":
-        return _load_series(config)
+        return _with_lags(_load_series(config), data.lags)
+    if data.lags:
+        raise ConfigError("data.lags are lagged values of a series: they need --task forecast")
     if source in SERIES_SOURCES:
         raise ConfigError(f"{source} is a real-valued series: add --task forecast")
     if config.task == "classify":
@@ -206,6 +220,7 @@ def build_model(config: RunConfig, size: int, outputs: int | None) -> torch.nn.M
             m.num_layers,
             m.cell,
             output_size=outputs,
+            lags=config.data.lags,
             likelihood=m.likelihood,
             residual=m.residual,
             prior=options["prior"],

@@ -71,9 +71,13 @@ def _check_history(model, history: object) -> Tensor:
     return history
 
 
+def _lags(model) -> tuple[int, ...]:
+    return tuple(getattr(model, "lags", ()))
+
+
 def _check_covariates(model, covariates: object, horizon: int) -> Tensor | None:
     """The (H, C) covariate rows of the forecast steps, or None for a model without any."""
-    extra = model.input_size - model.output_size
+    extra = model.input_size - model.output_size * (1 + len(_lags(model)))
     if extra == 0:
         if covariates is not None:
             raise ValueError("the model reads no covariates; leave covariates out")
@@ -173,6 +177,10 @@ def _draws_q_directly(guide) -> bool:
 def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) -> Tensor:
     """Paths of one batch: (paths, H, D)."""
     d, batch_first = model.output_size, bool(getattr(model, "batch_first", False))
+    lags = _lags(model)
+    # the targets each path has seen so far, as far back as its longest lag reaches
+    reach = max(lags, default=1)
+    past = history[-reach:, :d].expand(paths, -1, -1) if lags else None
     run = poutine.condition(model, data=weights)
     rows = history.unsqueeze(1)  # (N, 1, F): one sequence
     if per_draw:  # the draws carry the batch; the history is one sequence they share
@@ -189,7 +197,12 @@ def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) ->
         sampled.append(y)
         if h == horizon - 1:
             break
-        row = y if covariates is None else torch.cat([y, covariates[h].expand(paths, -1)], -1)
+        row = y
+        if lags:  # lag ℓ of the next forecast: the path's value ℓ − 1 rows before y
+            past = torch.cat([past, y.unsqueeze(1)], 1)
+            row = torch.cat([y, *(_lagged(past, lag) for lag in lags)], -1)
+        if covariates is not None:
+            row = torch.cat([row, covariates[h].expand(paths, -1)], -1)
         if per_draw and paths > 1:
             step = row.reshape(paths, 1, 1, -1)  # (draws, T=1, B=1, F): either layout
         elif per_draw:  # one draw is no draw dim (the layers trim it): one sequence
@@ -199,6 +212,12 @@ def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) ->
         forecast, state = run(step, state=state)
     paths_ = torch.stack(sampled, 1)
     return paths_.reshape(paths, horizon, d)
+
+
+def _lagged(past: Tensor, lag: int) -> Tensor:
+    """(paths, D) values ``lag`` − 1 rows before the last of ``past`` (paths, T, D); its first
+    row when the series is shorter, as :func:`bayesrnn.data.lags.lag_columns` pads."""
+    return past[:, max(0, past.shape[1] - lag), :]
 
 
 def sample_paths(
@@ -214,7 +233,9 @@ def sample_paths(
     ``history`` (N, F) holds the model's (scaled) rows, targets first then covariates, N ≥ 2;
     the paths continue it from its last row. A model that reads covariates (F > D) needs
     ``covariates`` (H, F − D) in the same units: row h is read with the path's value of step h
-    to forecast step h + 1 (so the last row is not read). Values are in the model's units.
+    to forecast step h + 1 (so the last row is not read). A model with lags (``model.lags``)
+    reads their columns right after the targets: the history carries them, and each path
+    builds them from its own values. Values are in the model's units.
     Each path draws its weights once (see the module notes for each guide) and feeds its own
     samples back; torch's global generator drives every draw, so seed it to repeat paths.
     """

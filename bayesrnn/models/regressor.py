@@ -18,6 +18,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from bayesrnn.data.lags import check_lags
 from bayesrnn.models.bayesian import PriorSpec, bayesianize
 from bayesrnn.models.layers import Linear
 from bayesrnn.models.likelihood import recording
@@ -177,6 +178,10 @@ class SequenceRegressor(PyroModule):
     act in the RNN as in the other models; Gal's guide drives them. ``residual=True`` adds the
     current row's targets to ``loc``: the network forecasts the change, so a series that leaves
     its training range (a trend) stays within reach of a bounded network.
+
+    ``lags``: the lags whose columns follow the targets in each row (see
+    :mod:`bayesrnn.data.lags`); the forward pass reads them as any other input, and
+    :func:`bayesrnn.evaluation.sample_paths` builds them from a path's own earlier values.
     """
 
     def __init__(
@@ -195,6 +200,7 @@ class SequenceRegressor(PyroModule):
         init_range: float | None = None,
         min_scale: float = 1e-3,
         residual: bool = False,
+        lags: Iterable[int] = (),
     ) -> None:
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
@@ -204,6 +210,12 @@ class SequenceRegressor(PyroModule):
             raise ValueError(
                 f"output_size ({output_size}) exceeds input_size ({input_size}): the targets are "
                 "the first output_size columns of each row"
+            )
+        lags = check_lags(tuple(lags))
+        if output_size * (1 + len(lags)) > input_size:
+            raise ValueError(
+                f"{len(lags)} lags of {output_size} target(s) need input_size >= "
+                f"{output_size * (1 + len(lags))}, got {input_size}"
             )
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -229,6 +241,7 @@ class SequenceRegressor(PyroModule):
         self.batch_first = bool(batch_first)
         self.min_scale = float(min_scale)
         self.residual = bool(residual)
+        self.lags = lags
 
     @property
     def regularisers(self) -> Regularisers:
