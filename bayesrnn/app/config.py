@@ -98,7 +98,7 @@ class DataConfig:
         try:
             check_lags(self.lags)
         except ValueError as error:
-            raise ConfigError(f"data.{error}") from None
+            raise ConfigError(f"data.lags: {error}") from None
         _check_optional_positive("data.max_vocab", self.max_vocab)
         _check_optional_positive("data.max_examples", self.max_examples)
 
