@@ -76,7 +76,8 @@ class DataConfig:
     (for plots and outputs, not a feature), ``transform`` of the positive targets before
     scaling (none, log, sqrt, boxcox with λ fitted on the training split), ``lags`` earlier
     target values read as extra inputs (lag ℓ: the value ℓ steps before the one forecast; lag
-    1, the last value, is always read; e.g. ``2,3,11`` for two more years and the solar cycle).
+    1, the last value, is always read; e.g. ``2,3,11`` for two more years and the solar cycle;
+    ``auto``: 2, 3 and the season m, m + 1 read off the training split's autocorrelation).
     """
 
     source: str = "embedded"
@@ -90,13 +91,13 @@ class DataConfig:
     future_covariates: tuple[str, ...] = ()
     time: str | None = None
     transform: str = "none"
-    lags: tuple[int, ...] = ()
+    lags: tuple[int, ...] | str = ()
 
     def __post_init__(self) -> None:
         _check_choice("data.level", self.level, LEVELS)
         _check_choice("data.transform", self.transform, TRANSFORMS)
         try:
-            check_lags(self.lags)
+            check_lags(self.lags, allow_auto=True)
         except ValueError as error:
             raise ConfigError(f"data.lags: {error}") from None
         _check_optional_positive("data.max_vocab", self.max_vocab)

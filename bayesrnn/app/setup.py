@@ -130,10 +130,10 @@ def _load_series(config: RunConfig):
         raise ConfigError(f"--data {data.source}: {error}") from None
 
 
-def _with_lags(corpus, lags: tuple[int, ...]):
+def _with_lags(corpus, lags: tuple[int, ...] | str):
     """The series with its lag columns; a lag the training split cannot show is an error."""
     rows = corpus.sizes()["train"]
-    if lags and max(lags) >= rows:
+    if lags != "auto" and lags and max(lags) >= rows:
         raise ConfigError(
             f"data.lags: lag {max(lags)} reaches back past the {rows} training rows of "
             f"{corpus.name!r}; use lags below {rows}"
@@ -426,6 +426,10 @@ def setup(config: RunConfig, log: Log, vocabulary: Vocabulary | None = None) -> 
     if vocabulary is not None:
         corpus = reencode_corpus(corpus, vocabulary)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
+    if config.data.lags == "auto":  # the lags read off the data, written as the config's own
+        lags = tuple(getattr(corpus, "lags", ()))
+        log(f"data.lags=auto: lags {list(lags)}")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, lags=lags))
     config = fit_windows(config, corpus, log)
     model, guide = build(config, *model_sizes(corpus, config.task))
     return Setup(config, corpus, model, guide)

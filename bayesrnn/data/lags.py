@@ -21,15 +21,67 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_LAG", "check_lags", "insert_lags", "lag_columns", "lag_names", "with_lags"]
+__all__ = [
+    "AUTO",
+    "MAX_LAG",
+    "auto_lags",
+    "check_lags",
+    "insert_lags",
+    "lag_columns",
+    "lag_names",
+    "seasonal_lag",
+    "with_lags",
+]
 
 MAX_LAG = 10_000
+AUTO = "auto"
+SHORT_LAGS = (2, 3)
+MIN_SEASONAL_ACF = 0.2  # below this the changes show no season worth a lag
+NEAR_TOP = 0.95  # the shortest lag whose autocorrelation is this close to the highest
 
 
-def check_lags(lags: object) -> tuple[int, ...]:
-    """The lags as a tuple of distinct integers in [2, MAX_LAG], in the order given."""
+def seasonal_lag(values: np.ndarray) -> int | None:
+    """The season m of a series, read off the autocorrelation of its first differences up to
+    lag N/4: past the first lag where it turns negative (short-range smoothness is no season),
+    the shortest lag within 5% of the highest (so a season wins over its multiples); None
+    when none reaches 0.2. Sunspots' training years give 11 (the solar cycle), co2's weeks 53,
+    elnino's months 12."""
+    changes = np.diff(np.asarray(values, dtype=np.float64))
+    changes = changes - changes.mean()
+    energy = float(np.dot(changes, changes))
+    top = changes.shape[0] // 4
+    if top < 2 or energy == 0:
+        return None
+    lags = np.arange(1, top + 1)
+    acf = np.array([np.dot(changes[:-k], changes[k:]) / energy for k in lags])
+    negative = np.flatnonzero(acf < 0)
+    if negative.size == 0:
+        return None
+    lags, acf = lags[negative[0] :], acf[negative[0] :]
+    best = float(acf.max())
+    if best < MIN_SEASONAL_ACF:
+        return None
+    return int(lags[np.flatnonzero(acf >= NEAR_TOP * best)[0]])
+
+
+def auto_lags(train: np.ndarray) -> tuple[int, ...]:
+    """The lags ``data.lags="auto"`` reads, from the training values (N, D) of the targets:
+    lags 2 and 3 (a short autoregression), and m and m + 1 for the season m of the first
+    target (:func:`seasonal_lag`): with the last value they give last season's change."""
+    train = np.asarray(train, dtype=np.float64)
+    season = seasonal_lag(train[:, 0] if train.ndim == 2 else train)
+    seasonal = () if season is None else (season, season + 1)
+    return tuple(sorted({*SHORT_LAGS, *seasonal}))
+
+
+def check_lags(lags: object, allow_auto: bool = False) -> tuple[int, ...] | str:
+    """The lags as a tuple of distinct integers in [2, MAX_LAG], in the order given (or
+    ``"auto"`` where ``allow_auto``)."""
+    if allow_auto and lags == AUTO:
+        return AUTO
     if isinstance(lags, int | str) or not isinstance(lags, Sequence):
-        raise ValueError(f"lags must be a list of integers >= 2, got {lags!r}")
+        also = f' or "{AUTO}"' if allow_auto else ""
+        raise ValueError(f"lags must be a list of integers >= 2{also}, got {lags!r}")
     values = tuple(lags)
     for lag in values:
         if isinstance(lag, bool) or not isinstance(lag, int | np.integer):
@@ -72,10 +124,13 @@ def insert_lags(rows: Tensor, targets: int, lags: Sequence[int]) -> Tensor:
     return torch.cat([rows[:, :targets], lagged, rows[:, targets:]], -1)
 
 
-def with_lags(corpus, lags: Sequence[int]):
+def with_lags(corpus, lags: Sequence[int] | str):
     """A :class:`~bayesrnn.data.series.SeriesCorpus` whose rows carry the lag columns of its
     targets (built over the whole series in time order, so the first valid and test rows read
-    the last train and valid values, as the one-step forecasts do)."""
+    the last train and valid values, as the one-step forecasts do); ``"auto"``: the lags of
+    :func:`auto_lags` on the training split."""
+    if check_lags(lags, allow_auto=True) == AUTO:
+        lags = auto_lags(corpus.train[:, : corpus.targets].double().numpy())
     lags = check_lags(lags)
     if not lags:
         return corpus

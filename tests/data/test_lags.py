@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from bayesrnn.data.lags import check_lags, insert_lags, lag_columns, lag_names, with_lags
+from bayesrnn.data.lags import (
+    auto_lags,
+    check_lags,
+    insert_lags,
+    lag_columns,
+    lag_names,
+    seasonal_lag,
+    with_lags,
+)
 from bayesrnn.data.series import split_series
 
 
@@ -75,3 +83,26 @@ def test_a_corpus_with_lags_keeps_its_splits_and_reads_across_them():
 def test_bad_lags_are_clear_errors(lags, message):
     with pytest.raises(ValueError, match=message):
         check_lags(lags)
+
+
+def test_the_season_of_a_noisy_cycle_is_read_off_its_changes():
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    # a 12-step cycle over a trend, with smooth (short-range correlated) noise
+    noise = np.convolve(rng.normal(size=602), [1.0, 1.0, 1.0], "valid")
+    series = 0.05 * t + 2 * np.sin(2 * np.pi * t / 12) + 0.2 * noise
+    assert seasonal_lag(series) == 12  # not 24 or 36, nor the noise's 1–2
+    assert auto_lags(series[:, None]) == (2, 3, 12, 13)
+    white = rng.normal(size=600)
+    assert seasonal_lag(white) is None and auto_lags(white[:, None]) == (2, 3)
+
+
+def test_auto_lags_on_the_bundled_series():
+    pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
+    from bayesrnn.data.series import load_statsmodels_series
+
+    seasons = {"sunspots": 11, "co2": 53, "elnino": 12}
+    for name, season in seasons.items():
+        corpus = load_statsmodels_series(name)
+        lagged = with_lags(corpus, "auto")
+        assert lagged.lags == (2, 3, season, season + 1), name
