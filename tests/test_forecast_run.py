@@ -124,12 +124,13 @@ def test_a_run_with_lags_forecasts_from_any_history_as_from_its_own(tmp_path):
 
     out = tmp_path / "lagged"
     argv = ["run", "--task", "forecast", "--data", "sunspots", "--out", str(out), *QUICK,
-            "--set", "data.lags=2,11", "--set", "model.hidden_size=4",
+            "--set", "data.lags=auto", "--set", "model.hidden_size=4",
             "--set", "data.transform=sqrt", "--set", "evaluation.export=false"]  # fmt: skip
     assert main(argv) == 0
     run = bayesrnn.load_run(out)
-    assert run.series.lags == (2, 11) and run.series.covariates == ()
-    assert run.series.columns == ("SUNACTIVITY", "SUNACTIVITY_lag2", "SUNACTIVITY_lag11")
+    assert run.series.lags == (2, 3, 11, 12) and run.series.covariates == ()  # read off data
+    assert run.series.columns[:3] == ("SUNACTIVITY", "SUNACTIVITY_lag2", "SUNACTIVITY_lag3")
+    assert run.model.lags == (2, 3, 11, 12) and run.model.input_size == 5
     own = run.forecast(horizon=4, num_samples=50)
     from bayesrnn.data.series import load_statsmodels_series
 
