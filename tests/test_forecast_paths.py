@@ -454,3 +454,27 @@ def test_a_model_with_lags_counts_them_apart_from_its_covariates():
                         covariates=torch.zeros(2, 1)).shape == (3, 2, 1)  # fmt: skip
     with pytest.raises(ValueError, match="need input_size >= 3"):
         SequenceRegressor(2, 3, lags=(2, 3))
+
+
+def test_a_linear_skip_adds_w_times_the_row_to_the_location():
+    torch.manual_seed(0)
+    plain = SequenceRegressor(3, 4, lags=(2, 3), residual=True, prior=None)
+    model = SequenceRegressor(3, 4, lags=(2, 3), residual=True, prior=None, linear_skip=True)
+    model.load_state_dict({**plain.state_dict(), "skip.weight": model.skip.weight}, strict=True)
+    assert float(model.skip.weight.abs().sum()) == 0  # starts as no autoregression
+    rows = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        model.skip.weight.copy_(torch.tensor([[0.5, -0.25, 2.0]]))
+        base, _ = plain(rows)
+        got, _ = model(rows)
+    by_hand = base.loc + 0.5 * rows[..., :1] - 0.25 * rows[..., 1:2] + 2.0 * rows[..., 2:3]
+    torch.testing.assert_close(got.loc, by_hand)
+    torch.testing.assert_close(got.scale, base.scale)
+
+
+def test_a_bayesian_linear_skip_is_a_weight_site_and_its_paths_run():
+    model = SequenceRegressor(3, 4, lags=(2, 3), linear_skip=True)
+    guide = MeanFieldGuide(model)
+    assert "skip.weight" in guide.site_names
+    paths = sample_paths(model, guide, torch.randn(8, 3), 3, 5)
+    assert paths.shape == (5, 3, 1) and bool(torch.isfinite(paths).all())

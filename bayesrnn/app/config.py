@@ -123,7 +123,8 @@ class ModelConfig:
     sites kept as point estimates; ``init_range``: U(−r, r) initialisation, none for torch's;
     the rates from ``naive_dropout`` to ``weight_drop`` and ``mask_scope`` are
     :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's, ``likelihood``
-    (gaussian or student_t) and ``residual`` (forecast the change from the last row) the
+    (gaussian or student_t), ``residual`` (forecast the change from the last row) and
+    ``linear_skip`` (a linear autoregression on the input row beside the network) the
     forecaster's.
     """
 
@@ -136,6 +137,7 @@ class ModelConfig:
     pooling: str = "last"
     likelihood: str = "gaussian"
     residual: bool = False
+    linear_skip: bool = False
     prior: str = "scale_mixture"
     prior_scale: float | str = 1.0
     prior_hyper_shape: float = 1.0

@@ -223,6 +223,7 @@ def build_model(config: RunConfig, size: int, outputs: int | None) -> torch.nn.M
             lags=config.data.lags,
             likelihood=m.likelihood,
             residual=m.residual,
+            linear_skip=m.linear_skip,
             prior=options["prior"],
             deterministic=options["deterministic"],
             regularisers=options["regularisers"],
