@@ -15,7 +15,7 @@ from typing import Any
 
 from bayesrnn.app.config_limits import limit_violation
 from bayesrnn.data.lags import check_lags
-from bayesrnn.data.transforms import TRANSFORMS
+from bayesrnn.data.transforms import AUTO_TRANSFORM, TRANSFORMS
 from bayesrnn.evaluation.sentence_ood import OOV_POLICIES
 from bayesrnn.inference.guides.ensemble import check_members
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
@@ -74,7 +74,8 @@ class DataConfig:
     informs row t + 1), ``future_covariates`` columns known in advance (calendar features,
     planned promotions: they enter at the row they apply to), ``time`` a column of times
     (for plots and outputs, not a feature), ``transform`` of the positive targets before
-    scaling (none, log, sqrt, boxcox with λ fitted on the training split), ``lags`` earlier
+    scaling (none, log, sqrt, boxcox with λ fitted on the training split, or auto: √ for a
+    count-like series that never goes below 0 and comes near it), ``lags`` earlier
     target values read as extra inputs (lag ℓ: the value ℓ steps before the one forecast; lag
     1, the last value, is always read; e.g. ``2,3,11`` for two more years and the solar cycle;
     ``auto``: 2, 3 and the season m, m + 1 read off the training split's autocorrelation).
@@ -95,7 +96,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choice("data.level", self.level, LEVELS)
-        _check_choice("data.transform", self.transform, TRANSFORMS)
+        _check_choice("data.transform", self.transform, (*TRANSFORMS, AUTO_TRANSFORM))
         try:
             check_lags(self.lags, allow_auto=True)
         except ValueError as error:

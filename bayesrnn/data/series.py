@@ -30,7 +30,13 @@ import torch
 from torch import Tensor
 
 from bayesrnn.data.checksums import DataError, DataNotFoundError
-from bayesrnn.data.transforms import SeriesTransform, TargetUnits, check_domain
+from bayesrnn.data.transforms import (
+    AUTO_TRANSFORM,
+    SeriesTransform,
+    TargetUnits,
+    auto_transform,
+    check_domain,
+)
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -233,7 +239,8 @@ def split_series(
     The first ``targets`` columns are the forecast targets. Train gets ``floor(f_train·N)``
     rows, valid ``floor(f_valid·N)``, test the rest; each split needs at least
     :data:`MIN_SPLIT_ROWS` rows. ``times`` (N,) defaults to the row numbers. ``transform``
-    (none, log, sqrt, boxcox) is applied to the targets, its λ fitted on train; the last
+    (none, log, sqrt, boxcox, or auto: :func:`~bayesrnn.data.transforms.auto_transform`) is
+    applied to the targets, its λ fitted on train; the last
     ``future`` columns are covariates known in advance, moved up one row.
     """
     columns = tuple(str(c) for c in columns)
@@ -271,6 +278,8 @@ def split_series(
     stamps = np.arange(total) if times is None else np.asarray(times)
     if stamps.shape != (total,):
         raise ValueError(f"times must have one entry per row ({total}), got {stamps.shape}")
+    if transform == AUTO_TRANSFORM:
+        transform = auto_transform(array[:, :targets], n_train)
     check_domain(transform, array[:, :targets], columns[:targets])
     chosen = SeriesTransform.fit(transform, array[:n_train, :targets], columns[:targets])
     if chosen.kind != "none":

@@ -178,3 +178,19 @@ def test_a_time_column_of_neither_numbers_nor_dates_is_a_data_error(tmp_path):
     path.write_text("when,y\n" + "".join(f"day {i},{i}\n" for i in range(20)))
     with pytest.raises(DataError, match=r"odd.csv: time column 'when' holds neither numbers"):
         load_csv_series(path, "y", time="when")
+
+
+def test_the_auto_transform_takes_the_root_of_count_like_series_only():
+    from bayesrnn.data.transforms import auto_transform
+
+    counts = np.array([0.0, 5.0, 40.0, 90.0, 3.0, 60.0, 10.0, 0.0])  # lowest 0 < sd
+    assert auto_transform(counts, 6) == "sqrt"
+    level = counts + 300.0  # the same spread far from 0: lowest 300 > sd
+    assert auto_transform(level, 6) == "none"
+    assert auto_transform(counts - 1.0, 6) == "none"  # a value below 0: no root
+    # a later negative value rules the root out as well (it would have no inverse there)
+    assert auto_transform(np.append(counts[:6], [-1.0, 2.0]), 6) == "none"
+    corpus = split_series(counts, ["y"], transform="auto", fractions=(0.5, 0.25, 0.25))
+    assert corpus.transform.kind == "sqrt"
+    expected = (np.sqrt(counts) - np.sqrt(counts[:4]).mean()) / np.sqrt(counts[:4]).std()
+    np.testing.assert_allclose(corpus.full()[:, 0].numpy(), expected, rtol=1e-5, atol=1e-6)
