@@ -11,7 +11,7 @@ here with :func:`bayesrnn.evaluation.classical.classical_forecasters` the same w
 
     OMP_NUM_THREADS=1 python benchmarks/forecast_quality.py \\
         --out benchmarks/results/forecast-quality [--series sunspots co2 elnino] \\
-        [--seeds 0 1 2] [--set model.hidden_size=16 ...] [--label NAME]
+        [--seeds 0 1 2] [--seeds-of co2=0] [--set model.hidden_size=16 ...] [--label NAME]
 
 Writes ``results.json`` (every horizon of every metric, per seed and averaged) and
 ``results.md`` after each run, so a long job can be read while it runs. Not part of the tests.
@@ -177,19 +177,32 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/forecast-quality"))
     parser.add_argument("--series", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds-of",
+        action="append",
+        default=[],
+        metavar="SERIES=S,S",
+        help="other seeds for one series (co2's runs take ~10 times sunspots')",
+    )
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--label", default="the forecast preset")
     parser.add_argument("--runs", type=Path, help="keep the trained runs here (else a temp dir)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    seeds = {name: args.seeds for name in args.series}
+    for item in args.seeds_of:
+        name, _, values = item.partition("=")
+        if name not in SETTINGS or not values:
+            parser.error(f"--seeds-of wants SERIES=S,S with SERIES in {list(SETTINGS)}")
+        seeds[name] = [int(v) for v in values.split(",")]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.runs or Path(scratch)
         for name in args.series:
             classical = classical_scores(name, args.samples, args.out / f"classical-{name}.json")
             results[name] = {**SETTINGS[name], "classical": classical, "seeds": {}}
-            for seed in args.seeds:
+            for seed in seeds[name]:
                 out, seconds = train(name, seed, args.sets, folder)
                 scores = backtest_run(out, name, args.samples)
                 scores["train_seconds"] = round(seconds, 1)

@@ -141,11 +141,12 @@ PRESETS: dict[str, Preset] = {
             "epochs, lr 3e-3/1e-2, level or change)",
             {
                 "task": "forecast",
-                "data": {"source": "sunspots"},
+                "data": {"source": "sunspots", "transform": "auto", "lags": "auto"},
                 "model": {
                     "hidden_size": 16,
                     "num_layers": 1,
                     "residual": True,
+                    "linear_skip": True,
                     "prior": "gaussian",
                     "prior_scale": 1.0,
                     "deterministic": [],
