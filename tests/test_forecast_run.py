@@ -95,7 +95,10 @@ def test_a_csv_with_a_covariate(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["data"]["columns"] == ["units", "price"] and metrics["data"]["targets"] == 1
+    # the preset's data.lags=auto: lags 2, 3 and the 3-row season of i % 3 (m, m + 1 = 3, 4)
+    lags = ["units_lag2", "units_lag3", "units_lag4"]
+    assert metrics["data"]["columns"] == ["units", *lags, "price"]
+    assert metrics["data"]["targets"] == 1
     assert math.isfinite(metrics["test"]["crps"])
 
 

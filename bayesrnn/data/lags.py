@@ -67,11 +67,12 @@ def seasonal_lag(values: np.ndarray) -> int | None:
 def auto_lags(train: np.ndarray) -> tuple[int, ...]:
     """The lags ``data.lags="auto"`` reads, from the training values (N, D) of the targets:
     lags 2 and 3 (a short autoregression), and m and m + 1 for the season m of the first
-    target (:func:`seasonal_lag`): with the last value they give last season's change."""
+    target (:func:`seasonal_lag`): with the last value they give last season's change. Only
+    lags shorter than the training split are kept."""
     train = np.asarray(train, dtype=np.float64)
     season = seasonal_lag(train[:, 0] if train.ndim == 2 else train)
     seasonal = () if season is None else (season, season + 1)
-    return tuple(sorted({*SHORT_LAGS, *seasonal}))
+    return tuple(lag for lag in sorted({*SHORT_LAGS, *seasonal}) if lag < train.shape[0])
 
 
 def check_lags(lags: object, allow_auto: bool = False) -> tuple[int, ...] | str:
