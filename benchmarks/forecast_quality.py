@@ -158,6 +158,7 @@ def table(results: dict, label: str) -> str:
 
 
 def header(argv: list[str]) -> str:
+    """The command and the commit the job started on."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -190,6 +191,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, help="keep the trained runs here (else a temp dir)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    produced_by = header(sys.argv[1:])  # the commit the runs start from, not a later one
     seeds = {name: args.seeds for name in args.series}
     for item in args.seeds_of:
         name, _, values = item.partition("=")
@@ -215,7 +217,7 @@ def main() -> None:
                 )
                 record = {"label": args.label, "sets": args.sets, "series": results}
                 (args.out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
-                text = header(sys.argv[1:]) + table(results, args.label) + "\n"
+                text = produced_by + table(results, args.label) + "\n"
                 (args.out / "results.md").write_text(text)
     print(table(results, args.label))
 

@@ -48,6 +48,8 @@ def auto_transform(values: np.ndarray, train_rows: int) -> str:
     train = values[:train_rows]
     near_zero = train.min(0) < train.std(0)
     return "sqrt" if bool((values >= 0).all() and near_zero.all()) else "none"
+
+
 _FLOOR = 1e-12  # the inverse Box-Cox base (λt + 1) and √x are clamped at 0 from below
 
 
