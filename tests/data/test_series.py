@@ -194,3 +194,18 @@ def test_the_auto_transform_takes_the_root_of_count_like_series_only():
     assert corpus.transform.kind == "sqrt"
     expected = (np.sqrt(counts) - np.sqrt(counts[:4]).mean()) / np.sqrt(counts[:4]).std()
     np.testing.assert_allclose(corpus.full()[:, 0].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_elnino_is_read_month_by_month():
+    pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
+    from statsmodels import datasets
+
+    frame = datasets.elnino.load_pandas().data
+    corpus = load_statsmodels_series("elnino")
+    assert sum(corpus.sizes().values()) == 61 * 12 and corpus.columns == ("temperature",)
+    values = corpus.observed(0, 24)[:, 0].numpy()
+    # January to December of 1950, then of 1951: the table's rows one after the other
+    np.testing.assert_array_equal(values[:12], frame.iloc[0, 1:].to_numpy(dtype=float))
+    np.testing.assert_array_equal(values[12:], frame.iloc[1, 1:].to_numpy(dtype=float))
+    times = corpus.full_times()
+    assert str(times[0]) == "1950-01-01" and str(times[13]) == "1951-02-01"
