@@ -231,7 +231,7 @@ def covariate_run(tmp_path_factory):
     argv = [
         "train", "--task", "forecast", "--data", str(csv), "--out", str(out), "--quiet",
         "--epochs", "1", "--set", "data.target=units", "--set", "data.covariates=[price]",
-        "--set", "model.hidden_size=4",
+        "--set", "model.hidden_size=4", "--set", "data.lags=[]",  # scaled by hand below
     ]  # fmt: skip
     assert main(argv) == 0
     return out
@@ -413,3 +413,68 @@ def test_scaling_of_a_transformed_run_round_trips_in_data_units(kind, lmbda):
     torch.testing.assert_close(model_units[:, :1], expected_target)
     torch.testing.assert_close(model_units[:, 1:], (raw[:, 1:] - 10.0) / 4.0)
     torch.testing.assert_close(scaling.raw(model_units[:, :1]), raw[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Lags: a path builds its lag columns from its own earlier values
+
+
+class LaggedAR(nn.Module):
+    """A noise-free stub whose forecast is a·y_t + b·(lag 2) + c·(lag 5), read off the row."""
+
+    input_size, output_size, lags, batch_first = 3, 1, (2, 5), False
+
+    def forward(self, inputs, targets=None, state=None):
+        loc = 0.5 * inputs[..., :1] + 0.3 * inputs[..., 1:2] - 0.2 * inputs[..., 2:3]
+        return Forecast(loc, torch.full_like(loc, 1e-9)), state
+
+
+def test_a_path_builds_its_lag_columns_from_its_own_values():
+    from bayesrnn.data.lags import insert_lags
+
+    values = [1.0, -2.0, 4.0]
+    history = insert_lags(torch.tensor(values).double().unsqueeze(-1), 1, (2, 5))
+    model = LaggedAR()
+    paths = sample_paths(model, DeterministicGuide(model), history, 6, 3)[..., 0]
+    # by hand: the series padded in front with its first value, then the recursion
+    series = [values[0]] * 4 + values
+    for _ in range(6):
+        series.append(0.5 * series[-1] + 0.3 * series[-2] - 0.2 * series[-5])
+    expected = torch.tensor(series[-6:]).double()
+    for path in paths:
+        torch.testing.assert_close(path.double(), expected, atol=1e-6, rtol=0)
+
+
+def test_a_model_with_lags_counts_them_apart_from_its_covariates():
+    model = SequenceRegressor(4, 3, lags=(2, 3), prior=None)  # target, 2 lags, a covariate
+    history = torch.zeros(5, 4)
+    with pytest.raises(ValueError, match=r"\(2, 1\)"):
+        sample_paths(model, DeterministicGuide(model), history, 2, 3)
+    assert sample_paths(model, DeterministicGuide(model), history, 2, 3,
+                        covariates=torch.zeros(2, 1)).shape == (3, 2, 1)  # fmt: skip
+    with pytest.raises(ValueError, match="need input_size >= 3"):
+        SequenceRegressor(2, 3, lags=(2, 3))
+
+
+def test_a_linear_skip_adds_w_times_the_row_to_the_location():
+    torch.manual_seed(0)
+    plain = SequenceRegressor(3, 4, lags=(2, 3), residual=True, prior=None)
+    model = SequenceRegressor(3, 4, lags=(2, 3), residual=True, prior=None, linear_skip=True)
+    model.load_state_dict({**plain.state_dict(), "skip.weight": model.skip.weight}, strict=True)
+    assert float(model.skip.weight.abs().sum()) == 0  # starts as no autoregression
+    rows = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        model.skip.weight.copy_(torch.tensor([[0.5, -0.25, 2.0]]))
+        base, _ = plain(rows)
+        got, _ = model(rows)
+    by_hand = base.loc + 0.5 * rows[..., :1] - 0.25 * rows[..., 1:2] + 2.0 * rows[..., 2:3]
+    torch.testing.assert_close(got.loc, by_hand)
+    torch.testing.assert_close(got.scale, base.scale)
+
+
+def test_a_bayesian_linear_skip_is_a_weight_site_and_its_paths_run():
+    model = SequenceRegressor(3, 4, lags=(2, 3), linear_skip=True)
+    guide = MeanFieldGuide(model)
+    assert "skip.weight" in guide.site_names
+    paths = sample_paths(model, guide, torch.randn(8, 3), 3, 5)
+    assert paths.shape == (5, 3, 1) and bool(torch.isfinite(paths).all())

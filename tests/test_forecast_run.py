@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from bayesrnn.app.cli import main
 from tests.cli_helpers import cli
@@ -94,5 +95,50 @@ def test_a_csv_with_a_covariate(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["data"]["columns"] == ["units", "price"] and metrics["data"]["targets"] == 1
+    # the preset's data.lags=auto: lags 2, 3 and the 3-row season of i % 3 (m, m + 1 = 3, 4)
+    lags = ["units_lag2", "units_lag3", "units_lag4"]
+    assert metrics["data"]["columns"] == ["units", *lags, "price"]
+    assert metrics["data"]["targets"] == 1
     assert math.isfinite(metrics["test"]["crps"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--set", "data.lags=1,2"], "data.lags: every lag must lie in [2, 10000]"),
+        (["--set", "data.lags=2,2"], "data.lags: lags must be distinct"),
+        (["--set", "data.lags=[216]"], "lag 216 reaches back past the 216 training rows"),
+        (["--task", "lm", "--data", "embedded", "--set", "data.lags=2,3"], "need --task forecast"),
+    ],
+)
+def test_bad_lags_are_one_line_errors(extra, fragment, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--task", "forecast", "--data", "sunspots", "--out", str(out), *QUICK, *extra]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert fragment in err
+    assert not out.exists()
+
+
+def test_a_run_with_lags_forecasts_from_any_history_as_from_its_own(tmp_path):
+    """The run's stored scaling rebuilds the lag columns of a history given in the data's
+    units exactly as the corpus built them for training."""
+    import bayesrnn
+
+    out = tmp_path / "lagged"
+    argv = ["run", "--task", "forecast", "--data", "sunspots", "--out", str(out), *QUICK,
+            "--set", "data.lags=auto", "--set", "model.hidden_size=4",
+            "--set", "data.transform=sqrt", "--set", "evaluation.export=false"]  # fmt: skip
+    assert main(argv) == 0
+    run = bayesrnn.load_run(out)
+    assert run.series.lags == (2, 3, 11, 12) and run.series.covariates == ()  # read off data
+    assert run.series.columns[:3] == ("SUNACTIVITY", "SUNACTIVITY_lag2", "SUNACTIVITY_lag3")
+    assert run.model.lags == (2, 3, 11, 12) and run.model.input_size == 5
+    own = run.forecast(horizon=4, num_samples=50)
+    from bayesrnn.data.series import load_statsmodels_series
+
+    corpus = load_statsmodels_series("sunspots")
+    given = run.forecast(horizon=4, num_samples=50, history=corpus.observed(0, 309))
+    assert own.paths.shape == (50, 4, 1)
+    torch.testing.assert_close(own.paths, given.paths)
+    assert float(own.paths.min()) >= 0  # √ back-transformed: the data's units

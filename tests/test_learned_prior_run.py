@@ -41,7 +41,8 @@ def test_a_forecast_run_with_a_fitted_scale(scale, tmp_path, capsys):
     test = metrics["test"]
     assert math.isfinite(test["crps"]) and 0.0 <= test["coverage_90"] <= 1.0
     scales = metrics["model"]["prior_scales"]
-    assert len(scales) == 6 and all(0 < v < math.inf for v in scales.values())
+    # the LSTM's 4 sites, the decoder's 2 and the linear skip's weight
+    assert len(scales) == 7 and all(0 < v < math.inf for v in scales.values())
     tree = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
     try:
         names = set(tree["posterior"].data_vars)

@@ -44,7 +44,8 @@ def nuts_run(tmp_path_factory):
 def test_a_nuts_forecast_run_writes_mcmc_metrics(nuts_run):
     metrics = json.loads((nuts_run / "metrics.json").read_text())
     mcmc = metrics["mcmc"]
-    assert mcmc["draws"] == 8 and mcmc["num_chains"] == 2 and mcmc["weights"] == 46
+    # rows of the value and its 4 auto lags: LSTM 4·2·5 + 4·2·2 + 2·8, decoder 2·2 + 2, skip 5
+    assert mcmc["draws"] == 8 and mcmc["num_chains"] == 2 and mcmc["weights"] == 83
     assert math.isfinite(mcmc["rhat_max_predictive"]) and mcmc["rhat_max_predictive"] > 0.9
     assert 0 < mcmc["ess_min_predictive"] <= 8 * 4  # at most a few times the draws
     assert isinstance(mcmc["divergences"], int) and mcmc["divergences"] >= 0

@@ -101,7 +101,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="embedded (default, no download), ptb, ptb-char, polarity, or a path to a text "
         "file or a folder with train/valid/test files; forecasting: sunspots (default), co2, "
-        "or a CSV file with --set data.target=COLUMN",
+        "elnino, or a CSV file with --set data.target=COLUMN",
     )
     what.add_argument(
         "--data-dir",

@@ -15,7 +15,8 @@ from typing import Any
 from bayesrnn.app.config_checks import ConfigError, check_choice, check_optional_positive
 from bayesrnn.app.config_evaluation import EvaluationConfig
 from bayesrnn.app.config_limits import limit_violation
-from bayesrnn.data.transforms import TRANSFORMS
+from bayesrnn.data.lags import check_lags
+from bayesrnn.data.transforms import AUTO_TRANSFORM, TRANSFORMS
 from bayesrnn.inference.estimators.mixture_kl import check_quadrature_order
 from bayesrnn.inference.guides.ensemble import check_members
 from bayesrnn.inference.guides.mean_field import KL_ESTIMATORS, check_init_scale
@@ -30,7 +31,7 @@ TASK_MONITORS = {
     "classify": ("valid_accuracy", "valid_nll"),
     "forecast": ("valid_nll",),
 }
-SERIES_SOURCES = ("sunspots", "co2")  # statsmodels' bundled series (the timeseries extra)
+SERIES_SOURCES = ("sunspots", "co2", "elnino")  # statsmodels' bundled series (timeseries extra)
 DATA_SOURCES = ("embedded", "ptb", "ptb-char", "polarity", *SERIES_SOURCES)
 LIKELIHOODS = ("gaussian", "student_t")
 LEVELS = ("word", "char")
@@ -70,14 +71,18 @@ class DataConfig:
     folder holding ptb/, ptb_char/ or rt-polarity/; ``level``: word or char for embedded and
     text files; ``max_vocab``: vocabulary cap; ``split_seed``: the polarity split;
     ``max_examples``: keep the first N sentences of each polarity split (quick runs);
-    forecasting: ``source`` sunspots, co2 or a CSV file, ``target`` its column to forecast
+    forecasting: ``source`` sunspots, co2, elnino or a CSV file, ``target`` its column to forecast
     (CSV only; ``a,b`` for several), ``covariates`` further input columns (read lagged: row t
     informs row t + 1), ``future_covariates`` columns known in advance (calendar features,
     planned promotions: they enter at the row they apply to), ``time`` a column of times
     (for plots and outputs, not a feature), ``transform`` of the positive targets before
-    scaling (none, log, sqrt, boxcox with λ fitted on the training split), ``season`` the
-    period in rows of the seasonal baselines (none: inferred from dated times, weekly 52,
-    monthly 12, quarterly 4, daily 7, else 1).
+    scaling (none, log, sqrt, boxcox with λ fitted on the training split, or auto: √ for a
+    count-like series that never goes below 0 and comes near it), ``season`` the period in
+    rows of the seasonal baselines (none: inferred from dated times, weekly 52, monthly 12,
+    quarterly 4, daily 7, else 1), ``lags`` earlier
+    target values read as extra inputs (lag ℓ: the value ℓ steps before the one forecast; lag
+    1, the last value, is always read; e.g. ``2,3,11`` for two more years and the solar cycle;
+    ``auto``: 2, 3 and the season m, m + 1 read off the training split's autocorrelation).
     """
 
     source: str = "embedded"
@@ -92,10 +97,15 @@ class DataConfig:
     time: str | None = None
     transform: str = "none"
     season: int | None = None
+    lags: tuple[int, ...] | str = ()
 
     def __post_init__(self) -> None:
         check_choice("data.level", self.level, LEVELS)
-        check_choice("data.transform", self.transform, TRANSFORMS)
+        check_choice("data.transform", self.transform, (*TRANSFORMS, AUTO_TRANSFORM))
+        try:
+            check_lags(self.lags, allow_auto=True)
+        except ValueError as error:
+            raise ConfigError(f"data.lags: {error}") from None
         check_optional_positive("data.season", self.season)
         check_optional_positive("data.max_vocab", self.max_vocab)
         check_optional_positive("data.max_examples", self.max_examples)
@@ -120,7 +130,8 @@ class ModelConfig:
     sites kept as point estimates; ``init_range``: U(−r, r) initialisation, none for torch's;
     the rates from ``naive_dropout`` to ``weight_drop`` and ``mask_scope`` are
     :class:`bayesrnn.models.Regularisers`; ``pooling`` is the classifier's, ``likelihood``
-    (gaussian or student_t) and ``residual`` (forecast the change from the last row) the
+    (gaussian or student_t), ``residual`` (forecast the change from the last row) and
+    ``linear_skip`` (a linear autoregression on the input row beside the network) the
     forecaster's.
     """
 
@@ -133,6 +144,7 @@ class ModelConfig:
     pooling: str = "last"
     likelihood: str = "gaussian"
     residual: bool = False
+    linear_skip: bool = False
     prior: str = "scale_mixture"
     prior_scale: float | str = 1.0
     prior_hyper_shape: float = 1.0

@@ -93,7 +93,7 @@ class RunForecaster:
     def __call__(self, history: Tensor, horizon: int) -> Tensor:
         targets = history if history.dim() == 2 else history.unsqueeze(-1)
         length = targets.shape[0]
-        rows = self.scaling.scaled(targets.double())
+        rows = self.scaling.rows(targets.double())  # scaled, with the lag columns
         future = None
         if self.covariates is not None:
             known = self.covariates.shape[0]

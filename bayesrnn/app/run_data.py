@@ -69,6 +69,7 @@ def _series_info(corpus) -> dict | None:
         # a target value v the model sees is (g(x) − mean)/scale with g this transform
         "transform": corpus.transform.to_dict(),
         "future_covariates": list(corpus.future_columns),
+        "lags": list(getattr(corpus, "lags", ())),  # their columns follow the targets
     }
 
 
@@ -95,6 +96,13 @@ def _check_series(series: Any) -> None:
             raise ValueError(f"series.{name} is not one number per column")
     if not all(v > 0 for v in series["scale"]):
         raise ValueError("series.scale holds a value that is not positive")
+    lags = series.get("lags", [])
+    if (
+        not isinstance(lags, list)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in lags)
+        or targets * (1 + len(lags)) > len(columns)
+    ):
+        raise ValueError(f"series.lags is {lags!r}, not lags >= 2 whose columns the run has")
 
 
 def run_data_of(corpus, task: str) -> RunData:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from bayesrnn.app.run_dir import JobError
+from bayesrnn.data.lags import insert_lags
 from bayesrnn.data.transforms import SeriesTransform
 from bayesrnn.evaluation.forecast_paths import sample_paths
 from bayesrnn.evaluation.path_forecast import PathForecast
@@ -25,16 +26,20 @@ _HISTORY_SHOWN = 60  # observed values drawn before the fan
 
 
 class SeriesScaling:
-    """A run's columns (targets first), the transform g of its targets and the training mean
-    and scale: the model sees (g(x) − mean)/scale for a target, (x − mean)/scale for a
-    covariate."""
+    """A run's columns (targets first, then the lag columns of its ``lags``, then covariates),
+    the transform g of its targets and the training mean and scale: the model sees
+    (g(x) − mean)/scale for a target and its lags, (x − mean)/scale for a covariate."""
 
     def __init__(self, info: Mapping) -> None:
         self.columns = tuple(str(c) for c in info["columns"])
         self.targets = int(info["targets"])
+        self.lags = tuple(int(v) for v in info.get("lags", ()))
         self.mean = torch.tensor(info["mean"], dtype=torch.float64)
         self.scale = torch.tensor(info["scale"], dtype=torch.float64)
         self.transform = SeriesTransform.from_dict(info.get("transform"))
+        lagged = slice(self.targets, self.targets * (1 + len(self.lags)))
+        keep = [i for i in range(len(self.columns)) if not lagged.start <= i < lagged.stop]
+        self._data = torch.tensor(keep)  # the columns the data has (no lag columns)
 
     @classmethod
     def of_corpus(cls, corpus) -> SeriesScaling:
@@ -46,21 +51,34 @@ class SeriesScaling:
                 "mean": [float(v) for v in corpus.mean],
                 "scale": [float(v) for v in corpus.scale],
                 "transform": None if transform is None else transform.to_dict(),
+                "lags": list(getattr(corpus, "lags", ())),
             }
         )
 
     @property
+    def data_columns(self) -> tuple[str, ...]:
+        """The columns a history in the data's units has: targets, then covariates."""
+        return tuple(self.columns[i] for i in self._data.tolist())
+
+    @property
     def covariates(self) -> tuple[str, ...]:
-        return self.columns[self.targets :]
+        return self.data_columns[self.targets :]
 
     def scaled(self, values: Tensor, first: int = 0) -> Tensor:
-        """Raw values of columns ``first`` … in the model's units."""
+        """Raw values of data columns ``first`` … (see :attr:`data_columns`) in the model's
+        units."""
         width = values.shape[-1]
         targets = max(0, min(width, self.targets - first))  # target columns in this slice
         if targets and self.transform.kind != "none":
             values = values.double().clone()
             values[..., :targets] = self.transform.forward(values[..., :targets])
-        return (values - self.mean[first : first + width]) / self.scale[first : first + width]
+        columns = self._data[first : first + width]
+        return (values - self.mean[columns]) / self.scale[columns]
+
+    def rows(self, values: Tensor) -> Tensor:
+        """A history in the data's units (N, data columns) as the model's rows: scaled, with
+        the lag columns of its targets."""
+        return insert_lags(self.scaled(values), self.targets, self.lags)
 
     def raw(self, values: Tensor) -> Tensor:
         """Scaled target values back in the data's units."""
@@ -125,8 +143,18 @@ def _run_history(run, scaling: SeriesScaling) -> tuple[Tensor, np.ndarray]:
             f"the data {run.config.data.source!r} now differs from the series {run.path} was "
             "trained on (other columns or training statistics); give the history yourself"
         )
-    full = corpus.full().double() * corpus.scale.double() + corpus.mean.double()
-    return full, corpus.full_times()
+    full = corpus.full().double()
+    first = scaling.targets * (1 + len(scaling.lags))  # the covariates follow the lag columns
+    covariates = full[:, first:] * corpus.scale[first:] + corpus.mean[first:]
+    targets = corpus.observed(0, full.shape[0])  # as read: no transform, no lag columns
+    return torch.cat([targets, covariates], -1), corpus.full_times()
+
+
+def _checked_rows(scaling, raw: Tensor) -> Tensor:
+    """A history's model rows (scaled, with its lag columns), after checking that every scaled
+    value fits float32."""
+    _in_float32(scaling.scaled(raw), scaling.columns, "history")
+    return scaling.rows(raw).float()
 
 
 def _in_float32(scaled: Tensor, columns: tuple[str, ...], what: str) -> Tensor:
@@ -157,7 +185,7 @@ def forecast_run(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     scaling: SeriesScaling = run.series
-    width = len(scaling.columns)
+    width = len(scaling.data_columns)
     if history is None:
         raw, times = _run_history(run, scaling)
         future = next_times(times, horizon)
@@ -187,7 +215,7 @@ def forecast_run(
     paths = sample_paths(
         run.model,
         run.guide,
-        _in_float32(scaling.scaled(raw), scaling.columns, "history"),
+        _checked_rows(scaling, raw),
         horizon,
         num_samples,
         covariates=scaled_covariates,

@@ -38,6 +38,7 @@ from bayesrnn.data import (
     reencode_corpus,
     rescale_series,
 )
+from bayesrnn.data.lags import with_lags
 from bayesrnn.inference import load_checkpoint, make_guide
 from bayesrnn.inference.mcmc import check_nuts_size
 from bayesrnn.inference.runtime.distributed import current_ranks
@@ -134,11 +135,24 @@ def _load_series(config: RunConfig):
         raise ConfigError(f"--data {data.source}: {error}") from None
 
 
+def _with_lags(corpus, lags: tuple[int, ...] | str):
+    """The series with its lag columns; a lag the training split cannot show is an error."""
+    rows = corpus.sizes()["train"]
+    if lags != "auto" and lags and max(lags) >= rows:
+        raise ConfigError(
+            f"data.lags: lag {max(lags)} reaches back past the {rows} training rows of "
+            f"{corpus.name!r}; use lags below {rows}"
+        )
+    return with_lags(corpus, lags)
+
+
 def load_data(config: RunConfig):
     """The corpus named by ``config.data`` for ``config.task`` (a series for forecasting)."""
     data, source = config.data, config.data.source
     if config.task == "forecast":
-        return _load_series(config)
+        return _with_lags(_load_series(config), data.lags)
+    if data.lags:
+        raise ConfigError("data.lags are lagged values of a series: they need --task forecast")
     if source in SERIES_SOURCES:
         raise ConfigError(f"{source} is a real-valued series: add --task forecast")
     if config.task == "classify":
@@ -211,8 +225,10 @@ def build_model(config: RunConfig, size: int, outputs: int | None) -> torch.nn.M
             m.num_layers,
             m.cell,
             output_size=outputs,
+            lags=config.data.lags,
             likelihood=m.likelihood,
             residual=m.residual,
+            linear_skip=m.linear_skip,
             prior=options["prior"],
             deterministic=options["deterministic"],
             regularisers=options["regularisers"],
@@ -356,6 +372,10 @@ def setup(
     if series is not None and config.task == "forecast":
         corpus = rescale_series(corpus, series)
     log(f"data: {getattr(corpus, 'name', config.data.source)} {corpus.sizes()}")
+    if config.data.lags == "auto":  # the lags read off the data, written as the config's own
+        lags = tuple(getattr(corpus, "lags", ()))
+        log(f"data.lags=auto: lags {list(lags)}")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, lags=lags))
     config = fit_windows(config, corpus, log)
     model, guide = build(config, *model_sizes(corpus, config.task), training=training)
     return Setup(config, corpus, model, guide)

@@ -335,6 +335,9 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
     else:
         if saved.series is not None:
             sizes = (len(saved.series["columns"]), saved.series["targets"])
+            # data.lags=auto was read off the data: the lags it chose are the stored ones
+            lags = tuple(saved.series.get("lags", ()))
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, lags=lags))
         else:
             sizes = (len(saved.vocabulary), saved.n_classes)
         model, guide = build(config, *sizes, training=False)

@@ -12,10 +12,10 @@ planned promotion) is moved up one row, so that row t carries row t + 1's value 
 at the step it applies to (the last row, whose successor is unknown, repeats its own value).
 Positive targets may be transformed first (log, √, Box-Cox: :mod:`bayesrnn.data.transforms`).
 
-Loaders: :func:`load_statsmodels_series` (``"sunspots"``, ``"co2"``: data that ship with
-statsmodels, no download; needs the ``timeseries`` extra) and :func:`load_csv_series` (any CSV
-through pandas). Bad data is a :class:`~bayesrnn.data.checksums.DataError` with a one-line
-message.
+Loaders: :func:`load_statsmodels_series` (``"sunspots"``, ``"co2"``, ``"elnino"``: data that
+ship with statsmodels, no download; needs the ``timeseries`` extra) and
+:func:`load_csv_series` (any CSV through pandas). Bad data is a
+:class:`~bayesrnn.data.checksums.DataError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from torch import Tensor
 
 from bayesrnn.data.checksums import DataError, DataNotFoundError
 from bayesrnn.data.series_csv import csv_values, read_csv_table
-from bayesrnn.data.transforms import SeriesTransform, TargetUnits, check_domain
+from bayesrnn.data.transforms import (
+    AUTO_TRANSFORM,
+    SeriesTransform,
+    TargetUnits,
+    auto_transform,
+    check_domain,
+)
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -51,7 +57,7 @@ MIN_SPLIT_ROWS = 2  # one row to predict from and one to predict, in every split
 # The largest magnitude a series value may have: the training statistics square the values,
 # and (1e150)² summed over up to 1e8 rows stays below float64's 1.8e308.
 MAX_MAGNITUDE = 1e150
-STATSMODELS_SERIES = ("sunspots", "co2")
+STATSMODELS_SERIES = ("sunspots", "co2", "elnino")
 _EXTRA_HINT = "install the timeseries extra: pip install 'bayesrnn[timeseries]'"
 
 
@@ -66,6 +72,7 @@ class SeriesCorpus:
     ``transform``: g applied to the target columns before scaling; ``future``: how many of the
     last columns are covariates known in advance (moved up one row); ``raw_targets``: the
     target values as read, all rows (the observations scored, free of float32 round trips).
+    ``lags``: the lags whose columns follow the targets (:func:`bayesrnn.data.lags.with_lags`).
     A scaled target value v is ``(g(raw) − mean) / scale``, a covariate's
     ``(raw − mean) / scale``.
     """
@@ -82,6 +89,7 @@ class SeriesCorpus:
     transform: SeriesTransform = field(default_factory=SeriesTransform)
     future: int = 0
     raw_targets: Tensor | None = None  # (N, targets) float64, the data's own target values
+    lags: tuple[int, ...] = ()  # lag columns right after the targets (bayesrnn.data.lags)
 
     def __post_init__(self) -> None:
         features = len(self.columns)
@@ -96,8 +104,11 @@ class SeriesCorpus:
         for name in ("mean", "scale"):
             if tuple(getattr(self, name).shape) != (features,):
                 raise ValueError(f"SeriesCorpus.{name} must have shape ({features},)")
-        if not 0 <= self.future <= features - self.targets:
-            raise ValueError(f"future must lie in [0, {features - self.targets}]")
+        lagged = self.targets * (1 + len(self.lags))
+        if lagged > features:
+            raise ValueError(f"{len(self.lags)} lags of {self.targets} targets need more columns")
+        if not 0 <= self.future <= features - lagged:
+            raise ValueError(f"future must lie in [0, {features - lagged}]")
         rows = sum(getattr(self, split).shape[0] for split in SPLITS)
         if self.raw_targets is not None and tuple(self.raw_targets.shape) != (rows, self.targets):
             raise ValueError(f"SeriesCorpus.raw_targets must have shape ({rows}, {self.targets})")
@@ -273,7 +284,8 @@ def split_series(
     The first ``targets`` columns are the forecast targets. Train gets ``floor(f_train·N)``
     rows, valid ``floor(f_valid·N)``, test the rest; each split needs at least
     :data:`MIN_SPLIT_ROWS` rows. ``times`` (N,) defaults to the row numbers. ``transform``
-    (none, log, sqrt, boxcox) is applied to the targets, its λ fitted on train; the last
+    (none, log, sqrt, boxcox, or auto: :func:`~bayesrnn.data.transforms.auto_transform`) is
+    applied to the targets, its λ fitted on train; the last
     ``future`` columns are covariates known in advance, moved up one row.
     """
     columns = tuple(str(c) for c in columns)
@@ -311,6 +323,8 @@ def split_series(
     stamps = np.arange(total) if times is None else np.asarray(times)
     if stamps.shape != (total,):
         raise ValueError(f"times must have one entry per row ({total}), got {stamps.shape}")
+    if transform == AUTO_TRANSFORM:
+        transform = auto_transform(array[:, :targets], n_train)
     check_domain(transform, array[:, :targets], columns[:targets])
     _check_varies(array, columns, targets, n_train)
     raw = array
@@ -363,6 +377,8 @@ def load_statsmodels_series(
       weeks; ``times`` are the dates. The 59 weeks without a measurement are **filled by linear
       interpolation** between the nearest measured weeks (the weeks are evenly spaced, so in
       time as in position).
+    - ``"elnino"``: monthly sea surface temperature of the El Niño region (°C), January 1950
+      to December 2010, 732 months; ``times`` are the first days of the months.
 
     ``transform``: see :func:`split_series`. Needs statsmodels (the ``timeseries`` extra),
     imported only when called.
@@ -378,6 +394,13 @@ def load_statsmodels_series(
         values = frame["SUNACTIVITY"].to_numpy(dtype=np.float64)
         times = frame["YEAR"].to_numpy().astype(np.int64)
         column = "SUNACTIVITY"
+    elif name == "elnino":
+        frame = datasets.elnino.load_pandas().data
+        values = frame.drop(columns="YEAR").to_numpy(dtype=np.float64).reshape(-1)
+        first = f"{int(frame['YEAR'].iloc[0])}-01"
+        times = np.arange(np.datetime64(first), np.datetime64(first) + values.shape[0])
+        times = times.astype("datetime64[D]")
+        column = "temperature"
     else:
         frame = datasets.co2.load_pandas().data
         values = frame["co2"].interpolate(method="linear").to_numpy(dtype=np.float64)

@@ -26,9 +26,30 @@ from torch import Tensor
 
 from bayesrnn.data.checksums import DataError
 
-__all__ = ["TRANSFORMS", "SeriesTransform", "TargetUnits", "check_domain"]
+__all__ = [
+    "AUTO_TRANSFORM",
+    "TRANSFORMS",
+    "SeriesTransform",
+    "TargetUnits",
+    "auto_transform",
+    "check_domain",
+]
 
 TRANSFORMS = ("none", "log", "sqrt", "boxcox")
+AUTO_TRANSFORM = "auto"  # chosen from the data by auto_transform
+
+
+def auto_transform(values: np.ndarray, train_rows: int) -> str:
+    """What ``data.transform=auto`` picks for target values (N, D): √ for a count-like series,
+    one never negative whose training values come within one standard deviation of 0 (sunspots:
+    lowest 0, sd 38), where the spread grows with the level and a Gaussian on the raw values
+    puts mass below 0; ``none`` for anything else (co2: lowest 313 ppm, sd 10)."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    train = values[:train_rows]
+    near_zero = train.min(0) < train.std(0)
+    return "sqrt" if bool((values >= 0).all() and near_zero.all()) else "none"
+
+
 _FLOOR = 1e-12  # the inverse Box-Cox base (λt + 1) and √x are clamped at 0 from below
 
 

@@ -40,12 +40,8 @@ from torch import Tensor
 
 from bayesrnn.evaluation.forecast import series_inputs
 from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
-from bayesrnn.inference.prediction.mc_draws import is_mean_field
-from bayesrnn.inference.prediction.predictive import (
-    draws_share_weights,
-    module_device,
-    sample_weights,
-)
+from bayesrnn.inference.mc_draws import is_mean_field
+from bayesrnn.inference.predictive import draws_share_weights, module_device, sample_weights
 from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout
 from bayesrnn.models.rnn import BayesianRNNBase
@@ -75,9 +71,13 @@ def _check_history(model, history: object) -> Tensor:
     return history
 
 
+def _lags(model) -> tuple[int, ...]:
+    return tuple(getattr(model, "lags", ()))
+
+
 def _check_covariates(model, covariates: object, horizon: int) -> Tensor | None:
     """The (H, C) covariate rows of the forecast steps, or None for a model without any."""
-    extra = model.input_size - model.output_size
+    extra = model.input_size - model.output_size * (1 + len(_lags(model)))
     if extra == 0:
         if covariates is not None:
             raise ValueError("the model reads no covariates; leave covariates out")
@@ -201,16 +201,33 @@ def _advance(run, rows: Tensor, state, paths: int, per_draw: bool, batch_first: 
     return _last_step(forecast, batch_first, paths), state
 
 
-def _rollout(run, last: Forecast, state, covariates, horizon, paths, per_draw, batch_first):
+def _recent_targets(model, history: Tensor, paths: int) -> Tensor | None:
+    """(paths, T, D): the history's last targets, as far back as the model's longest lag
+    reaches (None without lags); each path extends its copy with its own values."""
+    lags = _lags(model)
+    if not lags:
+        return None
+    return history[-max(lags) :, : model.output_size].expand(paths, -1, -1)
+
+
+def _rollout(
+    run, last: Forecast, state, covariates, horizon, paths, per_draw, batch_first, past, lags
+):
     """Sample H steps from the forecast ``last`` (paths, D) and ``state``, each fed back as
-    the next input: (paths, H, D). ``state`` itself is left as it was."""
+    the next input (with its lag columns built from ``past``, the path's recent targets):
+    (paths, H, D). ``state`` itself is left as it was."""
     sampled = []
     for h in range(horizon):
         y = last.distribution().sample()  # (paths, D)
         sampled.append(y)
         if h == horizon - 1:
             break
-        row = y if covariates is None else torch.cat([y, covariates[h].expand(paths, -1)], -1)
+        row = y
+        if lags:  # lag ℓ of the next forecast: the path's value ℓ − 1 rows before y
+            past = torch.cat([past, y.unsqueeze(1)], 1)
+            row = torch.cat([y, *(_lagged(past, lag) for lag in lags)], -1)
+        if covariates is not None:
+            row = torch.cat([row, covariates[h].expand(paths, -1)], -1)
         if per_draw and paths > 1:
             step = row.reshape(paths, 1, 1, -1)  # (draws, T=1, B=1, F): either layout
         elif per_draw:  # one draw is no draw dim (the layers trim it): one sequence
@@ -222,12 +239,21 @@ def _rollout(run, last: Forecast, state, covariates, horizon, paths, per_draw, b
     return torch.stack(sampled, 1)
 
 
+def _lagged(past: Tensor, lag: int) -> Tensor:
+    """(paths, D) values ``lag`` − 1 rows before the last of ``past`` (paths, T, D); its first
+    row when the series is shorter, as :func:`bayesrnn.data.lags.lag_columns` pads."""
+    return past[:, max(0, past.shape[1] - lag), :]
+
+
 def _run_paths(model, weights, history, covariates, horizon, paths, per_draw) -> Tensor:
     """Paths of one batch: (paths, H, D)."""
     d, batch_first = model.output_size, bool(getattr(model, "batch_first", False))
     run = poutine.condition(model, data=weights)
     last, state = _advance(run, history, None, paths, per_draw, batch_first)
-    paths_ = _rollout(run, last, state, covariates, horizon, paths, per_draw, batch_first)
+    past = _recent_targets(model, history, paths)
+    paths_ = _rollout(
+        run, last, state, covariates, horizon, paths, per_draw, batch_first, past, _lags(model)
+    )
     return paths_.reshape(paths, horizon, d)
 
 
@@ -244,7 +270,9 @@ def sample_paths(
     ``history`` (N, F) holds the model's (scaled) rows, targets first then covariates, N ≥ 2;
     the paths continue it from its last row. A model that reads covariates (F > D) needs
     ``covariates`` (H, F − D) in the same units: row h is read with the path's value of step h
-    to forecast step h + 1 (so the last row is not read). Values are in the model's units.
+    to forecast step h + 1 (so the last row is not read). A model with lags (``model.lags``)
+    reads their columns right after the targets: the history carries them, and each path
+    builds them from its own values. Values are in the model's units.
     Each path draws its weights once (see the module notes for each guide) and feeds its own
     samples back; torch's global generator drives every draw, so seed it to repeat paths.
     """
@@ -367,7 +395,8 @@ class PathSampler:
                         )
                     sampled = _rollout(
                         run, part["last"], part["state"], covariates, horizon, paths,
-                        per_draw, batch_first,
+                        per_draw, batch_first, _recent_targets(model, history, paths),
+                        _lags(model),
                     )  # fmt: skip
                 out.append(sampled.reshape(paths, horizon, model.output_size))
         self._read = history.clone()

@@ -18,6 +18,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from bayesrnn.data.lags import check_lags
 from bayesrnn.models.bayesian import PriorSpec, bayesianize
 from bayesrnn.models.layers import Linear
 from bayesrnn.models.likelihood import recording
@@ -177,6 +178,15 @@ class SequenceRegressor(PyroModule):
     act in the RNN as in the other models; Gal's guide drives them. ``residual=True`` adds the
     current row's targets to ``loc``: the network forecasts the change, so a series that leaves
     its training range (a trend) stays within reach of a bounded network.
+
+    ``linear_skip=True`` adds a linear autoregression to ``loc``: ``skip.weight`` (D, F), a
+    weight site like the others (started at 0), times the input row (targets, lags,
+    covariates), beside the network; with lags it holds a linear AR model, whose multi-step
+    forecasts stay stable where the network's own feedback may drift.
+
+    ``lags``: the lags whose columns follow the targets in each row (see
+    :mod:`bayesrnn.data.lags`); the forward pass reads them as any other input, and
+    :func:`bayesrnn.evaluation.sample_paths` builds them from a path's own earlier values.
     """
 
     def __init__(
@@ -195,6 +205,8 @@ class SequenceRegressor(PyroModule):
         init_range: float | None = None,
         min_scale: float = 1e-3,
         residual: bool = False,
+        lags: Iterable[int] = (),
+        linear_skip: bool = False,
     ) -> None:
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
@@ -205,6 +217,12 @@ class SequenceRegressor(PyroModule):
                 f"output_size ({output_size}) exceeds input_size ({input_size}): the targets are "
                 "the first output_size columns of each row"
             )
+        lags = check_lags(tuple(lags))
+        if output_size * (1 + len(lags)) > input_size:
+            raise ValueError(
+                f"{len(lags)} lags of {output_size} target(s) need input_size >= "
+                f"{output_size * (1 + len(lags))}, got {input_size}"
+            )
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if not (isinstance(min_scale, int | float) and min_scale > 0 and math.isfinite(min_scale)):
@@ -213,7 +231,12 @@ class SequenceRegressor(PyroModule):
         self.mc_dropout = False
         self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, regularisers)
         self.decoder = Linear(hidden_size, 2 * output_size)
+        if linear_skip:
+            self.skip = Linear(input_size, output_size, bias=False)
         reinitialise(self, init_range)
+        if linear_skip:  # starts as no autoregression at all, the prior's mean
+            with torch.no_grad():
+                self.skip.weight.zero_()
         self.init_range = init_range  # how the weights were drawn: ensemble members redraw them
         if prior is not None:
             bayesianize(self, prior, deterministic)
@@ -229,6 +252,8 @@ class SequenceRegressor(PyroModule):
         self.batch_first = bool(batch_first)
         self.min_scale = float(min_scale)
         self.residual = bool(residual)
+        self.lags = lags
+        self.linear_skip = bool(linear_skip)
 
     @property
     def regularisers(self) -> Regularisers:
@@ -265,6 +290,8 @@ class SequenceRegressor(PyroModule):
         raw = self.decoder(output)
         if draws:  # (*draws, T, B, 2D) → left of the model's plates, where Pyro put the draws
             raw = raw.reshape(*lead, *raw.shape[-3:])
+        if self.linear_skip:
+            raw = self._add_skip(raw, x, draws, lead)
         forecast = self._head(raw)
         if self.residual:  # the network predicts the change from the current row's targets
             forecast = Forecast(
@@ -276,6 +303,18 @@ class SequenceRegressor(PyroModule):
         elif recording():  # Predictive and traces: the next rows are sampled at ``obs``
             observe_values(forecast, None, batch_dim)
         return forecast, state
+
+    def _add_skip(self, raw: Tensor, x: Tensor, draws, lead) -> Tensor:
+        """``raw`` with the linear autoregression W·row added to its location half."""
+        if draws and x.dim() == 3:  # one input shared by every draw
+            x = x.expand(*draws, *x.shape)
+        skip = self.skip(x)
+        if self.batch_first:
+            skip = skip.transpose(-3, -2)
+        if draws:
+            skip = skip.reshape(*lead, *skip.shape[-3:])
+        d = self.output_size
+        return torch.cat([raw[..., :d] + skip, raw[..., d:].expand_as(skip)], -1)
 
     def _head(self, raw: Tensor) -> Forecast:
         d = self.output_size

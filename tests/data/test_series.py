@@ -178,3 +178,34 @@ def test_a_time_column_of_neither_numbers_nor_dates_is_a_data_error(tmp_path):
     path.write_text("when,y\n" + "".join(f"day {i},{i}\n" for i in range(20)))
     with pytest.raises(DataError, match=r"odd.csv: time column 'when' holds neither numbers"):
         load_csv_series(path, "y", time="when")
+
+
+def test_the_auto_transform_takes_the_root_of_count_like_series_only():
+    from bayesrnn.data.transforms import auto_transform
+
+    counts = np.array([0.0, 5.0, 40.0, 90.0, 3.0, 60.0, 10.0, 0.0])  # lowest 0 < sd
+    assert auto_transform(counts, 6) == "sqrt"
+    level = counts + 300.0  # the same spread far from 0: lowest 300 > sd
+    assert auto_transform(level, 6) == "none"
+    assert auto_transform(counts - 1.0, 6) == "none"  # a value below 0: no root
+    # a later negative value rules the root out as well (it would have no inverse there)
+    assert auto_transform(np.append(counts[:6], [-1.0, 2.0]), 6) == "none"
+    corpus = split_series(counts, ["y"], transform="auto", fractions=(0.5, 0.25, 0.25))
+    assert corpus.transform.kind == "sqrt"
+    expected = (np.sqrt(counts) - np.sqrt(counts[:4]).mean()) / np.sqrt(counts[:4]).std()
+    np.testing.assert_allclose(corpus.full()[:, 0].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_elnino_is_read_month_by_month():
+    pytest.importorskip("statsmodels", reason="the timeseries extra (statsmodels) is not installed")
+    from statsmodels import datasets
+
+    frame = datasets.elnino.load_pandas().data
+    corpus = load_statsmodels_series("elnino")
+    assert sum(corpus.sizes().values()) == 61 * 12 and corpus.columns == ("temperature",)
+    values = corpus.observed(0, 24)[:, 0].numpy()
+    # January to December of 1950, then of 1951: the table's rows one after the other
+    np.testing.assert_array_equal(values[:12], frame.iloc[0, 1:].to_numpy(dtype=float))
+    np.testing.assert_array_equal(values[12:], frame.iloc[1, 1:].to_numpy(dtype=float))
+    times = corpus.full_times()
+    assert str(times[0]) == "1950-01-01" and str(times[13]) == "1951-02-01"
