@@ -40,8 +40,12 @@ from torch import Tensor
 
 from bayesrnn.evaluation.forecast import series_inputs
 from bayesrnn.inference.guides.ensemble import EnsembleGuide, check_member_draws
-from bayesrnn.inference.mc_draws import is_mean_field
-from bayesrnn.inference.predictive import draws_share_weights, module_device, sample_weights
+from bayesrnn.inference.prediction.mc_draws import is_mean_field
+from bayesrnn.inference.prediction.predictive import (
+    draws_share_weights,
+    module_device,
+    sample_weights,
+)
 from bayesrnn.models.regressor import Forecast
 from bayesrnn.models.regularisers import mc_dropout
 from bayesrnn.models.rnn import BayesianRNNBase
