@@ -11,7 +11,7 @@ import torch
 
 import bayesrnn
 from bayesrnn.app.backtest_plan import infer_season
-from bayesrnn.app.forecast_backtest import RunForecaster, run_corpus
+from bayesrnn.app.forecast_backtest import RunForecaster, recorded_covariates, run_corpus
 from bayesrnn.app.run_draws import QUANTILES_PER_DRAW, transformed_draws
 from bayesrnn.app.run_forecast import SeriesScaling
 from bayesrnn.app.setup import seed_everything
@@ -103,10 +103,9 @@ def test_the_summary_ranks_the_network_and_names_the_season(monthly, capsys):
 
 
 def _forecaster(run, corpus, seed=7):
-    d = corpus.targets
-    return RunForecaster(
-        run.model, run.guide, SeriesScaling.of_corpus(corpus), 16, corpus.full()[:, d:], seed
-    )
+    scaling = SeriesScaling.of_corpus(corpus)
+    covariates = recorded_covariates(corpus, scaling)
+    return RunForecaster(run.model, run.guide, scaling, 16, covariates, seed)
 
 
 def test_the_network_never_sees_the_rows_after_an_origin(monthly):
@@ -150,8 +149,9 @@ def test_a_carried_state_gives_the_paths_of_the_whole_history(monthly, tmp_path,
         args = run_args(csv, out, "--set", f"guide.name={guide}", *extra)
         assert bayesrnn.app.cli.main(["train", *args[1:]]) == 0
         run = bayesrnn.load_run(out)
-    rows = run_corpus(run).full()
-    covariates = rows[:, 1:]
+    corpus = run_corpus(run)
+    rows = corpus.full()  # targets, their lag columns, covariates
+    covariates = recorded_covariates(corpus, SeriesScaling.of_corpus(corpus))
     carried, fresh = PathSampler(run.model, run.guide, 8), PathSampler(run.model, run.guide, 8)
     seed_everything(3)
     carried(rows[:90], 3, covariates[90:93])

@@ -47,6 +47,7 @@ __all__ = [
     "baseline_forecasters",
     "chosen_baselines",
     "horizon_backtest",
+    "recorded_covariates",
     "run_corpus",
 ]
 
@@ -58,6 +59,15 @@ _SELECTION_SHARE = 0.8  # without a validation split, the trend is chosen on the
 # Seasonal ARIMA fits are slow: its 18 orders took 17 s on 84 monthly rows with season 12 and
 # ~30 s each on co2's weekly rows with season 52, against 2 s in all without a season (sunspots)
 AUTO_ARIMA_SEASON = 1
+
+
+def recorded_covariates(corpus, scaling: SeriesScaling, end: int | None = None) -> Tensor | None:
+    """The covariate columns of the corpus's first ``end`` rows (model units), None without
+    any. The rows hold the targets, their lag columns, then the covariates: the paths rebuild
+    the lags from their own values, so only the covariates are read as recorded."""
+    full = corpus.full()[:end]
+    first = corpus.targets * (1 + len(scaling.lags))
+    return full[:, first:] if full.shape[1] > first else None
 
 
 class RunForecaster:
@@ -202,10 +212,9 @@ def horizon_backtest(
     """
     ev = config.evaluation
     plan = plan or backtest_plan(config, corpus)
-    d = corpus.targets
     series = corpus.observed(0, plan.end)  # (N, D) targets in the data's units
-    full = corpus.full()[: plan.end]
-    covariates = full[:, d:] if full.shape[1] > d else None
+    scaling = SeriesScaling.of_corpus(corpus)
+    covariates = recorded_covariates(corpus, scaling, plan.end)
     selection = (
         corpus.sizes()["train"]
         if ev.split == "test"
@@ -221,7 +230,7 @@ def horizon_backtest(
     network = RunForecaster(
         model,
         guide,
-        SeriesScaling.of_corpus(corpus),
+        scaling,
         ev.backtest_samples,
         covariates,
         seed=config.trainer.seed + 2,
