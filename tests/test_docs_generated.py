@@ -47,8 +47,8 @@ def test_config_page_lists_every_key_with_its_default_and_limit():
         for field in dataclasses.fields(getattr(config, section)):
             row = rows[f"`{section}.{field.name}`"]
             assert bayesrnn_docgen._code(getattr(getattr(config, section), field.name)) in row
-    low, high = LIMITS["model.hidden_size"]
-    assert f"{low:g} … {high:g}" in rows["`model.hidden_size`"]
+    assert f"`{LIMITS['model.hidden_size']}`" in rows["`model.hidden_size`"]
+    assert "`(0, 1)`" in rows["`guide.target_accept`"]  # open ends are shown as such
     assert "`128`" in rows["`model.hidden_size`"]  # the default, as RunConfig() has it
 
 

@@ -132,7 +132,7 @@ def config_markdown() -> str:
         lines += ["| key | type | default | allowed range |", "|---|---|---|---|"]
         for key in dataclasses.fields(section):
             limit = LIMITS.get(f"{field.name}.{key.name}")
-            shown = f"{limit[0]:g} … {limit[1]:g}" if limit else ""
+            shown = f"`{limit}`" if limit else ""  # [a, b], ( for an open end
             value = getattr(section, key.name)
             lines.append(
                 f"| `{field.name}.{key.name}` | {_cell(_type_name(key.type))} "
