@@ -76,6 +76,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, str):  # "0,0.5,0.9" from the command line
             inner = value.strip().removeprefix("[").removesuffix("]")  # [a,b] unquoted, or a,b
             value = [_toml_scalar(v.strip()) for v in inner.split(",") if v.strip()]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # one number: a list of one (--set data.lags=11)
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(_coerce(v, item, key) for v in value)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
+from bayesrnn.data.lags import MAX_LAG
+
 if TYPE_CHECKING:
     from bayesrnn.app.config import RunConfig
 
@@ -57,6 +59,7 @@ LIMITS: dict[str, Bound] = {
     "data.max_vocab": Bound(1, 100_000_000),
     "data.split_seed": _SEED,
     "data.max_examples": _COUNT,
+    "data.lags": Bound(2, MAX_LAG),  # each lag (lag 1, the last value, is always read)
     "model.embedding_size": _SIZE,
     "model.hidden_size": _SIZE,
     "model.num_layers": Bound(1, 64),
