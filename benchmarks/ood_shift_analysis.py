@@ -4,9 +4,13 @@ method, the AUROC of each sentence-level score without the length normalisation,
 the scored length alone, and within PTB each score's Spearman correlation with the sentence's
 mean predictive entropy and observed NLL (does a score follow how broad or how surprised the
 model is, rather than how much its draws disagree?), and within each text each score's
-correlation with the sentence's ``<unk>`` share (does it count unknown words?).
+correlation with the sentence's ``<unk>`` share (does it count unknown words?); each score's
+AUROC against only the foreign sentences free of ``<unk>``, and the AUROC of the next-token MI
+divided by the entropy and of the observed token reverse MI divided by the observed NLL (does
+the disagreement grow faster than the surprise?).
 
-Run after ``ood_shift.py``: ``.venv/bin/python benchmarks/ood_shift_analysis.py``
+Run after ``ood_shift.py``: ``.venv/bin/python benchmarks/ood_shift_analysis.py`` (character
+level: ``--work ~/.cache/bayesrnn-ood-shift-char --out benchmarks/results/ood-shift/char``)
 """
 
 from __future__ import annotations
@@ -54,6 +58,20 @@ def analyse(saved: dict) -> dict:
             }
             for name in names
         }
+    if "unk_share" in outside:
+        clean = outside["unk_share"] == 0
+        out["foreign_sentences_without_unk"] = int(clean.sum())
+        out["auroc_foreign_without_unk"] = {
+            name: auroc(inside[name], outside[name][clean]) if clean.any() else None
+            for name in names
+        }
+    for top, bottom in (
+        ("mutual_information", "predictive_entropy"),
+        ("observed_token_rmi", "observed_nll"),
+    ):
+        out[f"auroc_{top}_over_{bottom}"] = auroc(
+            inside[top] / inside[bottom], outside[top] / outside[bottom]
+        )
     out["spearman_in_ptb"] = {
         name: {
             "with_entropy": spearman(inside[name], inside["predictive_entropy"]),

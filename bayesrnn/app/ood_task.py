@@ -10,6 +10,9 @@ baseline a model's uncertainty has to beat). A language model's predictions that
 ``evaluation.mc_samples`` draws, in a pass of their own (each draw kept for the whole text, so
 that sentence-level scores compare whole sentences under one network); see
 :mod:`bayesrnn.evaluation.sentence_ood` for the scores.
+A vocabulary without ``<unk>`` (PTB at character level) cannot read a symbol it never saw: such
+symbols are removed from both texts before scoring (a word of them alone goes with its ``_``
+boundary) and their share is reported as ``unseen_removed``, a separate signal of its own.
 Fortunato's reversed test text is a separate comparison (``evaluation.reversed_text``), reported
 under the split's ``"reversed"`` key whether or not FILE is given.
 """
@@ -31,7 +34,7 @@ from bayesrnn.app.setup import Setup, padding_id, seed_everything
 from bayesrnn.data import Vocabulary, tokenize_text
 from bayesrnn.data.checksums import DataError
 from bayesrnn.data.input_files import read_input_bytes
-from bayesrnn.data.tokenizers import TOKENIZERS
+from bayesrnn.data.tokenizers import SPACE_SYMBOL, TOKENIZERS
 from bayesrnn.evaluation import plot_entropy_histograms
 from bayesrnn.evaluation.ood import ood_report
 from bayesrnn.evaluation.sentence_ood import (
@@ -90,6 +93,7 @@ class OODText:
     words: int
     unk_rate: float
     stream: Tensor | None = field(default=None, repr=False)
+    unseen_removed: float = 0.0  # share of tokens removed: unseen, and no <unk> to read them as
     sequences: list[Tensor] | None = field(default=None, repr=False)
 
 
@@ -116,7 +120,10 @@ def encode_ood_text(
     lines = tokenize_text(text, tokenizer)
     if not lines:
         raise JobError(f"{name}: the text is empty (no non-blank line)")
-    if max(len(line) for line in lines) < MIN_WORDS:
+    unseen = 0.0
+    if vocabulary.unk_id is None:
+        lines, unseen = drop_unseen(lines, vocabulary)
+    if max((len(line) for line in lines), default=0) < MIN_WORDS:
         raise JobError(
             f"{name}: no line has {MIN_WORDS} or more tokens (as the run's {tokenizer!r} "
             "tokenizer reads it); each line is one sentence, and shorter ones are not scored"
@@ -142,7 +149,28 @@ def encode_ood_text(
         unk_rate=sentence_unk_rate(ids, vocabulary.unk_id, vocabulary.eos_id),
         stream=stream,
         sequences=sequences,
+        unseen_removed=unseen,
     )
+
+
+def drop_unseen(lines: list[list[str]], vocabulary: Vocabulary) -> tuple[list[list[str]], float]:
+    """``lines`` without the tokens ``vocabulary`` lacks, for a vocabulary with no ``<unk>`` to
+    read them as, and the share of tokens removed. Word boundaries (``_``) left doubled or at a
+    line's ends by a removal are merged or dropped, so a removed word leaves no trace."""
+    total = sum(len(line) for line in lines)
+    kept_lines = []
+    for line in lines:
+        kept = [t for t in line if t in vocabulary]
+        if len(kept) < len(line) and SPACE_SYMBOL in vocabulary:
+            kept = [
+                t
+                for i, t in enumerate(kept)
+                if t != SPACE_SYMBOL or (0 < i < len(kept) - 1 and kept[i + 1] != SPACE_SYMBOL)
+            ]
+        if kept:
+            kept_lines.append(kept)
+    removed = total - sum(len(line) for line in kept_lines)
+    return kept_lines, removed / total if total else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,9 +247,11 @@ def compare(
     text: OODText,
     inside: SentenceScores,
     in_ids: Tensor | list[Tensor],
+    in_text: OODText | None = None,
 ) -> OODReport:
     """Score ``text`` with the run and compare it with the split's ``inside`` scores
-    (``in_ids``: the split's token stream, or its sentences for a classifier)."""
+    (``in_ids``: the split's token stream, or its sentences for a classifier; ``in_text``: the
+    in-distribution text when it was given instead of the split)."""
     if text.stream is not None:
         outside = lm_sentences(s, text.stream)
     else:
@@ -259,6 +289,11 @@ def compare(
         "scores": sentence_ood_report(inside, outside),
         "unk_share_baseline": unk_baseline,
     }
+    if vocab.unk_id is None:  # tokens the run never saw were removed: how many, per side
+        metrics["unseen_removed"] = {
+            "in": 0.0 if in_text is None else in_text.unseen_removed,
+            "out": text.unseen_removed,
+        }
     return OODReport(metrics, inside, outside)
 
 
@@ -297,4 +332,4 @@ def compare_texts(s: Setup, text: OODText, inside: Tensor | list[Tensor] | OODTe
     else:  # the split, cut as the evaluation cuts it
         batch = max(1, min(tr.eval_batch_size, inside.numel() // 2))
         ids, scores = inside, lm_sentences(s, inside, batch_size=batch)
-    return compare(s, text, scores, ids)
+    return compare(s, text, scores, ids, inside if isinstance(inside, OODText) else None)

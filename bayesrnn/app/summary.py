@@ -83,6 +83,12 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
             f"{fmt(ood['unk_rate']['out'])} vs {fmt(ood['unk_rate']['in'])} (AUROC of that "
             f"rate alone {fmt(ood.get('unk_share_baseline', {}).get('auroc'))}; <unk> "
             f"positions: {ood.get('oov', 'include')})"
+            + (
+                f"; symbols the run never saw, removed: {fmt(ood['unseen_removed']['out'])} vs "
+                f"{fmt(ood['unseen_removed']['in'])}"
+                if "unseen_removed" in ood
+                else ""
+            )
         )
     mcmc = metrics.get("mcmc")
     if mcmc:

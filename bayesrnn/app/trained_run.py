@@ -343,6 +343,8 @@ def load_run(path: str | os.PathLike[str], device: str | None = None) -> Trained
         model, guide = build(config, *sizes, training=False)
         s = Setup(config, _VocabularyOnly(saved.vocabulary), model, guide)
         tokenizer, labels = saved.tokenizer, saved.label_names
+        if config.data.source == "ptb-char" and tokenizer == "whitespace":
+            tokenizer = "ptb-characters"  # recorded before plain text could be spelled out
         series = None if saved.series is None else SeriesScaling(saved.series)
     restore(s, run)
     s.model.eval()

@@ -169,8 +169,13 @@ def load_ptb(root: str | Path, level: Level = "word", verify: bool = True) -> La
     # Both levels are already tokenised: whitespace-separated words or symbols.
     lines = [[word_tokens(line) for line in split_lines(_read_text(p))] for p in paths]
     return LanguageCorpus.from_token_lines(
-        f"ptb-{level}", level, *lines, unk_token=UNK if level == "word" else None
-    )  # both levels: whitespace-separated symbols, the "whitespace" tokenizer
+        f"ptb-{level}",
+        level,
+        *lines,
+        unk_token=UNK if level == "word" else None,
+        # new text for a char-level run may be the files' symbols or plain words to spell out
+        tokenizer="whitespace" if level == "word" else "ptb-characters",
+    )
 
 
 # --- any plain text -----------------------------------------------------------------------------

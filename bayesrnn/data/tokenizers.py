@@ -13,6 +13,7 @@ __all__ = [
     "SPACE_SYMBOL",
     "TOKENIZERS",
     "char_tokens",
+    "ptb_char_tokens",
     "split_lines",
     "tokenize_text",
     "word_tokens",
@@ -50,6 +51,20 @@ def char_tokens(line: str, space_symbol: str = SPACE_SYMBOL) -> list[str]:
     return list(space_symbol.join(line.split()))
 
 
+def ptb_char_tokens(line: str) -> list[str]:
+    """A line as Mikolov's ptb.char symbols, whichever form it comes in.
+
+    A line already spelled out (every whitespace token one character, and ``_`` among them
+    or only one token) is read as it is, so the ptb.char files read back unchanged; any other
+    line (PTB's word form, or other tokenised text) is spelled out with ``_`` between words,
+    which is how the ptb.char files were made from the word-level ones.
+    """
+    tokens = line.split()
+    if all(len(t) == 1 for t in tokens) and (len(tokens) <= 1 or SPACE_SYMBOL in tokens):
+        return tokens
+    return char_tokens(line)
+
+
 def _pydoc_words(line: str) -> list[str]:
     return PYDOC_TOKEN.findall(line.lower())
 
@@ -59,7 +74,8 @@ def _pydoc_characters(line: str) -> list[str]:
 
 
 TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
-    "whitespace": word_tokens,  # PTB (word and ptb.char symbol files), plain text at word level
+    "whitespace": word_tokens,  # PTB word level, plain text at word level
+    "ptb-characters": ptb_char_tokens,  # PTB character level: symbol lines or plain text
     "characters": char_tokens,  # plain text at character level
     "pydoc-words": _pydoc_words,  # the embedded corpus, word level
     "pydoc-characters": _pydoc_characters,  # the embedded corpus, character level
