@@ -15,7 +15,10 @@ reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_q
   training, 500 valid and 1,000 test symbols, a 3-wide LSTM over 2-wide embeddings (120
   weights; unlike the classifier, its NUTS potential JIT-traces); categorical distances as for
   ``classify``, per test position. The corpus is written at run time from ``ptb_char/`` into
-  ``--out``/data/ptb-symbols (the text is never copied elsewhere).
+  ``--out``/data/ptb-symbols (the text is never copied elsewhere);
+- ``symbols-small``: the same task on the first ~600 training symbols (the same valid and test
+  text) with a 2-wide LSTM (78 weights), a flatter posterior for a NUTS reference that mixes;
+  its corpus in ``--out``/data/ptb-symbols-small, its own settings by ``--symbols-small-set``.
 
 All stay under the NUTS guide's size limit, and all use a N(0, 1) prior for every method
 (Gal's guide needs a Gaussian prior, and NUTS mixes badly on a scale mixture's spike). Under a
