@@ -1,7 +1,9 @@
 """What limits NUTS on the ``symbols`` task of posterior_quality.py: measured, not assumed.
 
 Four measurements on the task's model (1x3 LSTM, 120 weights, N(0, 1) prior) and its whole
-training data as one batch, each printed and written to ``--out``/results.json:
+training data as one batch (``--task symbols-small``: a fifth of the training text; ``--set``
+changes the model, e.g. ``model.hidden_size=2``), each printed and written to
+``--out``/results.json:
 
 1. the cost of one potential-energy gradient, jit-traced and eager;
 2. posterior modes: ``--modes`` prior draws, each optimised on the NUTS potential (Adam, then
@@ -67,9 +69,13 @@ class FixedMetricNUTS(RecordingNUTS):
         self._adapter.reset_step_size_adaptation(self._initial_params)
 
 
-def task_setup(out: Path, data_dir: Path):
-    corpus = quality.write_symbol_corpus(data_dir, out / "data" / "ptb-symbols")
-    settings = [*quality.TASKS["symbols"]["set"], "guide.name=nuts"]
+def task_setup(out: Path, data_dir: Path, task: str = "symbols", extra: tuple[str, ...] = ()):
+    """The run setup of a symbols task of posterior_quality.py (its corpus written to
+    ``out``/data), with ``extra`` settings after the task's own."""
+    corpus = quality.write_symbol_corpus(
+        data_dir, out / "data" / f"ptb-{task}", quality.SYMBOL_TASKS[task]
+    )
+    settings = [*quality.TASKS[task]["set"], "guide.name=nuts", *extra]
     config = resolve_config(None, None, settings, {"task": "lm", "data": {"source": str(corpus)}})
     return setup(config, quiet_log)
 
@@ -241,6 +247,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=quality.ROOT.parent / "shared" / "data")
+    parser.add_argument("--task", choices=list(quality.SYMBOL_TASKS), default="symbols")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a further setting"
+    )
     parser.add_argument("--modes", type=int, default=2, help="prior draws optimised to modes")
     parser.add_argument("--adam-steps", type=int, default=2000)
     parser.add_argument("--lbfgs-steps", type=int, default=600)
@@ -260,7 +270,7 @@ def main() -> None:
         parser.error(f"no ptb_char/ in {a.data_dir}: give --data-dir")
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    s = task_setup(a.out, a.data_dir)
+    s = task_setup(a.out, a.data_dir, a.task, tuple(a.set))
     args, kwargs = nuts_data(s)
     results: dict = {"settings": {k: str(v) for k, v in vars(a).items()}}
     results["gradient_ms"] = {

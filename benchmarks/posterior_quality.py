@@ -15,7 +15,10 @@ reference run's (``nuts`` by default) with :mod:`bayesrnn.evaluation.posterior_q
   training, 500 valid and 1,000 test symbols, a 3-wide LSTM over 2-wide embeddings (120
   weights; unlike the classifier, its NUTS potential JIT-traces); categorical distances as for
   ``classify``, per test position. The corpus is written at run time from ``ptb_char/`` into
-  ``--out``/data/ptb-symbols (the text is never copied elsewhere).
+  ``--out``/data/ptb-symbols (the text is never copied elsewhere);
+- ``symbols-small``: the same task on the first ~600 training symbols (the same valid and test
+  text) with a 2-wide LSTM (78 weights), a flatter posterior for a NUTS reference that mixes;
+  its corpus in ``--out``/data/ptb-symbols-small, its own settings by ``--symbols-small-set``.
 
 All stay under the NUTS guide's size limit, and all use a N(0, 1) prior for every method
 (Gal's guide needs a Gaussian prior, and NUTS mixes badly on a scale mixture's spike). Under a
@@ -62,6 +65,12 @@ VOWELS = frozenset("aeiou")
 CONSONANTS = frozenset("bcdfghjklmnpqrstvwxyz")
 BOUNDARY = "_"  # ptb.char's word boundary
 SYMBOL_COUNTS = {"train": 3000, "valid": 500, "test": 1000}  # at least, in whole lines
+# each symbols task's corpus: symbols-small keeps the valid and test text and a fifth of the
+# training text, for a flatter posterior NUTS can mix on
+SYMBOL_TASKS = {
+    "symbols": SYMBOL_COUNTS,
+    "symbols-small": {"train": 600, "valid": 500, "test": 1000},
+}
 
 # guide settings of each method, as --set values
 METHODS: dict[str, list[str]] = {
@@ -130,16 +139,27 @@ TASKS: dict[str, dict[str, list[str]]] = {
     },
 }
 
+# the symbols task on ~600 training symbols (657 with <eos>) with a 1x2 LSTM (78 weights),
+# whose posterior modes predict alike more often than the 1x3's (benchmarks/nuts_mixing.py);
+# 10 parallel sequences of 65 steps, so that the 20-step windows fit and an epoch is 3
+# windows, as on the 3,151 symbols at 50 sequences
+TASKS["symbols-small"] = {
+    **TASKS["symbols"],
+    "set": [*TASKS["symbols"]["set"], "model.hidden_size=2", "trainer.batch_size=10"],
+}
+
 DISTANCES = {
     "forecast": ["wasserstein1", "crps_gap", "coverage_gap_50", "coverage_gap_90", "sd_ratio"],
     "classify": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
     "symbols": ["total_variation", "agreement", "entropy_ratio", "mutual_information_ratio"],
 }
+DISTANCES["symbols-small"] = DISTANCES["symbols"]
 SCORES = {
     "forecast": ["crps", "nll", "coverage_50", "coverage_90"],
     "classify": ["nll", "accuracy"],
     "symbols": ["nll", "accuracy"],
 }
+SCORES["symbols-small"] = SCORES["symbols"]
 
 
 def symbol_of(char: str) -> str:
@@ -167,19 +187,22 @@ def symbol_lines(text: str, count: int) -> list[str]:
     raise SystemExit(f"the ptb.char text holds {total} symbols, fewer than the {count} needed")
 
 
-def write_symbol_corpus(data_dir: Path, folder: Path) -> Path:
+def write_symbol_corpus(
+    data_dir: Path, folder: Path, counts: dict[str, int] = SYMBOL_COUNTS
+) -> Path:
     """Write ``folder``/{train,valid,test}.txt from ``data_dir``/ptb_char: the start of each
-    split mapped by :func:`symbol_of` (a word-level corpus of 4 symbols plus <eos>)."""
+    split, at least ``counts[split]`` symbols, mapped by :func:`symbol_of` (a word-level
+    corpus of 4 symbols plus <eos>)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for split, count in SYMBOL_COUNTS.items():
+    for split, count in counts.items():
         text = (data_dir / "ptb_char" / f"ptb.char.{split}.txt").read_text()
         (folder / f"{split}.txt").write_text("\n".join(symbol_lines(text, count)) + "\n")
     return folder
 
 
-def symbol_corpus_dir(args: argparse.Namespace) -> Path:
-    """Where the symbols task's corpus is written: a cache folder beside the runs."""
-    return args.out / "data" / "ptb-symbols"
+def symbol_corpus_dir(args: argparse.Namespace, task: str = "symbols") -> Path:
+    """Where a symbols task's corpus is written: a cache folder beside the runs."""
+    return args.out / "data" / f"ptb-{task}"
 
 
 def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> list[str]:
@@ -202,12 +225,12 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
             f"guide.warmup_steps={args.nuts_warmup}",
             *args.nuts_set,
         ]
-    settings += getattr(args, f"{task}_set")  # the user's, last: they win
+    settings += getattr(args, f"{task.replace('-', '_')}_set")  # the user's, last: they win
     command = [sys.executable, "-m", "bayesrnn", "run", *spec["args"], "--out", str(out)]
     if task == "classify":
         command += ["--data-dir", str(args.data_dir)]
-    if task == "symbols":
-        command += ["--data", str(symbol_corpus_dir(args))]
+    if task in SYMBOL_TASKS:
+        command += ["--data", str(symbol_corpus_dir(args, task))]
     command.append("--quiet")
     for setting in settings:
         command += ["--set", setting]
@@ -426,7 +449,7 @@ def main() -> None:
     parser.add_argument("--nuts-warmup", type=int, help="warm-up steps (default 200, quick 10)")
     for name, what in (
         ("nuts", "the nuts run"),
-        *((task, f"every {task} run") for task in ("forecast", "classify", "symbols")),
+        *((task, f"every {task} run") for task in TASKS),
     ):
         parser.add_argument(
             f"--{name}-set",
@@ -449,11 +472,12 @@ def main() -> None:
         args.nuts_chains = min(args.nuts_chains, 2)
     if "classify" in args.tasks and not (args.data_dir / "rt-polarity").is_dir():
         parser.error(f"no rt-polarity/ in {args.data_dir}: give --data-dir or --tasks forecast")
-    if "symbols" in args.tasks and not (args.data_dir / "ptb_char").is_dir():
+    symbol_tasks = [task for task in args.tasks if task in SYMBOL_TASKS]
+    if symbol_tasks and not (args.data_dir / "ptb_char").is_dir():
         parser.error(f"no ptb_char/ in {args.data_dir}: give --data-dir or leave out symbols")
     args.out.mkdir(parents=True, exist_ok=True)
-    if "symbols" in args.tasks:
-        write_symbol_corpus(args.data_dir, symbol_corpus_dir(args))
+    for task in symbol_tasks:
+        write_symbol_corpus(args.data_dir, symbol_corpus_dir(args, task), SYMBOL_TASKS[task])
 
     import torch
 

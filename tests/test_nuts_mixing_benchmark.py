@@ -73,3 +73,20 @@ def test_a_given_metric_is_kept_through_warm_up_and_whitens_the_target(bench):
     # whitened, the target is a round Gaussian: one or two doublings (the identity metric
     # needs ~32 leapfrog steps across this ridge, depth 5 or more)
     assert depth.mean() < 2.8, depth
+
+
+def test_the_small_symbols_task_sets_up_a_smaller_model_on_a_fifth_of_the_text(bench, tmp_path):
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (data / "ptb_char").is_dir():
+        pytest.skip(f"no Penn Treebank characters in {data}")
+    from bayesrnn.app.nuts_task import nuts_data
+    from bayesrnn.inference.mcmc import nuts_weight_count
+
+    s = bench.task_setup(tmp_path, data, "symbols-small", ("trainer.batch_size=12",))
+    # 6 classes (v, c, _, o, <eos>, <unk>): embedding 6x2, LSTM 4·2 x (2 + 2) + 2 biases of 8,
+    # output 2x6 + 6
+    assert nuts_weight_count(s.model) == 12 + 32 + 16 + 18
+    (_, targets), _ = nuts_data(s)
+    symbols = len(s.corpus.train)
+    assert 600 <= symbols < 800  # whole lines, stopping at the one that reaches 600
+    assert targets.shape == (symbols // 12 - 1, 12)  # --set's 12 sequences, one batch

@@ -32,6 +32,7 @@ def options(tmp_path, **changes) -> argparse.Namespace:
         "forecast_set": ["model.hidden_size=2"],
         "classify_set": [],
         "symbols_set": [],
+        "symbols_small_set": [],
         "data_dir": tmp_path,
     }
     return argparse.Namespace(**(values | changes))
@@ -107,6 +108,35 @@ def test_symbol_classes_and_corpus_cut_at_whole_lines(bench, tmp_path):
     command = bench.run_command("symbols", "nuts", tmp_path / "n", args)
     assert command[command.index("--data") + 1] == str(folder)
     assert "--task" in command and command[command.index("--task") + 1] == "lm"
+
+
+def test_the_small_symbols_task_cuts_less_training_text_into_its_own_folder(bench, tmp_path):
+    text = "t h e _ c a t\n\n< u n k > _ N\n"  # 8 symbols a line with its <eos>
+    data = tmp_path / "data"
+    (data / "ptb_char").mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (data / "ptb_char" / f"ptb.char.{split}.txt").write_text(text * 300)
+    args = options(tmp_path / "out", data_dir=data, symbols_small_set=["trainer.lr=0.02"])
+    small = bench.write_symbol_corpus(
+        data, bench.symbol_corpus_dir(args, "symbols-small"), bench.SYMBOL_TASKS["symbols-small"]
+    )
+    assert small == tmp_path / "out" / "data" / "ptb-symbols-small"
+    counts = {
+        split: sum(
+            len(line.split()) + 1 for line in (small / f"{split}.txt").read_text().splitlines()
+        )
+        for split in ("train", "valid", "test")
+    }
+    assert counts == {"train": 600, "valid": 504, "test": 1000}  # whole 8-symbol lines
+    command = bench.run_command("symbols-small", "nuts", tmp_path / "n", args)
+    assert command[command.index("--data") + 1] == str(small)
+    settings = settings_of(command)
+    # a 1x2 LSTM; 600 symbols as 10 sequences of 60 steps: the 20-step windows fit
+    assert settings.index("model.hidden_size=2") > settings.index("model.hidden_size=3")
+    assert settings.index("trainer.batch_size=10") > settings.index("trainer.batch_size=50")
+    assert settings[-1] == "trainer.lr=0.02"  # the task's own option, last
+    symbols = settings_of(bench.run_command("symbols", "nuts", tmp_path / "m", args))
+    assert "trainer.lr=0.02" not in symbols and "model.hidden_size=2" not in symbols
 
 
 def test_nuts_run_takes_no_epochs_and_is_reused_from_an_older_record(bench, tmp_path):
