@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ from pathlib import Path
 from bayesrnn.data.series import load_statsmodels_series
 from bayesrnn.evaluation.backtest import rolling_origin
 from bayesrnn.evaluation.classical import arima_orders, classical_forecasters
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import current_commit
 
 SHOWN = {"sunspots": (1, 2, 3, 5, 10), "co2": (1, 4, 13, 26, 52)}
 COLUMNS = ("crps", "mae", "rmse", "mase", "msis", "coverage_50", "coverage_90")
@@ -93,12 +95,7 @@ def table(result: dict) -> str:
 
 def header(argv: list[str]) -> str:
     """The command and the commit that produced the results."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = current_commit()
     command = " ".join(["OMP_NUM_THREADS=1 python benchmarks/forecast_baselines.py", *argv])
     return (
         f"Produced by `{command}` on commit {commit}. Scores in the data's units; MASE and "

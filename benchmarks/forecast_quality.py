@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,9 @@ from bayesrnn.app.cli import main as bayesrnn_main
 from bayesrnn.data.series import load_statsmodels_series
 from bayesrnn.evaluation.backtest import rolling_origin
 from bayesrnn.evaluation.classical import arima_orders, classical_forecasters
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import current_commit
 
 # horizon, stride and the classical models' season, as in forecast_baselines.py
 SETTINGS = {
@@ -159,12 +161,7 @@ def table(results: dict, label: str) -> str:
 
 def header(argv: list[str]) -> str:
     """The command and the commit the job started on."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = current_commit()
     command = " ".join(["OMP_NUM_THREADS=1 python benchmarks/forecast_quality.py", *argv])
     return (
         f"Produced by `{command}` on commit {commit}. CRPS in the data's units over the "
