@@ -70,14 +70,18 @@ def assert_fault(capsys, root: Path, argv: list[str], fragment: str) -> str:
     return line
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A text file and one trained run on it (read-only for the tests: copy before changing)."""
-    root = tmp_path_factory.mktemp("faults")
+def trained_workspace(root: Path) -> Path:
+    """``root`` with a text file and one trained run on it (read-only for the tests: copy
+    before changing)."""
     (root / "notes.txt").write_text(_sentences(0))
     code = main(["run", "--out", str(root / "run"), "--data", str(root / "notes.txt"), *SMALL])
     assert code == 0
     return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return trained_workspace(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture

@@ -29,26 +29,17 @@ from bayesrnn.data.checksums import DataError
 from bayesrnn.data.input_files import DEFAULT_MAX_INPUT_BYTES, input_limit
 from bayesrnn.data.series import MAX_MAGNITUDE, split_series
 from tests.cli_helpers import cli, private_copy
-from tests.test_faults import SMALL, _sentences, assert_fault, snapshot
+from tests.test_faults import _run, assert_fault, snapshot, trained_workspace
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A text file and one trained run on it (read-only: tests that change files copy it)."""
-    root = tmp_path_factory.mktemp("inputs")
-    (root / "notes.txt").write_text(_sentences(0))
-    code = main(["run", "--out", str(root / "run"), "--data", str(root / "notes.txt"), *SMALL])
-    assert code == 0
-    return root
+    return trained_workspace(tmp_path_factory.mktemp("inputs"))
 
 
 @pytest.fixture
 def area(tmp_path, workspace):
     return private_copy(workspace, tmp_path)
-
-
-def _run(area: Path, *extra: str, out: str = "new") -> list[str]:
-    return ["run", "--out", str(area / out), "--data", str(area / "notes.txt"), *SMALL, *extra]
 
 
 # --- a range for every numeric setting ----------------------------------------------------------
