@@ -153,8 +153,8 @@ def _run_history(run, scaling: SeriesScaling) -> tuple[Tensor, np.ndarray]:
 def _checked_rows(scaling, raw: Tensor) -> Tensor:
     """A history's model rows (scaled, with its lag columns), after checking that every scaled
     value fits float32."""
-    _in_float32(scaling.scaled(raw), scaling.columns, "history")
-    return scaling.rows(raw).float()
+    scaled = _in_float32(scaling.scaled(raw), scaling.columns, "history")
+    return insert_lags(scaled, scaling.targets, scaling.lags)
 
 
 def _in_float32(scaled: Tensor, columns: tuple[str, ...], what: str) -> Tensor:
