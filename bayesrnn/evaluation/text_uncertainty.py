@@ -37,6 +37,8 @@ import math
 import torch
 from torch import Tensor
 
+from bayesrnn.evaluation.uncertainty import categorical_entropy
+
 __all__ = [
     "expected_pairwise_kl",
     "mixture_cross_entropy",
@@ -95,10 +97,6 @@ def mixture_cross_entropy(sample_log_probs: Tensor, log_mixture: Tensor) -> Tens
     return -torch.linalg.vecdot(log_mixture.exp(), total / sample_log_probs.shape[0])
 
 
-def _entropy(log_probs: Tensor) -> Tensor:
-    return -torch.linalg.vecdot(log_probs.exp(), log_probs.nan_to_num(neginf=0.0))
-
-
 def _mixture(sample_log_probs: Tensor) -> Tensor:
     return torch.logsumexp(sample_log_probs, 0) - math.log(sample_log_probs.shape[0])
 
@@ -108,7 +106,7 @@ def expected_pairwise_kl(sample_log_probs: Tensor) -> Tensor:
     the mixture's cross-entropy against mean_m log p_m minus the expected entropy."""
     log_mixture = _mixture(sample_log_probs)
     cross = mixture_cross_entropy(sample_log_probs, log_mixture)
-    return (cross - _entropy(sample_log_probs).mean(0)).clamp_min(0.0)
+    return (cross - categorical_entropy(sample_log_probs).mean(0)).clamp_min(0.0)
 
 
 def reverse_mutual_information(sample_log_probs: Tensor) -> Tensor:
@@ -116,4 +114,4 @@ def reverse_mutual_information(sample_log_probs: Tensor) -> Tensor:
     cross-entropy against mean_m log p_m minus its own entropy (= EPKL − MI)."""
     log_mixture = _mixture(sample_log_probs)
     cross = mixture_cross_entropy(sample_log_probs, log_mixture)
-    return (cross - _entropy(log_mixture)).clamp_min(0.0)
+    return (cross - categorical_entropy(log_mixture)).clamp_min(0.0)
