@@ -95,19 +95,28 @@ METHODS = {
         "Fortunato et al. 2017 (scale-mixture prior)",
         prior="mixture",
         guide="mean_field",
+        guide_options={"init_scale": "fortunato"},
     ),
     "bbb-row": Method(
         "Bayes by Backprop, brnn_ptb.py's row-wise prior",
         "Fortunato et al. 2017 as DeepMind's brnn_ptb.py runs it (mixture per row)",
         prior="mixture-row",
         guide="mean_field",
+        guide_options={"init_scale": "fortunato"},
+    ),
+    "bbb-row-sharpened": Method(
+        "BBB + posterior sharpening, brnn_ptb.py's row-wise prior",
+        "Fortunato et al. 2017 §4, σ0 = 0.02, with the official code's prior (mixture per row)",
+        prior="mixture-row",
+        guide="sharpened",
+        guide_options={"sigma0": 0.02, "init_scale": "fortunato"},
     ),
     "bbb-sharpened": Method(
         "BBB + posterior sharpening",
         "Fortunato et al. 2017 §4, σ0 = 0.02",
         prior="mixture",
         guide="sharpened",
-        guide_options={"sigma0": 0.02},
+        guide_options={"sigma0": 0.02, "init_scale": "fortunato"},
     ),
     "bbb-eb": Method(
         "BBB, Gaussian prior scale per site by empirical Bayes",
@@ -132,6 +141,7 @@ METHODS = {
 
 # Methods by training cost on the CPU (sharpening: two forward-backward passes per window).
 START_ORDER = [
+    "bbb-row-sharpened",
     "bbb-sharpened",
     "bbb",
     "bbb-row",
@@ -146,7 +156,7 @@ assert sorted(START_ORDER) == sorted(METHODS)
 
 STUDIES = {
     "cpu-small": dict(
-        methods=["none", "zaremba", "gal", "bbb", "bbb-row", "bbb-sharpened", "zoneout"],
+        methods=["none", "zaremba", "gal", "bbb", "bbb-row", "bbb-sharpened", "bbb-row-sharpened", "zoneout"],
         train_fraction=0.1,
         epochs=13,
         mc_samples=10,
