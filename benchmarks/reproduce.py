@@ -156,7 +156,16 @@ assert sorted(START_ORDER) == sorted(METHODS)
 
 STUDIES = {
     "cpu-small": dict(
-        methods=["none", "zaremba", "gal", "bbb", "bbb-row", "bbb-sharpened", "bbb-row-sharpened", "zoneout"],
+        methods=[
+            "none",
+            "zaremba",
+            "gal",
+            "bbb",
+            "bbb-row",
+            "bbb-sharpened",
+            "bbb-row-sharpened",
+            "zoneout",
+        ],
         train_fraction=0.1,
         epochs=13,
         mc_samples=10,
