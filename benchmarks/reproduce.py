@@ -104,6 +104,23 @@ METHODS = {
         guide="mean_field",
         guide_options={"init_scale": "fortunato"},
     ),
+    "bbb-row-auto": Method(
+        "BBB, brnn_ptb.py's row-wise prior, the package's initial σ",
+        "Fortunato et al. 2017's official prior with init_scale='auto' (a tenth of each "
+        "site's weight size)",
+        prior="mixture-row",
+        guide="mean_field",
+        guide_options={"init_scale": "auto"},
+    ),
+    "bbb-row-warmup": Method(
+        "BBB, brnn_ptb.py's row-wise prior, KL warm-up over 4 epochs",
+        "Fortunato et al. 2017's official prior and σ; the KL weight rises from 0 to 1 over "
+        "the first 4 epochs (the objective of the last 9 is the ELBO)",
+        prior="mixture-row",
+        guide="mean_field",
+        guide_options={"init_scale": "fortunato"},
+        trainer={"kl_warmup_epochs": 4},
+    ),
     "bbb-row-sharpened": Method(
         "BBB + posterior sharpening, brnn_ptb.py's row-wise prior",
         "Fortunato et al. 2017 §4, σ0 = 0.02, with the official code's prior (mixture per row)",
@@ -145,6 +162,8 @@ START_ORDER = [
     "bbb-sharpened",
     "bbb",
     "bbb-row",
+    "bbb-row-auto",
+    "bbb-row-warmup",
     "bbb-eb",
     "bbb-constant-lr",
     "gal",
