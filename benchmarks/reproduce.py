@@ -121,6 +121,13 @@ METHODS = {
         guide_options={"init_scale": "fortunato"},
         trainer={"kl_warmup_epochs": 4},
     ),
+    "bbb-row-auto-sharpened": Method(
+        "BBB + posterior sharpening, row-wise prior, the package's initial σ",
+        "Fortunato et al. 2017 §4, σ0 = 0.02, the official code's prior, init_scale='auto'",
+        prior="mixture-row",
+        guide="sharpened",
+        guide_options={"sigma0": 0.02, "init_scale": "auto"},
+    ),
     "bbb-row-sharpened": Method(
         "BBB + posterior sharpening, brnn_ptb.py's row-wise prior",
         "Fortunato et al. 2017 §4, σ0 = 0.02, with the official code's prior (mixture per row)",
@@ -158,6 +165,7 @@ METHODS = {
 
 # Methods by training cost on the CPU (sharpening: two forward-backward passes per window).
 START_ORDER = [
+    "bbb-row-auto-sharpened",
     "bbb-row-sharpened",
     "bbb-sharpened",
     "bbb",
