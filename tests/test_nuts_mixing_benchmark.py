@@ -1,8 +1,5 @@
 """The NUTS-mixing benchmark's mathematics on Gaussians with known answers (no task data)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -10,16 +7,14 @@ import pytest
 import torch
 from pyro.infer.mcmc import MCMC
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nuts_mixing.py"
+from .conftest import SHARED_DATA, load_benchmark
+
 H = torch.tensor([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]], dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("nuts_mixing_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("nuts_mixing")
 
 
 def quadratic(point: dict) -> torch.Tensor:
@@ -76,7 +71,7 @@ def test_a_given_metric_is_kept_through_warm_up_and_whitens_the_target(bench):
 
 
 def test_the_small_symbols_task_sets_up_a_smaller_model_on_a_fifth_of_the_text(bench, tmp_path):
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    data = SHARED_DATA
     if not (data / "ptb_char").is_dir():
         pytest.skip(f"no Penn Treebank characters in {data}")
     from bayesrnn.app.nuts_task import nuts_data

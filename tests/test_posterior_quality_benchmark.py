@@ -1,22 +1,17 @@
 """The posterior-quality benchmark's bookkeeping: command lines, tables and plot (no training)."""
 
 import argparse
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "posterior_quality.py"
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("posterior_quality_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("posterior_quality")
 
 
 def options(tmp_path, **changes) -> argparse.Namespace:
