@@ -121,6 +121,15 @@ METHODS = {
         guide_options={"init_scale": "fortunato"},
         trainer={"kl_warmup_epochs": 4},
     ),
+    "bbb-row-auto-warmup": Method(
+        "BBB, row-wise prior, the package's initial σ, KL warm-up over 4 epochs",
+        "Fortunato et al. 2017's official prior with init_scale='auto'; the KL weight rises "
+        "from 0 to 1 over the first 4 epochs (the objective of the last 9 is the ELBO)",
+        prior="mixture-row",
+        guide="mean_field",
+        guide_options={"init_scale": "auto"},
+        trainer={"kl_warmup_epochs": 4},
+    ),
     "bbb-row-auto-sharpened": Method(
         "BBB + posterior sharpening, row-wise prior, the package's initial σ",
         "Fortunato et al. 2017 §4, σ0 = 0.02, the official code's prior, init_scale='auto'",
@@ -172,6 +181,7 @@ START_ORDER = [
     "bbb-row",
     "bbb-row-auto",
     "bbb-row-warmup",
+    "bbb-row-auto-warmup",
     "bbb-eb",
     "bbb-constant-lr",
     "gal",
