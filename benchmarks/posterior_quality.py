@@ -329,6 +329,9 @@ def mcmc_facts(run_dir: str) -> dict | None:
     from bayesrnn.evaluation.arviz_mcmc import predictive_convergence
 
     facts = {key: mcmc.get(key) for key in MCMC_FACTS}
+    facts["rhat_median_predictive"] = mcmc.get("rhat_median_predictive")
+    for limit, share in (mcmc.get("rhat_share_predictive") or {}).items():
+        facts[f"rhat_share_{limit}"] = share  # share of predictions with r-hat ≤ limit
     iterations = mcmc["num_chains"] * (mcmc["num_samples"] + mcmc["warmup_steps"])
     facts["seconds_per_iteration"] = mcmc["seconds"] / iterations
     stats = load_run(run_dir).guide.sample_stats

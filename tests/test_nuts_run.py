@@ -48,6 +48,10 @@ def test_a_nuts_forecast_run_writes_mcmc_metrics(nuts_run):
     assert mcmc["draws"] == 8 and mcmc["num_chains"] == 2 and mcmc["weights"] == 83
     assert math.isfinite(mcmc["rhat_max_predictive"]) and mcmc["rhat_max_predictive"] > 0.9
     assert 0 < mcmc["ess_min_predictive"] <= 8 * 4  # at most a few times the draws
+    shares = mcmc["rhat_share_predictive"]
+    assert list(shares) == ["1.01", "1.05", "1.1"]
+    assert all(0 <= v <= 1 for v in shares.values()) and shares["1.01"] <= shares["1.1"]
+    assert mcmc["rhat_median_predictive"] <= mcmc["rhat_max_predictive"]
     assert isinstance(mcmc["divergences"], int) and mcmc["divergences"] >= 0
     # so few draws cannot pass r-hat < 1.01: the warning says so
     assert mcmc["warning"] is None or "r-hat" in mcmc["warning"] or "diverg" in mcmc["warning"]
@@ -89,6 +93,8 @@ def test_a_nuts_run_loads_and_evaluates_like_any_run(nuts_run, capsys):
     code, out, err = cli(capsys, "evaluate", "--out", str(nuts_run))
     assert code == 0, err
     assert "NUTS: 8 draws (2 chains)" in out
+    shares = json.loads((nuts_run / "metrics.json").read_text())["mcmc"]["rhat_share_predictive"]
+    assert f"r-hat ≤ 1.01 / 1.05 / 1.1 on {shares['1.01']:.0%} / " in out
     again = json.loads((nuts_run / "eval-2" / "metrics.json").read_text())
     assert again["mcmc"]["rhat_max_predictive"] == pytest.approx(
         json.loads((nuts_run / "metrics.json").read_text())["mcmc"]["rhat_max_predictive"]

@@ -96,6 +96,7 @@ def summarise(metrics: dict[str, Any], out: str) -> str:
             f"  NUTS: {mcmc['draws']} draws ({mcmc.get('num_chains', '?')} chains), predictive "
             f"r-hat max {fmt(mcmc['rhat_max_predictive'])}, ESS min "
             f"{fmt(mcmc['ess_min_predictive'])}, {mcmc['divergences']} divergence(s)"
+            + _rhat_share_text(mcmc.get("rhat_share_predictive"))
         )
         if mcmc.get("warning"):
             lines.append(f"  warning: {mcmc['warning']}")
@@ -149,3 +150,12 @@ def _horizon_lines(horizons: dict[str, Any]) -> list[str]:
     for name, why in horizons.get("baseline_errors", {}).items():
         lines.append(f"  baseline {name}: {why}")
     return lines
+
+
+def _rhat_share_text(shares: dict | None) -> str:
+    """"; r-hat ≤ 1.01 / 1.1 on 93% / 100% of predictions", or "" for runs written before."""
+    if not shares or any(v is None for v in shares.values()):
+        return ""
+    limits = " / ".join(shares)
+    values = " / ".join(f"{v:.0%}" for v in shares.values())
+    return f"; r-hat ≤ {limits} on {values} of predictions"

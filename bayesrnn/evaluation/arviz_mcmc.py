@@ -31,13 +31,16 @@ from bayesrnn.models.bayesian import site_prior, weight_sites
 
 __all__ = [
     "RHAT_LIMIT",
+    "RHAT_THRESHOLDS",
     "PriorDraws",
     "mcmc_datatree",
     "predictive_convergence",
+    "rhat_shares",
     "split_chains",
 ]
 
 RHAT_LIMIT = 1.01  # Vehtari et al. (2021): trust the draws only below this rank-normalised r-hat
+RHAT_THRESHOLDS = (1.01, 1.05, 1.1)  # Vehtari et al.'s limit, a middle one, the older 1.1
 
 Exporter = Callable[[object, int], xr.DataTree]
 
@@ -126,43 +129,67 @@ def mcmc_datatree(
     return xr.DataTree.from_dict(groups)
 
 
-def _rhat_ess(values: np.ndarray) -> tuple[float, float]:
-    """Max rank-normalised split r-hat and min bulk ESS over the non-sample dims of (chain,
-    draw, …) values; quantities constant across all draws are left out (r-hat undefined)."""
+def _rhats_esses(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split r-hat and bulk ESS of each observation of (chain, draw, …)
+    values; quantities constant across all draws are left out (r-hat undefined)."""
     from arviz_stats.base import array_stats
 
     flat = values.reshape(values.shape[0], values.shape[1], -1).astype(np.float64)
     varying = flat.std(axis=(0, 1)) > 0
     if not varying.any():
-        return float("nan"), float("nan")
+        return np.array([]), np.array([])
     flat = np.moveaxis(flat[..., varying], -1, 0)  # (quantity, chain, draw)
     rhat = array_stats.rhat(flat, chain_axis=-2, draw_axis=-1)
     ess = array_stats.ess(flat, chain_axis=-2, draw_axis=-1)
-    return float(np.nanmax(rhat)), float(np.nanmin(ess))
+    return np.asarray(rhat, dtype=np.float64), np.asarray(ess, dtype=np.float64)
+
+
+def rhat_shares(rhats: np.ndarray) -> dict[str, float | None]:
+    """The share of observations whose r-hat is at or below each of :data:`RHAT_THRESHOLDS`.
+
+    The largest r-hat over thousands of predictions is the strictest summary; the shares say
+    whether a few observations or all of them disagree between chains (Izmailov et al. 2021
+    read their HMC chains' function-space r-hat as a distribution against 1.1)."""
+    finite = rhats[np.isfinite(rhats)]
+    if finite.size == 0:
+        return {f"{t:g}": None for t in RHAT_THRESHOLDS}
+    return {f"{t:g}": float(np.mean(finite <= t)) for t in RHAT_THRESHOLDS}
 
 
 def predictive_convergence(
     quantities: Mapping[str, np.ndarray], divergences: int, draws: int
 ) -> dict:
     """``mcmc`` metrics from per-draw predictive quantities, each (chain, draw, …): the largest
-    r-hat and smallest bulk ESS over every quantity and observation, the divergences, and a
-    warning when r-hat > :data:`RHAT_LIMIT` or any transition diverged."""
-    per = {name: _rhat_ess(np.asarray(values)) for name, values in quantities.items()}
-    rhats = [r for r, _ in per.values() if np.isfinite(r)]
-    esses = [e for _, e in per.values() if np.isfinite(e)]
+    r-hat and smallest bulk ESS over every quantity and observation, the median r-hat and the
+    share of observations at or below 1.01, 1.05 and 1.1, the divergences, and a warning when
+    r-hat > :data:`RHAT_LIMIT` or any transition diverged."""
+    per = {name: _rhats_esses(np.asarray(values)) for name, values in quantities.items()}
+    every = np.concatenate([r for r, _ in per.values()]) if per else np.array([])
+    rhats = [float(np.nanmax(r)) for r, _ in per.values() if np.isfinite(r).any()]
+    esses = [float(np.nanmin(e)) for _, e in per.values() if np.isfinite(e).any()]
+    finite_rhats = every[np.isfinite(every)]
     out = {
         "rhat_max_predictive": max(rhats) if rhats else None,
         "ess_min_predictive": min(esses) if esses else None,
+        "rhat_median_predictive": float(np.median(finite_rhats)) if finite_rhats.size else None,
+        "rhat_share_predictive": rhat_shares(every),
         "divergences": int(divergences),
         "draws": int(draws),
         "predictive_quantities": {
-            name: {"rhat_max": r, "ess_min": e} for name, (r, e) in per.items()
+            name: {
+                "rhat_max": _extreme(np.nanmax, r),
+                "ess_min": _extreme(np.nanmin, e),
+                "rhat_share": rhat_shares(r),
+            }
+            for name, (r, e) in per.items()
         },
     }
     problems = []
     if out["rhat_max_predictive"] is not None and out["rhat_max_predictive"] > RHAT_LIMIT:
+        above = 1.0 - out["rhat_share_predictive"][f"{RHAT_LIMIT:g}"]
         problems.append(
-            f"predictive r-hat {out['rhat_max_predictive']:.3f} > {RHAT_LIMIT} (chains disagree)"
+            f"predictive r-hat {out['rhat_max_predictive']:.3f} > {RHAT_LIMIT} (chains disagree "
+            f"on {above:.0%} of the predictions)"
         )
     if divergences:
         problems.append(f"{divergences} divergent transition(s)")
@@ -173,3 +200,9 @@ def predictive_convergence(
         else None
     )
     return out
+
+
+def _extreme(reduce: Callable, values: np.ndarray) -> float:
+    """``reduce`` (nanmax or nanmin) of the finite values, NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(reduce(finite)) if finite.size else float("nan")

@@ -15,6 +15,7 @@ from bayesrnn.evaluation.arviz_mcmc import (
     PriorDraws,
     mcmc_datatree,
     predictive_convergence,
+    rhat_shares,
     split_chains,
 )
 from bayesrnn.inference.guides import SampledPosterior
@@ -144,6 +145,25 @@ def test_predictive_rhat_flags_chains_that_disagree():
     assert good["rhat_max_predictive"] < RHAT_LIMIT and good["warning"] is None
     assert good["ess_min_predictive"] > 1000  # independent draws: ESS near 2,000
     assert bad["rhat_max_predictive"] > 1.2 and "r-hat" in bad["warning"]
+
+
+def test_rhat_shares_count_observations_at_or_below_each_threshold():
+    rhats = np.array([1.0, 1.02, 1.07, 1.3, np.nan])  # NaN: a constant quantity, left out
+    assert rhat_shares(rhats) == {"1.01": 0.25, "1.05": 0.5, "1.1": 0.75}
+    assert rhat_shares(np.array([np.nan])) == {"1.01": None, "1.05": None, "1.1": None}
+
+
+def test_the_shares_say_how_many_predictions_the_chains_disagree_on():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(4, 500, 4))
+    values[3, :, 0] += 3.0  # one chain elsewhere on one of four observations
+    result = predictive_convergence({"log_likelihood": values}, divergences=0, draws=2000)
+    assert result["rhat_share_predictive"] == {"1.01": 0.75, "1.05": 0.75, "1.1": 0.75}
+    quantity = result["predictive_quantities"]["log_likelihood"]
+    assert quantity["rhat_share"] == result["rhat_share_predictive"]
+    assert quantity["rhat_max"] == result["rhat_max_predictive"] > 1.2
+    assert 1.0 <= result["rhat_median_predictive"] < RHAT_LIMIT
+    assert "on 25% of the predictions" in result["warning"]
 
 
 def test_divergences_alone_raise_the_warning_and_constants_are_skipped():
