@@ -452,6 +452,7 @@ def main() -> None:
             ("eval_tokens", args.eval_tokens),
             ("mc_samples", args.mc_samples),
             ("processes", args.processes),
+            ("seed", args.seed or None),  # the default seed 0 is left out
         )
         if value is not None
     ]
