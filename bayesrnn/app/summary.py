@@ -153,7 +153,8 @@ def _horizon_lines(horizons: dict[str, Any]) -> list[str]:
 
 
 def _rhat_share_text(shares: dict | None) -> str:
-    """"; r-hat ≤ 1.01 / 1.1 on 93% / 100% of predictions", or "" for runs written before."""
+    """The summary's r-hat shares, e.g. "; r-hat ≤ 1.01 / 1.05 / 1.1 on 6% / 75% / 97% of
+    predictions"; empty for runs written before the shares were recorded."""
     if not shares or any(v is None for v in shares.values()):
         return ""
     limits = " / ".join(shares)
