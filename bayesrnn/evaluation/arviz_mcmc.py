@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 RHAT_LIMIT = 1.01  # Vehtari et al. (2021): trust the draws only below this rank-normalised r-hat
-RHAT_THRESHOLDS = (1.01, 1.05, 1.1)  # Vehtari et al.'s limit, a middle one, the older 1.1
+RHAT_THRESHOLDS = (RHAT_LIMIT, 1.05, 1.1)  # Vehtari et al.'s limit, a middle one, the older 1.1
 
 Exporter = Callable[[object, int], xr.DataTree]
 
@@ -164,9 +164,17 @@ def predictive_convergence(
     share of observations at or below 1.01, 1.05 and 1.1, the divergences, and a warning when
     r-hat > :data:`RHAT_LIMIT` or any transition diverged."""
     per = {name: _rhats_esses(np.asarray(values)) for name, values in quantities.items()}
+    each = {
+        name: {
+            "rhat_max": _extreme(np.max, r),
+            "ess_min": _extreme(np.min, e),
+            "rhat_share": rhat_shares(r),
+        }
+        for name, (r, e) in per.items()
+    }
+    rhats = [q["rhat_max"] for q in each.values() if np.isfinite(q["rhat_max"])]
+    esses = [q["ess_min"] for q in each.values() if np.isfinite(q["ess_min"])]
     every = np.concatenate([r for r, _ in per.values()]) if per else np.array([])
-    rhats = [float(np.nanmax(r)) for r, _ in per.values() if np.isfinite(r).any()]
-    esses = [float(np.nanmin(e)) for _, e in per.values() if np.isfinite(e).any()]
     finite_rhats = every[np.isfinite(every)]
     out = {
         "rhat_max_predictive": max(rhats) if rhats else None,
@@ -175,14 +183,7 @@ def predictive_convergence(
         "rhat_share_predictive": rhat_shares(every),
         "divergences": int(divergences),
         "draws": int(draws),
-        "predictive_quantities": {
-            name: {
-                "rhat_max": _extreme(np.nanmax, r),
-                "ess_min": _extreme(np.nanmin, e),
-                "rhat_share": rhat_shares(r),
-            }
-            for name, (r, e) in per.items()
-        },
+        "predictive_quantities": each,
     }
     problems = []
     if out["rhat_max_predictive"] is not None and out["rhat_max_predictive"] > RHAT_LIMIT:
@@ -203,6 +204,6 @@ def predictive_convergence(
 
 
 def _extreme(reduce: Callable, values: np.ndarray) -> float:
-    """``reduce`` (nanmax or nanmin) of the finite values, NaN when there are none."""
+    """``reduce`` (max or min) of the finite values, NaN when there are none."""
     finite = values[np.isfinite(values)]
     return float(reduce(finite)) if finite.size else float("nan")
