@@ -45,7 +45,10 @@ length reuses it.
 the project). ``--forecast-set``, ``--classify-set``, ``--symbols-set`` and ``--nuts-set`` add
 ``--set`` values to every run of a task or to the NUTS run (e.g. ``--forecast-set
 model.hidden_size=4 --nuts-set guide.max_tree_depth=8``); a run directory made with other
-settings is refused, not reused.
+settings is refused, not reused. ``--nuts-seed`` fixes the NUTS run's seed apart from
+``--seed``: to train the other methods at another seed against one reference, copy its
+``TASK/nuts`` folder and ``TASK/nuts.command.json`` into a new ``--out`` and run there with
+``--seed S --nuts-seed`` the reference's seed.
 ``--samples`` must be a multiple of the ensemble's 5 members (each member weighs the same).
 """
 
@@ -229,7 +232,7 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
         *METHODS[method],
         "evaluation.export=false",
         f"evaluation.mc_samples={args.samples}",
-        f"trainer.seed={args.seed}",
+        f"trainer.seed={reference_seed(args) if method == 'nuts' else args.seed}",
     ]
     if method == "nuts":
         settings += [
@@ -248,6 +251,13 @@ def run_command(task: str, method: str, out: Path, args: argparse.Namespace) -> 
     for setting in settings:
         command += ["--set", setting]
     return command
+
+
+def reference_seed(args: argparse.Namespace) -> int:
+    """The NUTS run's seed: ``--nuts-seed`` when given, so that the other methods can be
+    trained at several seeds against one reference (its run copied into each ``--out``)."""
+    seed = getattr(args, "nuts_seed", None)
+    return args.seed if seed is None else seed
 
 
 def train(task: str, method: str, args: argparse.Namespace, previous: dict) -> dict:
@@ -460,6 +470,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few epochs and draws")
     parser.add_argument("--samples", type=int, help="MC draws per method (default 100, quick 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--nuts-seed",
+        type=int,
+        help="the NUTS run's seed (default --seed): other seeds of the other methods against "
+        "one reference, whose task/nuts run and nuts.command.json are copied into --out",
+    )
     parser.add_argument("--nuts-chains", type=int, default=4)
     parser.add_argument("--nuts-samples", type=int, help="draws per chain (default 100, quick 10)")
     parser.add_argument("--nuts-warmup", type=int, help="warm-up steps (default 200, quick 10)")

@@ -51,6 +51,19 @@ def test_each_method_runs_with_its_guide_and_the_users_settings_last(bench, tmp_
     assert {"guide.name=none", "model.prior=none"} <= set(none)
 
 
+def test_other_methods_take_other_seeds_against_one_nuts_reference(bench, tmp_path):
+    args = options(tmp_path, seed=2, nuts_seed=0)
+    nuts = settings_of(bench.run_command("forecast", "nuts", tmp_path / "n", args))
+    gal = settings_of(bench.run_command("forecast", "gal", tmp_path / "g", args))
+    assert "trainer.seed=0" in nuts and "trainer.seed=2" not in nuts
+    assert "trainer.seed=2" in gal and "trainer.seed=0" not in gal
+    # without --nuts-seed the reference takes --seed like every other method
+    same = settings_of(bench.run_command("forecast", "nuts", tmp_path / "n", options(tmp_path)))
+    assert "trainer.seed=0" in same
+    seeded = options(tmp_path, seed=3, nuts_seed=None)
+    assert "trainer.seed=3" in settings_of(bench.run_command("forecast", "nuts", tmp_path, seeded))
+
+
 def test_tables_and_plot_show_failures_and_undefined_values(bench, tmp_path):
     results = {
         "reference": "nuts",
