@@ -173,3 +173,32 @@ def test_bfmi_is_the_mean_squared_energy_change_over_the_energy_variance(bench):
     # a steady drift: three changes of 1 against squared deviations 1.5² + 0.5² + 0.5² + 1.5² = 5
     assert bench.bfmi([0.0, 1.0, 2.0, 3.0]) == pytest.approx(3 / 5)
     assert math.isnan(bench.bfmi([2.0, 2.0, 2.0]))
+
+
+def test_seed_summary_averages_each_distance_and_counts_the_closest(tmp_path):
+    seeds = load_benchmark("posterior_quality_seeds")
+
+    def result(folder, a_w1, b_w1, b_error=False):
+        methods = {
+            "nuts": {"distances": {"wasserstein1": 0.0}, "scores": {"crps": 8.0}},
+            "a": {"distances": {"wasserstein1": a_w1}, "scores": {"crps": 9.0 + a_w1}},
+            "b": {"error": "failed"} if b_error else {"distances": {"wasserstein1": b_w1}},
+        }
+        (tmp_path / folder).mkdir()
+        payload = {"tasks": {"sunspots": {"reference": "nuts", "methods": methods}}}
+        (tmp_path / folder / "results.json").write_text(json.dumps(payload))
+        return tmp_path / folder
+
+    folders = [result("s0", 3.0, 4.0), result("s1", 5.0, 2.0)]
+    table = seeds.summarise(seeds.load(folders))["sunspots"]["methods"]
+    assert table["a"]["distances"]["wasserstein1"] == (4.0, 3.0, 5.0)
+    assert table["a"]["scores"]["crps"] == (13.0, 12.0, 14.0)
+    assert table["b"]["distances"]["wasserstein1"] == (3.0, 2.0, 4.0)
+    # a closest on seed 0, b on seed 1; the reference is never a candidate
+    assert (table["a"]["closest"], table["b"]["closest"], table["nuts"]["closest"]) == (1, 1, 0)
+    # a method that failed on any seed is left out rather than averaged over fewer seeds
+    third = seeds.summarise(seeds.load([*folders, result("s2", 1.0, 1.0, b_error=True)]))
+    assert set(third["sunspots"]["methods"]) == {"nuts", "a"}
+    assert "4 [3, 5]" in seeds.markdown(seeds.summarise(seeds.load(folders)))
+    with pytest.raises(SystemExit, match=r"no results\.json"):
+        seeds.load([tmp_path / "missing"])
