@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.folders) < 2:
         parser.error("give at least two result folders (one per seed)")
-    table = markdown(summarise(load(args.folders)))
+    sources = ", ".join(f"`{folder}`" for folder in args.folders)
+    table = f"From {sources}.\n\n" + markdown(summarise(load(args.folders)))
     if args.out is not None:
         args.out.write_text(table)
     sys.stdout.write(table)
