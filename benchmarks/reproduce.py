@@ -270,13 +270,7 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
         **{**method.trainer, **schedule},
     )
     valid = corpus.valid[: study.get("eval_tokens")]
-    optimizer = scheduler = None
-    if method.scale_lr is not None:
-        optimizer, scheduler = scale_lr_schedule(guide, config, method.scale_lr)
-        config = dataclasses.replace(config, lr_decay=1.0)  # the scheduler decays instead
-    trainer = TBPTTTrainer(
-        model, guide, train, valid, config=config, optimizer=optimizer, scheduler=scheduler
-    )
+    trainer = make_trainer(method, model, guide, train, valid, config)
     began = time.perf_counter()
     history = trainer.fit()
     train_seconds = time.perf_counter() - began
@@ -327,6 +321,18 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
             result[f"{split}_perplexity_mean"] = evaluation.perplexity
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def make_trainer(method: Method, model, guide, train, valid, config) -> TBPTTTrainer:
+    """The study's trainer for ``method``: the config's own schedule, or with ``scale_lr`` an
+    SGD whose ρ group runs at that multiple of the rate (the same schedule, as a scheduler)."""
+    if method.scale_lr is None:
+        return TBPTTTrainer(model, guide, train, valid, config=config)
+    optimizer, scheduler = scale_lr_schedule(guide, config, method.scale_lr)
+    config = dataclasses.replace(config, lr_decay=1.0)  # the scheduler decays instead
+    return TBPTTTrainer(
+        model, guide, train, valid, config=config, optimizer=optimizer, scheduler=scheduler
+    )
 
 
 def scale_lr_schedule(guide, config, factor: float):

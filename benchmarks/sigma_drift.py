@@ -18,24 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
+import reproduce  # the study beside this script: its methods, model builder and trainer
 import torch
 
 from bayesrnn.data import load_ptb
-from bayesrnn.inference import TBPTTTrainer
-
-
-def load_study():
-    """``benchmarks/reproduce.py`` as a module: the study's methods and model builder."""
-    path = Path(__file__).with_name("reproduce.py")
-    spec = importlib.util.spec_from_file_location("reproduce", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def sigmas(guide) -> dict[str, torch.Tensor]:
@@ -50,29 +37,25 @@ def main() -> None:
     parser.add_argument("--method", default="bbb-row-auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    study = load_study()
     torch.manual_seed(args.seed)
     corpus = load_ptb(args.data_dir)
     train = corpus.train[: len(corpus.train) // 10]
-    method = study.METHODS[args.method]
-    model, guide = study.build(method, corpus.vocab_size, len(train))
+    method = reproduce.METHODS[args.method]
+    model, guide = reproduce.build(method, corpus.vocab_size, len(train))
     config = dataclasses.replace(
-        study.SMALL.trainer,
+        reproduce.SMALL.trainer,
         epochs=args.epochs,
         seed=args.seed,
         checkpoint_every=None,
         **method.trainer,
     )
-    trainer = TBPTTTrainer(model, guide, train, corpus.valid[:2000], config=config)
     if not getattr(guide, "rho", None):
         raise SystemExit(f"{args.method} has no mean-field σ: nothing to measure")
+    trainer = reproduce.make_trainer(method, model, guide, train, corpus.valid[:2000], config)
     before = sigmas(guide)
     history = trainer.fit()
     after = sigmas(guide)
-    rates = [
-        config.lr / config.lr_decay ** max(0, e + 1 - config.constant_epochs)
-        for e in range(args.epochs)
-    ]
+    rates = [config.learning_rate(epoch) for epoch in range(args.epochs)]
     print(
         f"{args.method}: {args.epochs} epoch(s) at learning rates {rates}, "
         f"B = {config.batch_size}, N = {len(train)} training tokens"

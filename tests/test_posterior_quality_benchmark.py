@@ -20,6 +20,7 @@ def options(tmp_path, **changes) -> argparse.Namespace:
         "quick": True,
         "samples": 5,
         "seed": 0,
+        "nuts_seed": None,
         "nuts_chains": 2,
         "nuts_samples": 10,
         "nuts_warmup": 10,
