@@ -143,6 +143,14 @@ METHODS = {
         guide_options={"init_scale": "auto"},
         scale_lr=20.0,
     ),
+    "bbb-gal-prior": Method(
+        "BBB under Gal's Gaussian prior, the package's initial σ",
+        "mean-field q under exactly the prior, model and likelihood of the gal method: "
+        "the two differ only in the approximating family",
+        prior="gal",
+        guide="mean_field",
+        guide_options={"init_scale": "auto"},
+    ),
     "bbb-row-auto-sharpened": Method(
         "BBB + posterior sharpening, row-wise prior, the package's initial σ",
         "Fortunato et al. 2017 §4, σ0 = 0.02, the official code's prior, init_scale='auto'",
@@ -189,6 +197,7 @@ METHODS = {
 START_ORDER = [
     "bbb-row-auto-sharpened",
     "bbb-row-auto-scale-lr",
+    "bbb-gal-prior",
     "bbb-row-sharpened",
     "bbb-sharpened",
     "bbb",
