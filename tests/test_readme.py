@@ -40,6 +40,7 @@ SKIPPED = {
     "readme-docs-build": "builds the whole site; CI runs it",
     "readme-command": "trains for minutes; PTB and polarity need downloaded data",
     "readme-development": "runs the whole test suite and the docs build",
+    "readme-posterior-quality": "trains every method and runs NUTS for over an hour",
     "install": "creates a virtual environment and installs from the package registry",
     "quick-start-scripts": "builds .venv and trains for minutes; CI runs scripts/test",
     "first-run": "trains the default run for minutes",
