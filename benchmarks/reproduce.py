@@ -45,7 +45,7 @@ from bayesrnn.app.config_files import resolve_config
 from bayesrnn.app.presets import gal_prior_scale
 from bayesrnn.data import load_ptb
 from bayesrnn.evaluation.stream_report import language_model_report
-from bayesrnn.inference import TBPTTTrainer, evaluate_stream, make_guide
+from bayesrnn.inference import TBPTTTrainer, TrainerConfig, evaluate_stream, make_guide
 from bayesrnn.models import (
     GaussianPrior,
     LanguageModel,
@@ -269,14 +269,8 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
     train = corpus.train[: int(len(corpus.train) * study["train_fraction"])]
     method = METHODS[key]
     model, guide = build(method, corpus.vocab_size, len(train))
-    schedule = {"constant_epochs": study["decay_after"]} if study.get("decay_after") else {}
-    config = dataclasses.replace(
-        SMALL.trainer,
-        epochs=study["epochs"],
-        seed=seed,
-        progress=study.get("progress", False),
-        checkpoint_every=None,  # no checkpoint file: a study run is not resumed
-        **{**method.trainer, **schedule},
+    config = study_config(
+        method, study["epochs"], seed, study.get("decay_after"), study.get("progress", False)
     )
     valid = corpus.valid[: study.get("eval_tokens")]
     trainer = make_trainer(method, model, guide, train, valid, config)
@@ -330,6 +324,22 @@ def run_method(key: str, study: dict, data_dir: str, seed: int) -> dict:
             result[f"{split}_perplexity_mean"] = evaluation.perplexity
     result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def study_config(
+    method: Method, epochs: int, seed: int, decay_after: int | None = None, progress: bool = False
+) -> TrainerConfig:
+    """SMALL's trainer settings with the method's own and the study's epochs, seed and
+    schedule (``decay_after``: the epochs at full learning rate)."""
+    schedule = {"constant_epochs": decay_after} if decay_after else {}
+    return dataclasses.replace(
+        SMALL.trainer,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        checkpoint_every=None,  # no checkpoint file: a study run is not resumed
+        **{**method.trainer, **schedule},
+    )
 
 
 def make_trainer(method: Method, model, guide, train, valid, config) -> TBPTTTrainer:

@@ -17,7 +17,6 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sigma_drift.py --data-dir .
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import reproduce  # the study beside this script: its methods, model builder and trainer
 import torch
@@ -42,13 +41,7 @@ def main() -> None:
     train = corpus.train[: len(corpus.train) // 10]
     method = reproduce.METHODS[args.method]
     model, guide = reproduce.build(method, corpus.vocab_size, len(train))
-    config = dataclasses.replace(
-        reproduce.SMALL.trainer,
-        epochs=args.epochs,
-        seed=args.seed,
-        checkpoint_every=None,
-        **method.trainer,
-    )
+    config = reproduce.study_config(method, args.epochs, args.seed, progress=True)
     if not getattr(guide, "rho", None):
         raise SystemExit(f"{args.method} has no mean-field σ: nothing to measure")
     trainer = reproduce.make_trainer(method, model, guide, train, corpus.valid[:2000], config)
