@@ -104,15 +104,20 @@ def table(results: dict) -> str:
         if not seeds:
             continue
 
-        def cell(key: str, split: str, digits: int, seeds: dict = seeds) -> str:
-            return _cell(seeds, key, split, digits)
-
         constant, decay = SCHEDULES[name]
+        cells = [
+            _cell(seeds, key, split, digits)
+            for key, split, digits in (
+                ("elbo", "train", 4),
+                ("kl", "train", 4),
+                ("crps", "valid", 2),
+                ("coverage_90", "valid", 3),
+                ("crps", "test", 2),
+                ("coverage_90", "test", 3),
+            )
+        ]
         lines.append(
-            f"| {name} ({constant}, {decay:g}) | {', '.join(seeds)} | {cell('elbo', 'train', 4)} "
-            f"| {cell('kl', 'train', 4)} | {cell('crps', 'valid', 2)} "
-            f"| {cell('coverage_90', 'valid', 3)} | {cell('crps', 'test', 2)} "
-            f"| {cell('coverage_90', 'test', 3)} |"
+            f"| {name} ({constant}, {decay:g}) | {', '.join(seeds)} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 
