@@ -75,6 +75,21 @@ class Method:
     scale_lr: float | None = None
 
 
+def _row_auto_warmup(epochs: int) -> Method:
+    """Mean-field BBB under the row-wise prior from the default σ, its KL weight rising from 0
+    to 1 over the first ``epochs`` of the study's 13 (the rest minimise the ELBO)."""
+    return Method(
+        f"BBB, row-wise prior, the package's initial σ, KL warm-up over {epochs} epochs",
+        "Fortunato et al. 2017's official prior with init_scale='auto'; the KL weight rises "
+        f"from 0 to 1 over the first {epochs} epochs (the objective of the last {13 - epochs} "
+        "is the ELBO)",
+        prior="mixture-row",
+        guide="mean_field",
+        guide_options={"init_scale": "auto"},
+        trainer={"kl_warmup_epochs": epochs},
+    )
+
+
 # Zaremba's small configuration (network and schedule), read from the preset: one source.
 SMALL = resolve_config("zaremba-small")
 
@@ -125,24 +140,8 @@ METHODS = {
         guide_options={"init_scale": "fortunato"},
         trainer={"kl_warmup_epochs": 4},
     ),
-    "bbb-row-auto-warmup": Method(
-        "BBB, row-wise prior, the package's initial σ, KL warm-up over 4 epochs",
-        "Fortunato et al. 2017's official prior with init_scale='auto'; the KL weight rises "
-        "from 0 to 1 over the first 4 epochs (the objective of the last 9 is the ELBO)",
-        prior="mixture-row",
-        guide="mean_field",
-        guide_options={"init_scale": "auto"},
-        trainer={"kl_warmup_epochs": 4},
-    ),
-    "bbb-row-auto-warmup8": Method(
-        "BBB, row-wise prior, the package's initial σ, KL warm-up over 8 epochs",
-        "Fortunato et al. 2017's official prior with init_scale='auto'; the KL weight rises "
-        "from 0 to 1 over the first 8 epochs (the objective of the last 5 is the ELBO)",
-        prior="mixture-row",
-        guide="mean_field",
-        guide_options={"init_scale": "auto"},
-        trainer={"kl_warmup_epochs": 8},
-    ),
+    "bbb-row-auto-warmup": _row_auto_warmup(4),
+    "bbb-row-auto-warmup8": _row_auto_warmup(8),
     "bbb-row-auto-warmup-sharpened": Method(
         "BBB + posterior sharpening, row-wise prior, the package's initial σ, KL warm-up",
         "Fortunato et al. 2017 §4, σ0 = 0.02, the official code's prior, init_scale='auto'; "
