@@ -27,11 +27,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from bayesrnn.app.cli import main as bayesrnn_main
 from bayesrnn.app.run_draws import run_predictive
 from bayesrnn.app.setup import load_data, seed_everything
+from bayesrnn.app.trained_run import TrainedRun, load_run
 from bayesrnn.evaluation.forecast import predict_series
 from bayesrnn.evaluation.posterior_quality import continuous_scores
 
@@ -64,25 +63,22 @@ def train(out: Path, seed: int, schedule: str) -> Path:
     return run
 
 
-def elbo_per_value(run_dir: Path, draws: int) -> dict[str, float]:
+def elbo_per_value(run: TrainedRun, draws: int) -> dict[str, float]:
     """E_q[log-likelihood], the KL and their difference per training value (model units)."""
-    from bayesrnn.app.trained_run import load_run
-
-    run = load_run(run_dir)
     corpus = load_data(run.config)
     rows = corpus.full()[: corpus.sizes()["train"]]
     seed_everything(run.config.trainer.seed + 2)
     forecast = predict_series(run.model, run.guide, rows, 1, draws)  # (S, N, D)
     observed = rows[1:, : forecast.loc.shape[-1]].to(forecast.loc)
     log_lik = forecast.log_prob(observed.expand_as(forecast.loc)).sum((1, 2)).mean().item()
-    kl = json.loads((run_dir / "metrics.json").read_text())["training"]["kl_last"]
+    kl = run.metrics["training"]["kl_last"]
     n = observed.numel()
     return {"expected_nll": -log_lik / n, "kl": kl / n, "elbo": (log_lik - kl) / n}
 
 
-def split_scores(run_dir: Path, split: str) -> dict[str, float]:
-    torch.manual_seed(0)
-    predictive = run_predictive(run_dir, split, num_samples=50)
+def split_scores(run: TrainedRun, split: str) -> dict[str, float]:
+    """MC scores of 50 draws on ``split``, seeded as the run's own evaluation."""
+    predictive = run_predictive(run, split, num_samples=50)
     scores = continuous_scores(predictive.draws, predictive.observed)
     return {k: scores[k] for k in ("crps", "coverage_50", "coverage_90")}
 
@@ -103,7 +99,6 @@ def table(results: dict) -> str:
     for name, seeds in results.items():
         if not seeds:
             continue
-
         constant, decay = SCHEDULES[name]
         cells = [
             _cell(seeds, key, split, digits)
@@ -138,7 +133,7 @@ def main() -> None:
     results: dict[str, dict] = {name: {} for name in args.schedules}
     for name in args.schedules:
         for seed in args.seeds:
-            run = train(args.out, seed, name)
+            run = load_run(train(args.out, seed, name))  # read once, scored three ways
             results[name][str(seed)] = {
                 "train": elbo_per_value(run, args.elbo_draws),
                 "valid": split_scores(run, "valid"),
